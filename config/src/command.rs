@@ -1,0 +1,75 @@
+//! Commands: the only way configuration changes. Every Admin API write becomes one
+//! [`Command`], which is persisted (and, in a cluster, replicated) before [`crate::State::apply`]
+//! runs it. Commands are self-contained: ids, timestamps and generated keys are inside, so the
+//! same sequence of commands gives the same state on every node.
+
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+use crate::entity::{Entity, EntityKind};
+use crate::state::StateData;
+
+/// How a put treats an existing entity with the same id.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum PutMode {
+    /// POST: the id must be new.
+    Create,
+    /// PATCH: the id must exist.
+    Update,
+    /// PUT: create or replace.
+    Upsert,
+}
+
+/// A change to the configuration.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum Command {
+    Put { entity: Entity, mode: PutMode },
+    /// Deletes an entity and what Kong cascades with it (a consumer's credentials, plugins
+    /// scoped to the deleted entity).
+    Delete { kind: EntityKind, id: Uuid },
+    /// Replaces the whole configuration (declarative load). Checked as a whole: either every
+    /// entity is consistent and it replaces everything, or nothing changes.
+    Replace(Box<StateData>),
+}
+
+/// What an applied command did.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Applied {
+    Put(Entity),
+    Deleted,
+    Replaced,
+}
+
+/// Error decoding a command from bytes.
+#[derive(Debug, thiserror::Error)]
+#[error("cannot decode command: {0}")]
+pub struct DecodeError(String);
+
+fn bincode_config() -> impl bincode::config::Config {
+    bincode::config::standard()
+}
+
+impl Command {
+    pub fn encode(&self) -> Vec<u8> {
+        // Encoding into a Vec only fails for types serde cannot represent; ours are plain data.
+        bincode::serde::encode_to_vec(self, bincode_config()).unwrap_or_default()
+    }
+
+    pub fn decode(bytes: &[u8]) -> Result<Command, DecodeError> {
+        bincode::serde::decode_from_slice(bytes, bincode_config())
+            .map(|(c, _)| c)
+            .map_err(|e| DecodeError(e.to_string()))
+    }
+}
+
+impl StateData {
+    pub fn encode(&self) -> Vec<u8> {
+        bincode::serde::encode_to_vec(self, bincode_config()).unwrap_or_default()
+    }
+
+    pub fn decode(bytes: &[u8]) -> Result<StateData, DecodeError> {
+        bincode::serde::decode_from_slice(bytes, bincode_config())
+            .map(|(c, _)| c)
+            .map_err(|e| DecodeError(e.to_string()))
+    }
+}

@@ -1,0 +1,26 @@
+//! Tollgate's configuration model: the entities a Kong user knows (services, routes, consumers,
+//! key-auth credentials, plugins), their validation with Kong's field names and defaults, the
+//! [`Command`]s that change them, the deterministic [`State::apply`] that every node runs in the
+//! same order, and the router's compiled form.
+//!
+//! This crate is pure: no I/O, no clock, no randomness. Anything non-deterministic (ids,
+//! timestamps, generated keys) is decided by the caller *before* a command is built, so that
+//! replaying the same commands on any node yields the same state.
+
+pub mod command;
+pub mod declarative;
+pub mod entity;
+pub mod error;
+pub mod input;
+pub mod lenient;
+pub mod normalize;
+pub mod plugins;
+pub mod router;
+pub mod state;
+
+pub use command::{Applied, Command, PutMode};
+pub use entity::{
+    Consumer, Entity, EntityKind, ForeignKey, KeyAuthCredential, Plugin, Protocol, Route, Service,
+};
+pub use error::{ApplyError, FieldErrors};
+pub use state::State;

@@ -1,0 +1,481 @@
+//! The router's compiled form: routes turned into matchers sorted once by Kong's precedence, so
+//! that matching a request is a walk to the first matcher that accepts it.
+//!
+//! Precedence (Kong 3.x `traditional_compatible`), highest first:
+//! 1. number of criteria set (methods, hosts, headers, paths);
+//! 2. routes whose hosts are all plain before those with a wildcard host;
+//! 3. number of headers;
+//! 4. a regex path before a prefix path;
+//! 5. for regex paths, `regex_priority` (higher first);
+//! 6. for prefix paths, the longer prefix;
+//! 7. the older route (`created_at`), then the id, so the order is total and deterministic.
+//!
+//! A route with several paths becomes one matcher per path, each ranked on its own, as Kong
+//! splits such routes. Routes of disabled services are left out.
+
+use std::collections::HashMap;
+
+use regex::Regex;
+use uuid::Uuid;
+
+use crate::entity::Route;
+use crate::state::State;
+
+/// What the router needs to know about a request. Paths must already be normalised
+/// ([`crate::normalize::normalize_path`]); hosts lower-cased, without the port.
+pub struct RequestView<'a> {
+    pub method: &'a str,
+    pub host: &'a str,
+    pub port: Option<u16>,
+    pub path: &'a str,
+    pub headers: &'a dyn HeaderLookup,
+}
+
+/// Header access for the router, so this crate needs no HTTP library.
+pub trait HeaderLookup {
+    /// Calls `f` on each value of header `name` (lower-case) until it returns true.
+    fn any_value(&self, name: &str, f: &mut dyn FnMut(&str) -> bool) -> bool;
+}
+
+#[derive(Debug, Clone)]
+enum HostRule {
+    Exact(String),
+    /// `*.example.com`: the stored suffix is `.example.com`.
+    Suffix(String),
+    /// `example.*`: the stored prefix is `example.`.
+    Prefix(String),
+}
+
+#[derive(Debug, Clone)]
+struct HostMatcher {
+    rule: HostRule,
+    port: Option<u16>,
+}
+
+impl HostMatcher {
+    fn parse(h: &str) -> HostMatcher {
+        let (name, port) = match h.rsplit_once(':') {
+            Some((n, p)) if !n.contains(':') => (n, p.parse().ok()),
+            _ => (h, None),
+        };
+        let rule = if let Some(s) = name.strip_prefix('*') {
+            HostRule::Suffix(s.to_string())
+        } else if let Some(p) = name.strip_suffix('*') {
+            HostRule::Prefix(p.to_string())
+        } else {
+            HostRule::Exact(name.to_string())
+        };
+        HostMatcher { rule, port }
+    }
+
+    fn matches(&self, host: &str, port: Option<u16>) -> bool {
+        if self.port.is_some() && self.port != port {
+            return false;
+        }
+        match &self.rule {
+            HostRule::Exact(h) => h == host,
+            HostRule::Suffix(s) => host.len() > s.len() && host.ends_with(s.as_str()),
+            HostRule::Prefix(p) => host.len() > p.len() && host.starts_with(p.as_str()),
+        }
+    }
+}
+
+#[derive(Debug)]
+enum PathRule {
+    Any,
+    Prefix(String),
+    Regex(Regex),
+}
+
+#[derive(Debug, Clone)]
+enum ValueRule {
+    /// Compared case-insensitively.
+    Plain(String),
+    Regex(Regex),
+}
+
+#[derive(Debug)]
+struct Matcher {
+    route: usize,
+    methods: Vec<String>,
+    hosts: Vec<HostMatcher>,
+    headers: Vec<(String, Vec<ValueRule>)>,
+    path: PathRule,
+    rank: Rank,
+}
+
+/// Sort key; compared in descending order of precedence.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+struct Rank {
+    criteria: u8,
+    plain_hosts: bool,
+    headers: u8,
+    regex: bool,
+    regex_priority: i64,
+    prefix_len: usize,
+    // Older first: stored negated so that "greater" means "earlier".
+    neg_created_at: i64,
+    id: std::cmp::Reverse<Uuid>,
+}
+
+/// A successful match.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Match {
+    /// Index into [`Router::routes`].
+    pub route: usize,
+    /// How many bytes of the normalised path the matched path covered (what `strip_path`
+    /// removes).
+    pub matched_len: usize,
+}
+
+/// Compiled routes, immutable once built.
+#[derive(Debug, Default)]
+pub struct Router {
+    routes: Vec<Uuid>,
+    matchers: Vec<Matcher>,
+}
+
+fn compile_regex(re: &str) -> Option<Regex> {
+    // Kong anchors regex paths at the start of the path.
+    Regex::new(&format!("^(?:{re})")).ok()
+}
+
+impl Router {
+    /// Compiles every route of `state` whose service is enabled.
+    pub fn build(state: &State) -> Router {
+        let mut routes = Vec::new();
+        let mut matchers = Vec::new();
+        for r in state.routes().values() {
+            let enabled = match r.service {
+                Some(fk) => state.services().get(&fk.id).map(|s| s.enabled).unwrap_or(false),
+                None => true,
+            };
+            if !enabled {
+                continue;
+            }
+            let idx = routes.len();
+            routes.push(r.id);
+            compile_route(r, idx, &mut matchers);
+        }
+        matchers.sort_by(|a, b| b.rank.cmp(&a.rank));
+        Router { routes, matchers }
+    }
+
+    /// Route ids, in the order [`Match::route`] indexes.
+    pub fn routes(&self) -> &[Uuid] {
+        &self.routes
+    }
+
+    /// Number of matchers (paths across routes).
+    pub fn len(&self) -> usize {
+        self.matchers.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.matchers.is_empty()
+    }
+
+    /// The highest-precedence route accepting the request.
+    pub fn find(&self, req: &RequestView<'_>) -> Option<Match> {
+        for m in &self.matchers {
+            if !m.methods.is_empty() && !m.methods.iter().any(|x| x == req.method) {
+                continue;
+            }
+            if !m.hosts.is_empty() && !m.hosts.iter().any(|h| h.matches(req.host, req.port)) {
+                continue;
+            }
+            let matched_len = match &m.path {
+                PathRule::Any => 0,
+                PathRule::Prefix(p) => {
+                    if !req.path.starts_with(p.as_str()) {
+                        continue;
+                    }
+                    p.len()
+                }
+                PathRule::Regex(re) => match re.find(req.path) {
+                    Some(found) => found.end(),
+                    None => continue,
+                },
+            };
+            if !m.headers.iter().all(|(name, rules)| {
+                req.headers.any_value(name, &mut |v| {
+                    rules.iter().any(|r| match r {
+                        ValueRule::Plain(p) => p.eq_ignore_ascii_case(v.trim()),
+                        ValueRule::Regex(re) => re.is_match(v),
+                    })
+                })
+            }) {
+                continue;
+            }
+            return Some(Match {
+                route: m.route,
+                matched_len,
+            });
+        }
+        None
+    }
+}
+
+fn compile_route(r: &Route, idx: usize, out: &mut Vec<Matcher>) {
+    let methods = r.methods.clone().unwrap_or_default();
+    let hosts: Vec<HostMatcher> = r
+        .hosts
+        .iter()
+        .flatten()
+        .map(|h| HostMatcher::parse(h))
+        .collect();
+    let plain_hosts = r.hosts.iter().flatten().all(|h| !h.contains('*'));
+    let headers: Vec<(String, Vec<ValueRule>)> = r
+        .headers
+        .iter()
+        .flatten()
+        .map(|(name, vals)| {
+            let rules = vals
+                .iter()
+                .filter_map(|v| match v.strip_prefix("~*") {
+                    Some(re) => compile_regex(re).map(ValueRule::Regex),
+                    None => Some(ValueRule::Plain(v.clone())),
+                })
+                .collect();
+            (name.to_ascii_lowercase(), rules)
+        })
+        .collect();
+    let criteria = [
+        r.methods.is_some(),
+        r.hosts.is_some(),
+        r.headers.is_some(),
+        r.paths.is_some(),
+    ]
+    .iter()
+    .filter(|x| **x)
+    .count() as u8;
+    let base = |path: PathRule, regex: bool, regex_priority: i64, prefix_len: usize| Matcher {
+        route: idx,
+        methods: methods.clone(),
+        hosts: hosts.clone(),
+        headers: headers.clone(),
+        path,
+        rank: Rank {
+            criteria,
+            plain_hosts,
+            headers: headers.len().min(255) as u8,
+            regex,
+            regex_priority,
+            prefix_len,
+            neg_created_at: -r.created_at,
+            id: std::cmp::Reverse(r.id),
+        },
+    };
+    match &r.paths {
+        None => out.push(base(PathRule::Any, false, 0, 0)),
+        Some(paths) => {
+            for p in paths {
+                match p.strip_prefix('~') {
+                    Some(re) => {
+                        if let Some(re) = compile_regex(re) {
+                            out.push(base(PathRule::Regex(re), true, r.regex_priority, 0));
+                        }
+                    }
+                    None => out.push(base(PathRule::Prefix(p.clone()), false, 0, p.len())),
+                }
+            }
+        }
+    }
+}
+
+/// Header lookup over a plain map, for tests and tools.
+impl HeaderLookup for HashMap<String, Vec<String>> {
+    fn any_value(&self, name: &str, f: &mut dyn FnMut(&str) -> bool) -> bool {
+        self.get(name).map(|vs| vs.iter().any(|v| f(v))).unwrap_or(false)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::command::{Command, PutMode};
+    use crate::entity::{Entity, Protocol, Service};
+    use std::collections::BTreeMap;
+
+    struct Fixture {
+        state: State,
+        n: u128,
+    }
+
+    impl Fixture {
+        fn new() -> Fixture {
+            let mut state = State::default();
+            state
+                .apply(Command::Put {
+                    entity: Entity::Service(Service {
+                        id: Uuid::from_u128(1),
+                        name: Some("s".into()),
+                        protocol: Protocol::Http,
+                        host: "h".into(),
+                        port: 80,
+                        path: None,
+                        retries: 5,
+                        connect_timeout: 1,
+                        write_timeout: 1,
+                        read_timeout: 1,
+                        enabled: true,
+                        tags: None,
+                        created_at: 0,
+                        updated_at: 0,
+                    }),
+                    mode: PutMode::Create,
+                })
+                .unwrap();
+            Fixture { state, n: 100 }
+        }
+
+        fn add(&mut self, name: &str, f: impl FnOnce(&mut Route)) {
+            self.n += 1;
+            let mut r = Route {
+                id: Uuid::from_u128(self.n),
+                name: Some(name.into()),
+                protocols: vec![Protocol::Http],
+                methods: None,
+                hosts: None,
+                paths: None,
+                headers: None,
+                https_redirect_status_code: 426,
+                regex_priority: 0,
+                strip_path: true,
+                path_handling: "v0".into(),
+                preserve_host: false,
+                request_buffering: true,
+                response_buffering: true,
+                service: Some(Uuid::from_u128(1).into()),
+                tags: None,
+                created_at: self.n as i64,
+                updated_at: 0,
+            };
+            f(&mut r);
+            self.state
+                .apply(Command::Put {
+                    entity: Entity::Route(r),
+                    mode: PutMode::Create,
+                })
+                .unwrap();
+        }
+
+        fn find(&self, method: &str, host: &str, path: &str, hdrs: &[(&str, &str)]) -> Option<String> {
+            let router = Router::build(&self.state);
+            let mut h: HashMap<String, Vec<String>> = HashMap::new();
+            for (k, v) in hdrs {
+                h.entry(k.to_string()).or_default().push(v.to_string());
+            }
+            let m = router.find(&RequestView {
+                method,
+                host,
+                port: None,
+                path,
+                headers: &h,
+            })?;
+            let id = router.routes()[m.route];
+            self.state.routes()[&id].name.clone()
+        }
+    }
+
+    #[test]
+    fn longest_prefix_wins() {
+        let mut f = Fixture::new();
+        f.add("root", |r| r.paths = Some(vec!["/".into()]));
+        f.add("api", |r| r.paths = Some(vec!["/api".into()]));
+        f.add("api-v1", |r| r.paths = Some(vec!["/api/v1".into()]));
+        assert_eq!(f.find("GET", "x", "/api/v1/users", &[]).as_deref(), Some("api-v1"));
+        assert_eq!(f.find("GET", "x", "/api/v2", &[]).as_deref(), Some("api"));
+        assert_eq!(f.find("GET", "x", "/other", &[]).as_deref(), Some("root"));
+    }
+
+    #[test]
+    fn more_criteria_win_over_longer_paths() {
+        let mut f = Fixture::new();
+        f.add("long-path", |r| r.paths = Some(vec!["/api/v1/users".into()]));
+        f.add("host-and-path", |r| {
+            r.paths = Some(vec!["/api".into()]);
+            r.hosts = Some(vec!["example.com".into()]);
+        });
+        assert_eq!(
+            f.find("GET", "example.com", "/api/v1/users", &[]).as_deref(),
+            Some("host-and-path")
+        );
+        assert_eq!(f.find("GET", "other.com", "/api/v1/users", &[]).as_deref(), Some("long-path"));
+    }
+
+    #[test]
+    fn plain_hosts_before_wildcards() {
+        let mut f = Fixture::new();
+        f.add("wild", |r| r.hosts = Some(vec!["*.example.com".into()]));
+        f.add("plain", |r| r.hosts = Some(vec!["api.example.com".into()]));
+        f.add("tld", |r| r.hosts = Some(vec!["example.*".into()]));
+        assert_eq!(f.find("GET", "api.example.com", "/", &[]).as_deref(), Some("plain"));
+        assert_eq!(f.find("GET", "www.example.com", "/", &[]).as_deref(), Some("wild"));
+        assert_eq!(f.find("GET", "example.org", "/", &[]).as_deref(), Some("tld"));
+        assert_eq!(f.find("GET", "example.com", "/", &[]).as_deref(), Some("tld"));
+        assert_eq!(f.find("GET", "foo.com", "/", &[]), None);
+    }
+
+    #[test]
+    fn regex_paths_by_priority_and_before_prefixes() {
+        let mut f = Fixture::new();
+        f.add("prefix", |r| r.paths = Some(vec!["/users/123".into()]));
+        f.add("re-low", |r| r.paths = Some(vec![r"~/users/\d+".into()]));
+        f.add("re-high", |r| {
+            r.paths = Some(vec![r"~/users/1\d*".into()]);
+            r.regex_priority = 10;
+        });
+        assert_eq!(f.find("GET", "x", "/users/123", &[]).as_deref(), Some("re-high"));
+        assert_eq!(f.find("GET", "x", "/users/923", &[]).as_deref(), Some("re-low"));
+        // Anchored: a regex path does not match in the middle.
+        assert_eq!(f.find("GET", "x", "/x/users/923", &[]), None);
+    }
+
+    #[test]
+    fn methods_and_headers() {
+        let mut f = Fixture::new();
+        f.add("any", |r| r.paths = Some(vec!["/".into()]));
+        f.add("post", |r| {
+            r.paths = Some(vec!["/".into()]);
+            r.methods = Some(vec!["POST".into()]);
+        });
+        f.add("v2", |r| {
+            r.paths = Some(vec!["/".into()]);
+            r.headers = Some(BTreeMap::from([("x-version".into(), vec!["v2".into()])]));
+        });
+        f.add("beta", |r| {
+            r.paths = Some(vec!["/".into()]);
+            r.headers = Some(BTreeMap::from([("x-tier".into(), vec!["~*^beta-\\d$".into()])]));
+        });
+        assert_eq!(f.find("POST", "x", "/a", &[]).as_deref(), Some("post"));
+        assert_eq!(f.find("GET", "x", "/a", &[("x-version", "V2")]).as_deref(), Some("v2"));
+        assert_eq!(f.find("GET", "x", "/a", &[("x-tier", "beta-1")]).as_deref(), Some("beta"));
+        assert_eq!(f.find("GET", "x", "/a", &[("x-version", "v3")]).as_deref(), Some("any"));
+    }
+
+    #[test]
+    fn ties_go_to_the_older_route() {
+        let mut f = Fixture::new();
+        f.add("first", |r| r.paths = Some(vec!["/same".into()]));
+        f.add("second", |r| r.paths = Some(vec!["/same".into()]));
+        assert_eq!(f.find("GET", "x", "/same", &[]).as_deref(), Some("first"));
+    }
+
+    #[test]
+    fn host_with_port() {
+        let mut f = Fixture::new();
+        f.add("p", |r| r.hosts = Some(vec!["example.com:8000".into()]));
+        let router = Router::build(&f.state);
+        let h: HashMap<String, Vec<String>> = HashMap::new();
+        let view = |port| RequestView {
+            method: "GET",
+            host: "example.com",
+            port,
+            path: "/",
+            headers: &h,
+        };
+        assert!(router.find(&view(Some(8000))).is_some());
+        assert!(router.find(&view(Some(9000))).is_none());
+    }
+}
