@@ -27,8 +27,9 @@ pub enum ProposeError {
     Storage(#[from] StorageError),
 }
 
-/// Called with the new state after every command that changed it.
-pub type ApplyHook = Box<dyn Fn(&State) + Send + Sync>;
+/// Called with the new state and the index of the entry that produced it, after every
+/// command that changed it (and once at start with the recovered state).
+pub type ApplyHook = Box<dyn Fn(&State, u64) + Send + Sync>;
 
 struct Inner {
     state: State,
@@ -53,7 +54,7 @@ impl LocalReplicator {
             replayed = rec.replayed,
             "configuration recovered"
         );
-        hook(&rec.state);
+        hook(&rec.state, rec.last_index);
         Ok(LocalReplicator {
             store: Arc::new(store),
             inner: Mutex::new(Inner {
@@ -76,7 +77,7 @@ impl LocalReplicator {
         inner.last_index = index;
         let result = inner.state.apply(cmd);
         if result.is_ok() {
-            (self.hook)(&inner.state);
+            (self.hook)(&inner.state, index);
         }
         if index % SNAPSHOT_EVERY == 0 {
             let store = self.store.clone();

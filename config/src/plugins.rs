@@ -50,8 +50,20 @@ pub fn validate(name: &str, config: Option<&Value>) -> Result<Value, FieldErrors
     }
 }
 
+/// Serializes a config, printing whole numbers without a fraction (`5`, not `5.0`) as Kong does.
 fn to_value<T: Serialize>(t: &T) -> Value {
-    serde_json::to_value(t).unwrap_or(Value::Null)
+    fn whole(v: Value) -> Value {
+        match v {
+            Value::Number(n) => match n.as_f64() {
+                Some(f) if n.is_f64() && f.fract() == 0.0 && f.abs() < 9.0e15 => Value::from(f as i64),
+                _ => Value::Number(n),
+            },
+            Value::Object(m) => Value::Object(m.into_iter().map(|(k, v)| (k, whole(v))).collect()),
+            Value::Array(a) => Value::Array(a.into_iter().map(whole).collect()),
+            other => other,
+        }
+    }
+    whole(serde_json::to_value(t).unwrap_or(Value::Null))
 }
 
 /// Deserializes `v` into `T`, turning serde's first error into a field error under `config`.
@@ -481,7 +493,8 @@ mod tests {
             Some(&json!({"minute": 5, "redis_host": "r", "redis_port": 6380})),
         )
         .unwrap();
-        assert_eq!(v["minute"], json!(5.0));
+        assert_eq!(v["minute"], json!(5));
+        assert_eq!(v["sync_rate"], json!(-1));
         assert_eq!(v["limit_by"], "consumer");
         assert_eq!(v["policy"], "local");
         assert_eq!(v["window_type"], "sliding");

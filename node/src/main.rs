@@ -1,1 +1,29 @@
-fn main(){}
+//! The `tollgate` binary: parses the command line and runs a node or the echo backend.
+
+use clap::Parser;
+use tollgate::cli::{Cli, Command};
+
+fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    let Some(cmd) = cli.command else {
+        use clap::CommandFactory;
+        Cli::command().print_help()?;
+        println!();
+        return Ok(());
+    };
+    tollgate::cli::init_logging(&cli.log_format, &cli.log_level)?;
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .worker_threads(cli.worker_threads.unwrap_or_else(|| {
+            std::thread::available_parallelism()
+                .map(|n| n.get())
+                .unwrap_or(1)
+        }))
+        .build()?;
+    rt.block_on(async move {
+        match cmd {
+            Command::Node(args) => tollgate::node::run(args).await,
+            Command::Echo(args) => tollgate::echo::run(args).await,
+        }
+    })
+}

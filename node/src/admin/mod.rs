@@ -1,0 +1,597 @@
+//! The Admin API, compatible with Kong 3.x: the same paths, JSON shapes, status codes and error
+//! bodies, so a Kong user's curl commands work unchanged.
+//!
+//! Reads are served from this node's applied state. Every write becomes one
+//! [`tollgate_config::Command`] handed to the replicator; its answer (the entity, or the apply
+//! error mapped to Kong's error body) is what the client gets. When a write returns, the data
+//! plane already serves it (the apply hook has swapped the snapshot).
+
+mod body;
+
+use std::sync::Arc;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use axum::body::Bytes;
+use axum::extract::{DefaultBodyLimit, Path, Query, RawQuery, State as AxState};
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, MethodRouter};
+use axum::Router;
+use rand::distr::{Alphanumeric, SampleString};
+use serde_json::{json, Value};
+use subtle::ConstantTimeEq;
+use tollgate_cluster::{LocalReplicator, ProposeError};
+use tollgate_config::declarative;
+use tollgate_config::input::{self, PluginScope, Stamp};
+use tollgate_config::{Applied, ApplyError, Command, Entity, EntityKind, FieldErrors, PutMode, State};
+use uuid::Uuid;
+
+use crate::metrics::Metrics;
+use crate::snapshot::SnapshotHandle;
+
+/// What the Admin API works with.
+pub struct AdminCtx {
+    pub node_id: u64,
+    pub replicator: Arc<LocalReplicator>,
+    pub metrics: Arc<Metrics>,
+    pub snapshots: Arc<SnapshotHandle>,
+    pub token: Option<String>,
+    pub proxy_listen: String,
+    pub admin_listen: String,
+}
+
+type Ctx = Arc<AdminCtx>;
+
+/// Largest Admin API body (declarative loads of tens of thousands of entities fit).
+const MAX_BODY: usize = 64 * 1024 * 1024;
+
+fn json_response(status: StatusCode, v: &Value) -> Response {
+    let mut r = (status, v.to_string()).into_response();
+    r.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json; charset=utf-8"),
+    );
+    r
+}
+
+fn message(status: StatusCode, msg: &str) -> Response {
+    json_response(status, &json!({ "message": msg }))
+}
+
+fn apply_error(e: &ApplyError) -> Response {
+    let status = StatusCode::from_u16(e.status()).unwrap_or(StatusCode::BAD_REQUEST);
+    json_response(status, &e.to_json())
+}
+
+fn schema_error(e: FieldErrors) -> Response {
+    apply_error(&ApplyError::Schema(e))
+}
+
+fn propose_error(e: ProposeError) -> Response {
+    match e {
+        ProposeError::Rejected(e) => apply_error(&e),
+        ProposeError::Storage(e) => {
+            tracing::error!(error = %e, "configuration write failed");
+            message(StatusCode::SERVICE_UNAVAILABLE, "configuration storage unavailable; the change was not applied")
+        }
+    }
+}
+
+fn now() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0)
+}
+
+fn fresh_stamp(existing: Option<(Uuid, i64)>) -> Stamp {
+    Stamp {
+        id: existing.map(|e| e.0).unwrap_or_else(Uuid::new_v4),
+        now: now(),
+        created_at: existing.map(|e| e.1),
+        // Kong generates 32 alphanumeric characters.
+        generated_key: Alphanumeric.sample_string(&mut rand::rng(), 32),
+    }
+}
+
+/// Which collection a URL addresses: a kind, maybe nested under a parent.
+#[derive(Debug, Clone, Copy)]
+struct Collection {
+    kind: EntityKind,
+    parent: Option<EntityKind>,
+}
+
+fn created_at(e: &Entity) -> i64 {
+    match e {
+        Entity::Service(x) => x.created_at,
+        Entity::Route(x) => x.created_at,
+        Entity::Consumer(x) => x.created_at,
+        Entity::KeyAuth(x) => x.created_at,
+        Entity::Plugin(x) => x.created_at,
+    }
+}
+
+fn tags(e: &Entity) -> Option<&Vec<String>> {
+    match e {
+        Entity::Service(x) => x.tags.as_ref(),
+        Entity::Route(x) => x.tags.as_ref(),
+        Entity::Consumer(x) => x.tags.as_ref(),
+        Entity::KeyAuth(x) => x.tags.as_ref(),
+        Entity::Plugin(x) => x.tags.as_ref(),
+    }
+}
+
+/// Whether `e` lives under parent `pid` of kind `pk`.
+fn belongs(e: &Entity, pk: EntityKind, pid: Uuid) -> bool {
+    let is = |f: Option<tollgate_config::ForeignKey>| f.map(|f| f.id) == Some(pid);
+    match (e, pk) {
+        (Entity::Route(r), EntityKind::Service) => is(r.service),
+        (Entity::Plugin(p), EntityKind::Service) => is(p.service),
+        (Entity::Plugin(p), EntityKind::Route) => is(p.route),
+        (Entity::Plugin(p), EntityKind::Consumer) => is(p.consumer),
+        (Entity::KeyAuth(k), EntityKind::Consumer) => k.consumer.id == pid,
+        _ => false,
+    }
+}
+
+fn build(
+    c: Collection,
+    body: &Value,
+    stamp: &Stamp,
+    st: &State,
+    parent: Option<Uuid>,
+) -> Result<Entity, FieldErrors> {
+    let scope = |k: EntityKind| if c.parent == Some(k) { parent } else { None };
+    match c.kind {
+        EntityKind::Service => input::service(body, stamp).map(Entity::Service),
+        EntityKind::Route => input::route(body, stamp, st, scope(EntityKind::Service)).map(Entity::Route),
+        EntityKind::Consumer => input::consumer(body, stamp).map(Entity::Consumer),
+        EntityKind::KeyAuth => {
+            let owner = parent.ok_or_else(|| FieldErrors::single("consumer", "required field missing"))?;
+            input::key_auth(body, stamp, owner).map(Entity::KeyAuth)
+        }
+        EntityKind::Plugin => input::plugin(
+            body,
+            stamp,
+            st,
+            PluginScope {
+                route: scope(EntityKind::Route),
+                service: scope(EntityKind::Service),
+                consumer: scope(EntityKind::Consumer),
+            },
+        )
+        .map(Entity::Plugin),
+    }
+}
+
+/// Resolves the parent from the URL, or answers 404.
+fn parent_id(st: &State, c: Collection, key: Option<&str>) -> Result<Option<Uuid>, Response> {
+    match (c.parent, key) {
+        (Some(pk), Some(k)) => st
+            .resolve(pk, k)
+            .map(Some)
+            .ok_or_else(|| message(StatusCode::NOT_FOUND, "Not found")),
+        _ => Ok(None),
+    }
+}
+
+/// Finds the addressed entity (and checks it is under the parent), or `None`.
+fn find(st: &State, c: Collection, parent: Option<Uuid>, key: &str) -> Option<Entity> {
+    let id = st.resolve(c.kind, key)?;
+    let e = st.get(c.kind, id)?;
+    match (c.parent, parent) {
+        (Some(pk), Some(pid)) if !belongs(&e, pk, pid) => None,
+        _ => Some(e),
+    }
+}
+
+async fn propose(ctx: &Ctx, cmd: Command) -> Result<Applied, Response> {
+    ctx.replicator.propose(cmd).await.map_err(propose_error)
+}
+
+#[derive(serde::Deserialize, Default)]
+struct ListQuery {
+    size: Option<String>,
+    offset: Option<String>,
+    tags: Option<String>,
+}
+
+async fn list(ctx: Ctx, c: Collection, parent_key: Option<String>, q: ListQuery, path: String) -> Response {
+    let size = match q.size.as_deref().map(str::parse::<usize>) {
+        None => 100,
+        Some(Ok(n)) if (1..=1000).contains(&n) => n,
+        _ => {
+            return json_response(
+                StatusCode::BAD_REQUEST,
+                &json!({"code": 9, "name": "invalid size", "message": "size must be an integer between 1 and 1000"}),
+            )
+        }
+    };
+    let after = match q.offset.as_deref().map(Uuid::parse_str) {
+        None => None,
+        Some(Ok(id)) => Some(id),
+        Some(Err(_)) => {
+            let o = q.offset.clone().unwrap_or_default();
+            return json_response(
+                StatusCode::BAD_REQUEST,
+                &json!({"code": 7, "name": "invalid offset", "message": format!("'{o}' is not a valid offset: bad base64 encoding")}),
+            );
+        }
+    };
+    // `tags=a,b` needs all, `tags=a/b` any (Kong's syntax).
+    let (want, any) = match q.tags.as_deref() {
+        None => (Vec::new(), false),
+        Some(t) if t.contains('/') => (t.split('/').map(str::to_string).collect(), true),
+        Some(t) => (t.split(',').map(str::to_string).collect(), false),
+    };
+    let res = ctx
+        .replicator
+        .read(|st| {
+            let parent = parent_id(st, c, parent_key.as_deref())?;
+            let items: Vec<Entity> = st
+                .list(c.kind)
+                .into_iter()
+                .filter(|e| match (c.parent, parent) {
+                    (Some(pk), Some(pid)) => belongs(e, pk, pid),
+                    _ => true,
+                })
+                .filter(|e| {
+                    want.is_empty() || {
+                        let have = tags(e).cloned().unwrap_or_default();
+                        if any {
+                            want.iter().any(|t| have.contains(t))
+                        } else {
+                            want.iter().all(|t| have.contains(t))
+                        }
+                    }
+                })
+                .filter(|e| after.map(|a| e.id() > a).unwrap_or(true))
+                .collect();
+            Ok::<_, Response>(items)
+        })
+        .await;
+    let items = match res {
+        Ok(i) => i,
+        Err(r) => return r,
+    };
+    let more = items.len() > size;
+    let page: Vec<Value> = items.iter().take(size).map(Entity::to_json).collect();
+    let (next, offset) = if more {
+        let last = items[size - 1].id().to_string();
+        let mut next = format!("{path}?offset={last}");
+        if q.size.is_some() {
+            next.push_str(&format!("&size={size}"));
+        }
+        if let Some(t) = &q.tags {
+            next.push_str(&format!("&tags={t}"));
+        }
+        (Some(next), Some(last))
+    } else {
+        (None, None)
+    };
+    json_response(StatusCode::OK, &tollgate_config::state::page_json(page, next, offset))
+}
+
+async fn create(ctx: Ctx, c: Collection, parent_key: Option<String>, headers: HeaderMap, bytes: Bytes) -> Response {
+    let body = match body::parse(&headers, &bytes) {
+        Ok(b) => b,
+        Err(e) => return message(StatusCode::BAD_REQUEST, e.0),
+    };
+    let built = ctx
+        .replicator
+        .read(|st| {
+            let parent = parent_id(st, c, parent_key.as_deref())?;
+            build(c, &body, &fresh_stamp(None), st, parent).map_err(schema_error)
+        })
+        .await;
+    let entity = match built {
+        Ok(e) => e,
+        Err(r) => return r,
+    };
+    match propose(&ctx, Command::Put { entity, mode: PutMode::Create }).await {
+        Ok(Applied::Put(e)) => json_response(StatusCode::CREATED, &e.to_json()),
+        Ok(_) => message(StatusCode::INTERNAL_SERVER_ERROR, "An unexpected error occurred"),
+        Err(r) => r,
+    }
+}
+
+async fn read_one(ctx: Ctx, c: Collection, parent_key: Option<String>, key: String) -> Response {
+    ctx.replicator
+        .read(|st| {
+            let parent = match parent_id(st, c, parent_key.as_deref()) {
+                Ok(p) => p,
+                Err(r) => return r,
+            };
+            match find(st, c, parent, &key) {
+                Some(e) => json_response(StatusCode::OK, &e.to_json()),
+                None => message(StatusCode::NOT_FOUND, "Not found"),
+            }
+        })
+        .await
+}
+
+async fn update(
+    ctx: Ctx,
+    c: Collection,
+    parent_key: Option<String>,
+    key: String,
+    headers: HeaderMap,
+    bytes: Bytes,
+    upsert: bool,
+) -> Response {
+    let mut body = match body::parse(&headers, &bytes) {
+        Ok(b) => b,
+        Err(e) => return message(StatusCode::BAD_REQUEST, e.0),
+    };
+    let built = ctx
+        .replicator
+        .read(|st| {
+            let parent = parent_id(st, c, parent_key.as_deref())?;
+            let existing = find(st, c, parent, &key);
+            let entity = match (existing, upsert) {
+                (None, false) => return Err(message(StatusCode::NOT_FOUND, "Not found")),
+                (Some(e), false) => {
+                    let mut merged = input::merge_patch(&e.to_json(), &body);
+                    merged["id"] = Value::String(e.id().to_string());
+                    build(c, &merged, &fresh_stamp(Some((e.id(), created_at(&e)))), st, parent)
+                }
+                (existing, true) => {
+                    // PUT /{kind}/{id or name}: the URL names the entity.
+                    let id = existing
+                        .as_ref()
+                        .map(Entity::id)
+                        .or_else(|| Uuid::parse_str(&key).ok());
+                    if id.is_none() {
+                        let field = match c.kind {
+                            EntityKind::Consumer => "username",
+                            EntityKind::KeyAuth => "key",
+                            EntityKind::Plugin => "instance_name",
+                            _ => "name",
+                        };
+                        body[field] = Value::String(key.clone());
+                    }
+                    let stamp = fresh_stamp(existing.as_ref().map(|e| (e.id(), created_at(e))));
+                    let stamp = Stamp { id: id.unwrap_or(stamp.id), ..stamp };
+                    body["id"] = Value::String(stamp.id.to_string());
+                    build(c, &body, &stamp, st, parent)
+                }
+            };
+            entity.map_err(schema_error)
+        })
+        .await;
+    let entity = match built {
+        Ok(e) => e,
+        Err(r) => return r,
+    };
+    let mode = if upsert { PutMode::Upsert } else { PutMode::Update };
+    match propose(&ctx, Command::Put { entity, mode }).await {
+        Ok(Applied::Put(e)) => json_response(StatusCode::OK, &e.to_json()),
+        Ok(_) => message(StatusCode::INTERNAL_SERVER_ERROR, "An unexpected error occurred"),
+        Err(r) => r,
+    }
+}
+
+async fn remove(ctx: Ctx, c: Collection, parent_key: Option<String>, key: String) -> Response {
+    let target = ctx
+        .replicator
+        .read(|st| {
+            let parent = parent_id(st, c, parent_key.as_deref())?;
+            Ok::<_, Response>(find(st, c, parent, &key).map(|e| e.id()))
+        })
+        .await;
+    match target {
+        Err(r) => r,
+        // Kong answers 204 to deleting what is not there.
+        Ok(None) => StatusCode::NO_CONTENT.into_response(),
+        Ok(Some(id)) => match propose(&ctx, Command::Delete { kind: c.kind, id }).await {
+            Ok(_) => StatusCode::NO_CONTENT.into_response(),
+            Err(r) => r,
+        },
+    }
+}
+
+/// Routes for a collection at `base` and its items at `base/{key}`.
+fn collection(router: Router<Ctx>, base: &str, c: Collection) -> Router<Ctx> {
+    let list_path = base.to_string();
+    let coll: MethodRouter<Ctx> = match c.parent {
+        None => get(move |AxState(ctx): AxState<Ctx>, Query(q): Query<ListQuery>| list(ctx, c, None, q, list_path.clone()))
+            .post(move |AxState(ctx): AxState<Ctx>, h: HeaderMap, b: Bytes| create(ctx, c, None, h, b)),
+        Some(_) => {
+            let base = base.to_string();
+            get(move |AxState(ctx): AxState<Ctx>, Path(p): Path<String>, Query(q): Query<ListQuery>| {
+                let path = base.replace("{parent}", &p);
+                list(ctx, c, Some(p), q, path)
+            })
+            .post(move |AxState(ctx): AxState<Ctx>, Path(p): Path<String>, h: HeaderMap, b: Bytes| {
+                create(ctx, c, Some(p), h, b)
+            })
+        }
+    };
+    let item: MethodRouter<Ctx> = match c.parent {
+        None => get(move |AxState(ctx): AxState<Ctx>, Path(k): Path<String>| read_one(ctx, c, None, k))
+            .patch(move |AxState(ctx): AxState<Ctx>, Path(k): Path<String>, h: HeaderMap, b: Bytes| {
+                update(ctx, c, None, k, h, b, false)
+            })
+            .put(move |AxState(ctx): AxState<Ctx>, Path(k): Path<String>, h: HeaderMap, b: Bytes| {
+                update(ctx, c, None, k, h, b, true)
+            })
+            .delete(move |AxState(ctx): AxState<Ctx>, Path(k): Path<String>| remove(ctx, c, None, k)),
+        Some(_) => get(move |AxState(ctx): AxState<Ctx>, Path((p, k)): Path<(String, String)>| {
+            read_one(ctx, c, Some(p), k)
+        })
+        .patch(
+            move |AxState(ctx): AxState<Ctx>, Path((p, k)): Path<(String, String)>, h: HeaderMap, b: Bytes| {
+                update(ctx, c, Some(p), k, h, b, false)
+            },
+        )
+        .put(
+            move |AxState(ctx): AxState<Ctx>, Path((p, k)): Path<(String, String)>, h: HeaderMap, b: Bytes| {
+                update(ctx, c, Some(p), k, h, b, true)
+            },
+        )
+        .delete(move |AxState(ctx): AxState<Ctx>, Path((p, k)): Path<(String, String)>| {
+            remove(ctx, c, Some(p), k)
+        }),
+    };
+    router.route(base, coll).route(&format!("{base}/{{key}}"), item)
+}
+
+async fn root(AxState(ctx): AxState<Ctx>) -> Response {
+    let enabled: Vec<String> = ctx
+        .replicator
+        .read(|st| {
+            let mut names: Vec<String> = st.plugins().values().map(|p| p.name.clone()).collect();
+            names.sort();
+            names.dedup();
+            names
+        })
+        .await;
+    let available: serde_json::Map<String, Value> = tollgate_config::plugins::BUNDLED
+        .iter()
+        .map(|(n, p)| (n.to_string(), json!({"priority": p, "version": env!("CARGO_PKG_VERSION")})))
+        .collect();
+    json_response(
+        StatusCode::OK,
+        &json!({
+            "tagline": "Welcome to Tollgate",
+            "version": env!("CARGO_PKG_VERSION"),
+            "node_id": ctx.node_id,
+            "hostname": std::env::var("HOSTNAME").unwrap_or_default(),
+            "plugins": { "available_on_server": available, "enabled_in_cluster": enabled },
+            "configuration": {
+                "database": "off",
+                "role": "traditional",
+                "proxy_listen": [ctx.proxy_listen],
+                "admin_listen": [ctx.admin_listen],
+            },
+        }),
+    )
+}
+
+async fn status(AxState(ctx): AxState<Ctx>) -> Response {
+    let (entities, index) = (
+        ctx.replicator.read(|st| st.len()).await,
+        ctx.replicator.last_index().await,
+    );
+    let snap = ctx.snapshots.load();
+    json_response(
+        StatusCode::OK,
+        &json!({
+            "database": { "reachable": true },
+            "server": {
+                "connections_accepted": ctx.metrics.connections_accepted.get(),
+            },
+            "configuration_hash": format!("{:032x}", snap.version),
+            "tollgate": { "node_id": ctx.node_id, "applied_index": index, "entities": entities, "routes": snap.routes.len() },
+        }),
+    )
+}
+
+async fn metrics(AxState(ctx): AxState<Ctx>) -> Response {
+    let mut r = ctx.metrics.render().into_response();
+    r.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; version=0.0.4"),
+    );
+    r
+}
+
+async fn plugins_enabled() -> Response {
+    let names: Vec<&str> = tollgate_config::plugins::BUNDLED.iter().map(|(n, _)| *n).collect();
+    json_response(StatusCode::OK, &json!({ "enabled_plugins": names }))
+}
+
+async fn config_get(AxState(ctx): AxState<Ctx>, RawQuery(q): RawQuery) -> Response {
+    let doc = ctx.replicator.read(declarative::export).await;
+    if q.as_deref().unwrap_or("").contains("format=yaml") {
+        let mut r = serde_yaml::to_string(&doc).unwrap_or_default().into_response();
+        r.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/yaml"));
+        return r;
+    }
+    json_response(StatusCode::OK, &doc)
+}
+
+struct AdminStamps;
+
+impl declarative::Stamps for AdminStamps {
+    fn id(&mut self) -> Uuid {
+        Uuid::new_v4()
+    }
+    fn key(&mut self) -> String {
+        Alphanumeric.sample_string(&mut rand::rng(), 32)
+    }
+    fn now(&self) -> i64 {
+        now()
+    }
+}
+
+/// Kong's `POST /config`: replaces the whole configuration with a declarative file, given raw
+/// (YAML or JSON) or as `{"config": "<file text>"}`.
+async fn config_post(AxState(ctx): AxState<Ctx>, bytes: Bytes) -> Response {
+    let text = String::from_utf8_lossy(&bytes).into_owned();
+    let text = match serde_json::from_str::<Value>(&text) {
+        Ok(Value::Object(o)) if o.get("config").map(Value::is_string).unwrap_or(false) => {
+            o["config"].as_str().unwrap_or_default().to_string()
+        }
+        _ => text,
+    };
+    let data = match declarative::parse(&text, &mut AdminStamps) {
+        Ok(d) => d,
+        Err(e) => return message(StatusCode::BAD_REQUEST, &e.to_string()),
+    };
+    let n = data.services.len() + data.routes.len() + data.consumers.len() + data.keyauth_credentials.len() + data.plugins.len();
+    match propose(&ctx, Command::Replace(Box::new(data))).await {
+        Ok(_) => json_response(StatusCode::CREATED, &json!({"message": "configuration loaded", "entities": n})),
+        Err(r) => r,
+    }
+}
+
+/// Requires the admin token, when one is configured, on every request.
+async fn auth(
+    AxState(ctx): AxState<Ctx>,
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    if let Some(token) = &ctx.token {
+        let h = req.headers();
+        let given = h
+            .get("kong-admin-token")
+            .and_then(|v| v.to_str().ok())
+            .or_else(|| {
+                h.get(header::AUTHORIZATION)
+                    .and_then(|v| v.to_str().ok())
+                    .and_then(|v| v.strip_prefix("Bearer "))
+            })
+            .unwrap_or("");
+        if !bool::from(given.as_bytes().ct_eq(token.as_bytes())) {
+            return message(StatusCode::UNAUTHORIZED, "Invalid or missing admin token");
+        }
+    }
+    next.run(req).await
+}
+
+/// The Admin API router.
+pub fn router(ctx: Ctx) -> Router {
+    let c = |kind, parent| Collection { kind, parent };
+    let mut r: Router<Ctx> = Router::new()
+        .route("/", get(root))
+        .route("/status", get(status))
+        .route("/metrics", get(metrics))
+        .route("/plugins/enabled", get(plugins_enabled))
+        .route("/config", get(config_get).post(config_post));
+    r = collection(r, "/services", c(EntityKind::Service, None));
+    r = collection(r, "/routes", c(EntityKind::Route, None));
+    r = collection(r, "/consumers", c(EntityKind::Consumer, None));
+    r = collection(r, "/plugins", c(EntityKind::Plugin, None));
+    r = collection(r, "/key-auths", c(EntityKind::KeyAuth, None));
+    r = collection(r, "/services/{parent}/routes", c(EntityKind::Route, Some(EntityKind::Service)));
+    r = collection(r, "/services/{parent}/plugins", c(EntityKind::Plugin, Some(EntityKind::Service)));
+    r = collection(r, "/routes/{parent}/plugins", c(EntityKind::Plugin, Some(EntityKind::Route)));
+    r = collection(r, "/consumers/{parent}/plugins", c(EntityKind::Plugin, Some(EntityKind::Consumer)));
+    r = collection(r, "/consumers/{parent}/key-auth", c(EntityKind::KeyAuth, Some(EntityKind::Consumer)));
+    r.fallback(|| async { message(StatusCode::NOT_FOUND, "Not found") })
+        .method_not_allowed_fallback(|| async { message(StatusCode::METHOD_NOT_ALLOWED, "Method not allowed") })
+        .layer(DefaultBodyLimit::max(MAX_BODY))
+        .layer(axum::middleware::from_fn_with_state(ctx.clone(), auth))
+        .with_state(ctx)
+}

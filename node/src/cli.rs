@@ -1,0 +1,93 @@
+//! The command line: `tollgate node ...` and `tollgate echo ...`. Every flag also reads a
+//! `TOLLGATE_*` environment variable, so containers can be configured without arguments.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+#[derive(Debug, Parser)]
+#[command(name = "tollgate", version, about = "A clustered API gateway with Kong's Admin API and no database")]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Option<Command>,
+    /// Log output format.
+    #[arg(long, global = true, value_enum, default_value = "text", env = "TOLLGATE_LOG_FORMAT")]
+    pub log_format: LogFormat,
+    /// Log filter (tracing's env-filter syntax, e.g. `info` or `tollgate=debug`).
+    #[arg(long, global = true, default_value = "info", env = "TOLLGATE_LOG_LEVEL")]
+    pub log_level: String,
+    /// Runtime worker threads (default: one per CPU).
+    #[arg(long, global = true, env = "TOLLGATE_WORKER_THREADS")]
+    pub worker_threads: Option<usize>,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum, PartialEq, Eq)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run a gateway node.
+    Node(NodeArgs),
+    /// Run a small backend that answers with what it received (for demos and tests).
+    Echo(EchoArgs),
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct NodeArgs {
+    /// This node's id in the cluster (unique, > 0).
+    #[arg(long, default_value_t = 1, env = "TOLLGATE_ID", value_parser = clap::value_parser!(u64).range(1..))]
+    pub id: u64,
+    /// Where configuration is stored; created on first start.
+    #[arg(long, default_value = "./tollgate-data", env = "TOLLGATE_DATA_DIR")]
+    pub data_dir: PathBuf,
+    /// Proxy listener (client traffic).
+    #[arg(long, default_value = "0.0.0.0:8000", env = "TOLLGATE_PROXY_LISTEN")]
+    pub proxy_listen: SocketAddr,
+    /// Admin API listener. Loopback by default; any other address requires --admin-token.
+    #[arg(long, default_value = "127.0.0.1:8001", env = "TOLLGATE_ADMIN_LISTEN")]
+    pub admin_listen: SocketAddr,
+    /// Token required on every Admin API request (`Kong-Admin-Token` or `Authorization: Bearer`).
+    #[arg(long, env = "TOLLGATE_ADMIN_TOKEN", hide_env_values = true)]
+    pub admin_token: Option<String>,
+    /// Raft listener between nodes.
+    #[arg(long, default_value = "127.0.0.1:7000", env = "TOLLGATE_CLUSTER_LISTEN")]
+    pub cluster_listen: SocketAddr,
+    /// Gossip (discovery, shared rate-limit counters) listener.
+    #[arg(long, default_value = "127.0.0.1:7946", env = "TOLLGATE_GOSSIP_LISTEN")]
+    pub gossip_listen: SocketAddr,
+    /// Gossip addresses of existing nodes, comma-separated (host:port).
+    #[arg(long, default_value = "", env = "TOLLGATE_SEEDS")]
+    pub seeds: String,
+    /// Number of nodes to wait for before forming a new cluster.
+    #[arg(long, env = "TOLLGATE_BOOTSTRAP_EXPECT", value_parser = clap::value_parser!(u64).range(1..))]
+    pub bootstrap_expect: Option<u64>,
+    /// A declarative configuration file (Kong's format, YAML or JSON) loaded at start.
+    #[arg(long, env = "TOLLGATE_CONFIG")]
+    pub config: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct EchoArgs {
+    /// Address to listen on.
+    #[arg(long, default_value = "127.0.0.1:8080", env = "TOLLGATE_ECHO_LISTEN")]
+    pub listen: SocketAddr,
+    /// Name reported in every answer.
+    #[arg(long, default_value = "echo", env = "TOLLGATE_ECHO_NAME")]
+    pub name: String,
+}
+
+/// Sets up `tracing` output in the chosen format.
+pub fn init_logging(format: &LogFormat, level: &str) -> anyhow::Result<()> {
+    let filter = tracing_subscriber::EnvFilter::try_new(level)
+        .map_err(|e| anyhow::anyhow!("invalid --log-level '{level}': {e}"))?;
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    match format {
+        LogFormat::Text => builder.try_init(),
+        LogFormat::Json => builder.json().try_init(),
+    }
+    .map_err(|e| anyhow::anyhow!("cannot initialise logging: {e}"))
+}

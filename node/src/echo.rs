@@ -1,0 +1,85 @@
+//! `tollgate echo`: a small backend that answers JSON naming itself, the method, the path and
+//! query it received and the request headers; `/health` answers `{"status":"healthy"}`. It is
+//! the stand-in for real backends in demos, docker-compose and tests.
+
+use std::net::SocketAddr;
+
+use bytes::Bytes;
+use http::{header, Request, Response, StatusCode};
+use http_body_util::{BodyExt, Full};
+use hyper::body::Incoming;
+use serde_json::{json, Map, Value};
+use tokio::net::TcpListener;
+
+use crate::cli::EchoArgs;
+
+/// Largest body the echo reads (it reports the size, not the content).
+const MAX_BODY: usize = 16 * 1024 * 1024;
+
+pub async fn run(args: EchoArgs) -> anyhow::Result<()> {
+    let listener = TcpListener::bind(args.listen)
+        .await
+        .map_err(|e| anyhow::anyhow!("cannot listen on {}: {e}", args.listen))?;
+    tracing::info!(listen = %args.listen, name = %args.name, "echo backend ready");
+    let name: std::sync::Arc<str> = args.name.into();
+    let shutdown = crate::node::shutdown_signal();
+    crate::serve::serve(
+        listener,
+        move |req, peer| handle(req, peer, name.clone()),
+        shutdown,
+        "echo",
+        None,
+    )
+    .await;
+    Ok(())
+}
+
+async fn handle(req: Request<Incoming>, peer: SocketAddr, name: std::sync::Arc<str>) -> Response<Full<Bytes>> {
+    let (parts, body) = req.into_parts();
+    let path = parts
+        .uri
+        .path_and_query()
+        .map(|p| p.as_str().to_string())
+        .unwrap_or_else(|| "/".into());
+    if parts.uri.path() == "/health" {
+        return json_response(StatusCode::OK, json!({"status": "healthy"}));
+    }
+    let mut headers = Map::new();
+    for (k, v) in &parts.headers {
+        let v = String::from_utf8_lossy(v.as_bytes()).into_owned();
+        match headers.get_mut(k.as_str()) {
+            Some(Value::String(prev)) => {
+                prev.push_str(", ");
+                prev.push_str(&v);
+            }
+            _ => {
+                headers.insert(k.as_str().to_string(), Value::String(v));
+            }
+        }
+    }
+    let body_len = match http_body_util::Limited::new(body, MAX_BODY).collect().await {
+        Ok(b) => b.to_bytes().len(),
+        Err(_) => return json_response(StatusCode::PAYLOAD_TOO_LARGE, json!({"message": "body too large"})),
+    };
+    json_response(
+        StatusCode::OK,
+        json!({
+            "name": &*name,
+            "method": parts.method.as_str(),
+            "path": path,
+            "headers": headers,
+            "body_bytes": body_len,
+            "client": peer.to_string(),
+        }),
+    )
+}
+
+fn json_response(status: StatusCode, v: Value) -> Response<Full<Bytes>> {
+    let mut r = Response::new(Full::new(Bytes::from(v.to_string())));
+    *r.status_mut() = status;
+    r.headers_mut().insert(
+        header::CONTENT_TYPE,
+        header::HeaderValue::from_static("application/json"),
+    );
+    r
+}

@@ -1,0 +1,224 @@
+//! `tollgate node`: wires storage, the replicator, the data-plane snapshot, the proxy and the
+//! Admin API together, and shuts them down in order on SIGTERM/SIGINT.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use anyhow::{bail, Context};
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tollgate_cluster::{parse_seeds, LocalReplicator};
+use tollgate_config::{declarative, Command};
+
+use crate::admin::{self, AdminCtx};
+use crate::cli::NodeArgs;
+use crate::metrics::Metrics;
+use crate::proxy::Proxy;
+use crate::ratelimit::LocalCounters;
+use crate::serve::{serve, Shutdown};
+use crate::snapshot::{Deps, Snapshot, SnapshotHandle};
+
+/// A receiver that flips to `true` on SIGTERM or SIGINT.
+pub fn shutdown_signal() -> Shutdown {
+    let (tx, rx) = watch::channel(false);
+    tokio::spawn(async move {
+        let ctrl_c = tokio::signal::ctrl_c();
+        #[cfg(unix)]
+        {
+            let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(s) => s,
+                Err(e) => {
+                    tracing::error!(error = %e, "cannot listen for SIGTERM");
+                    let _ = ctrl_c.await;
+                    let _ = tx.send(true);
+                    return;
+                }
+            };
+            tokio::select! {
+                _ = ctrl_c => {},
+                _ = term.recv() => {},
+            }
+        }
+        #[cfg(not(unix))]
+        let _ = ctrl_c.await;
+        tracing::info!("shutting down");
+        let _ = tx.send(true);
+    });
+    rx
+}
+
+/// Refuses flag combinations this build cannot honour, rather than ignoring them.
+fn validate(args: &NodeArgs) -> anyhow::Result<Vec<String>> {
+    let seeds = parse_seeds(&args.seeds).context("invalid --seeds")?;
+    if !seeds.is_empty() || args.bootstrap_expect.is_some_and(|k| k > 1) {
+        bail!(
+            "multi-node clusters (--seeds, --bootstrap-expect > 1) are not available in this build yet; \
+             start without them for a single-node cluster"
+        );
+    }
+    if !args.admin_listen.ip().is_loopback() && args.admin_token.as_deref().unwrap_or("").is_empty() {
+        bail!(
+            "--admin-listen {} is not a loopback address: set --admin-token (TOLLGATE_ADMIN_TOKEN) so the \
+             Admin API is not open to the network",
+            args.admin_listen
+        );
+    }
+    let addrs = [
+        ("--proxy-listen", args.proxy_listen),
+        ("--admin-listen", args.admin_listen),
+        ("--cluster-listen", args.cluster_listen),
+        ("--gossip-listen", args.gossip_listen),
+    ];
+    for (i, (na, a)) in addrs.iter().enumerate() {
+        for (nb, b) in &addrs[i + 1..] {
+            if a.port() != 0 && a == b {
+                bail!("{na} and {nb} are both {a}");
+            }
+        }
+    }
+    Ok(seeds)
+}
+
+async fn bind(what: &str, addr: SocketAddr) -> anyhow::Result<TcpListener> {
+    TcpListener::bind(addr)
+        .await
+        .with_context(|| format!("cannot listen on {addr} ({what})"))
+}
+
+fn unix_now() -> f64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs_f64())
+        .unwrap_or(0.0)
+}
+
+pub async fn run(args: NodeArgs) -> anyhow::Result<()> {
+    validate(&args)?;
+    std::fs::create_dir_all(&args.data_dir)
+        .with_context(|| format!("cannot create data dir {}", args.data_dir.display()))?;
+
+    let metrics = Arc::new(Metrics::new());
+    let counters = Arc::new(LocalCounters::new());
+    let snapshots = Arc::new(SnapshotHandle::new(Snapshot::empty()));
+    let deps = Deps {
+        counters: counters.clone(),
+        metrics: metrics.clone(),
+    };
+
+    // After every applied change: build the data plane's snapshot and swap it in.
+    let hook_snapshots = snapshots.clone();
+    let hook_metrics = metrics.clone();
+    let hook = Box::new(move |state: &tollgate_config::State, index: u64| {
+        let started = Instant::now();
+        let prev = hook_snapshots.load_full();
+        hook_snapshots.store(Snapshot::build(state, &prev, &deps, index));
+        hook_metrics.config_applied_index.set(index as i64);
+        hook_metrics.config_rebuilds.inc();
+        hook_metrics.config_rebuild_seconds.observe(started.elapsed().as_secs_f64());
+        hook_metrics.config_entities.set(state.len() as i64);
+    });
+    let store_dir = args.data_dir.join("config");
+    let replicator = Arc::new(
+        LocalReplicator::open(&store_dir, hook)
+            .with_context(|| format!("cannot open storage in {}", store_dir.display()))?,
+    );
+
+    if let Some(path) = &args.config {
+        let text = std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
+        struct Fresh;
+        impl declarative::Stamps for Fresh {
+            fn id(&mut self) -> uuid::Uuid {
+                uuid::Uuid::new_v4()
+            }
+            fn key(&mut self) -> String {
+                use rand::distr::{Alphanumeric, SampleString};
+                Alphanumeric.sample_string(&mut rand::rng(), 32)
+            }
+            fn now(&self) -> i64 {
+                unix_now() as i64
+            }
+        }
+        let data = declarative::parse(&text, &mut Fresh).with_context(|| format!("in {}", path.display()))?;
+        replicator
+            .propose(Command::Replace(Box::new(data)))
+            .await
+            .with_context(|| format!("cannot load {}", path.display()))?;
+        tracing::info!(file = %path.display(), "declarative configuration loaded");
+    }
+
+    let shutdown = shutdown_signal();
+    let proxy_listener = bind("proxy", args.proxy_listen).await?;
+    let admin_listener = bind("admin", args.admin_listen).await?;
+    let proxy_addr = proxy_listener.local_addr()?;
+    let admin_addr = admin_listener.local_addr()?;
+
+    let proxy = Arc::new(Proxy::new(snapshots.clone(), metrics.clone(), proxy_addr));
+    let proxy_task = tokio::spawn(serve(
+        proxy_listener,
+        move |req, peer| {
+            let p = proxy.clone();
+            p.handle(req, peer)
+        },
+        shutdown.clone(),
+        "proxy",
+        Some(metrics.connections_accepted.clone()),
+    ));
+
+    let admin_ctx = Arc::new(AdminCtx {
+        node_id: args.id,
+        replicator: replicator.clone(),
+        metrics: metrics.clone(),
+        snapshots: snapshots.clone(),
+        token: args.admin_token.clone().filter(|t| !t.is_empty()),
+        proxy_listen: proxy_addr.to_string(),
+        admin_listen: admin_addr.to_string(),
+    });
+    let app = admin::router(admin_ctx);
+    let admin_task = tokio::spawn(serve(
+        admin_listener,
+        move |req, _peer| {
+            let mut app = app.clone();
+            async move {
+                use tower_service::Service;
+                match app.call(req).await {
+                    Ok(r) => r,
+                    Err(never) => match never {},
+                }
+            }
+        },
+        shutdown.clone(),
+        "admin",
+        None,
+    ));
+
+    // Rate-limit counters of past windows are dropped in the background.
+    let gc_counters = counters.clone();
+    let gc_metrics = metrics.clone();
+    let mut gc_shutdown = shutdown.clone();
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(Duration::from_secs(5));
+        loop {
+            tokio::select! {
+                _ = tick.tick() => {
+                    gc_counters.gc(unix_now());
+                    gc_metrics.ratelimit_tracked_keys.set(gc_counters.len() as i64);
+                }
+                _ = gc_shutdown.changed() => break,
+            }
+        }
+    });
+
+    tracing::info!(
+        node_id = args.id,
+        proxy = %proxy_addr,
+        admin = %admin_addr,
+        data_dir = %args.data_dir.display(),
+        "tollgate node ready"
+    );
+
+    let _ = tokio::join!(proxy_task, admin_task);
+    replicator.flush().context("flushing storage")?;
+    tracing::info!("stopped");
+    Ok(())
+}

@@ -1,0 +1,124 @@
+//! The plugin interface: one trait whose methods are Kong's request phases.
+//!
+//! For each request the proxy resolves, per plugin name, the one configured instance that
+//! applies (the most specific scope wins, as Kong: route+service+consumer, route+consumer,
+//! service+consumer, route+service, consumer, route, service, global), then runs the phases in
+//! order, plugins within a phase by descending [`Plugin::priority`]:
+//!
+//! 1. [`Plugin::rewrite`] — global plugins only, before routing (the route is not known yet).
+//! 2. [`Plugin::access`] — after routing, before the upstream is contacted. Authentication
+//!    plugins run first (higher priority) and identify the consumer; plugins after them are
+//!    re-resolved with that consumer, so consumer-scoped configs apply.
+//! 3. [`Plugin::header_filter`] — on the response head, upstream's or a short-circuit's.
+//! 4. [`Plugin::log`] — once the response head has been sent, with its status.
+//!
+//! Any phase before the upstream call may end the request by returning [`Flow::Respond`].
+
+pub mod key_auth;
+pub mod rate_limiting;
+
+use std::net::IpAddr;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use http::{header, HeaderName, HeaderValue, Response, StatusCode};
+use http_body_util::Full;
+use uuid::Uuid;
+
+use crate::snapshot::{RouteRuntime, Snapshot};
+
+/// A consumer as the data plane needs it, with its upstream header values prepared.
+#[derive(Debug)]
+pub struct ConsumerInfo {
+    pub id: Uuid,
+    pub id_header: HeaderValue,
+    pub username: Option<HeaderValue>,
+    pub custom_id: Option<HeaderValue>,
+}
+
+/// The credential that authenticated the request.
+#[derive(Debug, Clone, Copy)]
+pub struct CredentialInfo {
+    pub id: Uuid,
+    pub consumer: Uuid,
+}
+
+/// Per-request state shared by the phases.
+pub struct Ctx<'a> {
+    pub snapshot: &'a Snapshot,
+    /// The matched route (`None` during rewrite).
+    pub route: Option<&'a RouteRuntime>,
+    /// The client's address (Kong's forwarded IP with no trusted proxies).
+    pub client_ip: IpAddr,
+    /// Unix time in seconds, read once per request.
+    pub now: f64,
+    /// The request path after normalisation (what routing saw).
+    pub path: &'a str,
+    pub consumer: Option<Arc<ConsumerInfo>>,
+    pub credential: Option<CredentialInfo>,
+    /// The request body, when a plugin asked for it ([`Plugin::needs_body`]).
+    pub body: Option<Bytes>,
+    /// Headers added to the response to the client, whatever produced it.
+    pub response_headers: Vec<(HeaderName, HeaderValue)>,
+}
+
+/// Whether a phase lets the request go on.
+pub enum Flow {
+    Continue,
+    /// End the request with this response (it still gets `response_headers` and
+    /// header_filter).
+    Respond(Response<Full<Bytes>>),
+}
+
+/// A configured plugin instance. Instances are immutable and built with each configuration
+/// snapshot; state that must outlive a snapshot (counters) lives in stores they point to.
+pub trait Plugin: Send + Sync {
+    /// Kong's plugin name, e.g. `key-auth`.
+    fn name(&self) -> &'static str;
+
+    /// Static priority: higher runs first (key-auth 1250 before rate-limiting 910).
+    fn priority(&self) -> u32;
+
+    /// The database id of this instance.
+    fn id(&self) -> Uuid;
+
+    /// Whether access needs the request body in [`Ctx::body`]. The proxy then reads it (up to
+    /// a bound) before the access phase instead of streaming it.
+    fn needs_body(&self) -> bool {
+        false
+    }
+
+    /// Runs before routing, for global plugins only. May change the request's path and
+    /// headers, which routing then sees.
+    fn rewrite(&self, _ctx: &mut Ctx<'_>, _req: &mut http::request::Parts) -> Flow {
+        Flow::Continue
+    }
+
+    /// Runs after routing. May authenticate (set `ctx.consumer`), change what is sent
+    /// upstream, add response headers, or answer directly.
+    fn access(&self, _ctx: &mut Ctx<'_>, _req: &mut http::request::Parts) -> Flow {
+        Flow::Continue
+    }
+
+    /// Runs on the response head before it is sent to the client. May change status and
+    /// headers, not the body.
+    fn header_filter(&self, _ctx: &mut Ctx<'_>, _resp: &mut http::response::Parts) {}
+
+    /// Runs after the response head is sent. Observes only.
+    fn log(&self, _ctx: &Ctx<'_>, _status: StatusCode) {}
+}
+
+/// The JSON error response Kong's plugins and proxy send: `{"message": "..."}`.
+pub fn error_response(status: StatusCode, message: &str) -> Response<Full<Bytes>> {
+    let body = serde_json::json!({ "message": message }).to_string();
+    let mut r = Response::new(Full::new(Bytes::from(body)));
+    *r.status_mut() = status;
+    r.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json; charset=utf-8"),
+    );
+    r
+}
+
+/// A plugin that applies to a request, resolved by scope.
+pub type Instance = Arc<dyn Plugin>;

@@ -1,0 +1,204 @@
+//! `rate-limiting`: Kong's plugin (periods second to year, `limit_by`, headers, 429) with a
+//! sliding or fixed window. Counters are per (plugin instance, limit key, period).
+//!
+//! `policy: local` counts on this node ([`crate::ratelimit::LocalCounters`]). The cluster-wide
+//! policies are rejected at configuration time until gossip-shared counters exist, so no
+//! configuration is accepted that this code would not honour.
+
+use std::sync::Arc;
+
+use http::{HeaderName, HeaderValue, StatusCode};
+use tollgate_config::plugins::{LimitBy, RateLimitingConfig, WindowType, PERIODS};
+use uuid::Uuid;
+use xxhash_rust::xxh3::xxh3_64_with_seed;
+
+use super::{error_response, Ctx, Flow, Plugin};
+use crate::metrics::Metrics;
+use crate::ratelimit::{CounterKey, Decision, LocalCounters};
+
+pub const PRIORITY: u32 = 910;
+
+const PERIOD_TITLES: [&str; 6] = ["Second", "Minute", "Hour", "Day", "Month", "Year"];
+
+static RATELIMIT_LIMIT: HeaderName = HeaderName::from_static("ratelimit-limit");
+static RATELIMIT_REMAINING: HeaderName = HeaderName::from_static("ratelimit-remaining");
+static RATELIMIT_RESET: HeaderName = HeaderName::from_static("ratelimit-reset");
+
+struct Limit {
+    period: usize,
+    seconds: u64,
+    limit: f64,
+    limit_header: HeaderValue,
+    limit_name: HeaderName,
+    remaining_name: HeaderName,
+}
+
+pub struct RateLimiting {
+    id: Uuid,
+    cfg: RateLimitingConfig,
+    limits: Vec<Limit>,
+    counters: Arc<LocalCounters>,
+    metrics: Arc<Metrics>,
+}
+
+fn fmt_limit(l: f64) -> String {
+    if l.fract() == 0.0 {
+        format!("{}", l as u64)
+    } else {
+        format!("{l}")
+    }
+}
+
+impl RateLimiting {
+    pub fn new(id: Uuid, cfg: RateLimitingConfig, counters: Arc<LocalCounters>, metrics: Arc<Metrics>) -> Self {
+        let limits = cfg
+            .limits()
+            .into_iter()
+            .map(|(period, limit)| {
+                let title = PERIOD_TITLES[period];
+                Limit {
+                    period,
+                    seconds: PERIODS[period].1,
+                    limit,
+                    limit_header: HeaderValue::from_str(&fmt_limit(limit)).unwrap_or(HeaderValue::from_static("0")),
+                    limit_name: HeaderName::from_bytes(format!("x-ratelimit-limit-{}", title.to_ascii_lowercase()).as_bytes())
+                        .expect("static header name"),
+                    remaining_name: HeaderName::from_bytes(
+                        format!("x-ratelimit-remaining-{}", title.to_ascii_lowercase()).as_bytes(),
+                    )
+                    .expect("static header name"),
+                }
+            })
+            .collect();
+        RateLimiting {
+            id,
+            cfg,
+            limits,
+            counters,
+            metrics,
+        }
+    }
+
+    /// Hashes the limit key (Kong's identifier) without allocating. The seed keeps keys of
+    /// different kinds apart.
+    fn identifier(&self, ctx: &Ctx<'_>, req: &http::request::Parts) -> u64 {
+        let ip = || match ctx.client_ip {
+            std::net::IpAddr::V4(a) => xxh3_64_with_seed(&a.octets(), 1),
+            std::net::IpAddr::V6(a) => xxh3_64_with_seed(&a.octets(), 1),
+        };
+        let id = |u: Uuid| xxh3_64_with_seed(u.as_bytes(), 2);
+        match self.cfg.limit_by {
+            LimitBy::Ip => ip(),
+            LimitBy::Consumer => match (&ctx.consumer, &ctx.credential) {
+                (Some(c), _) => id(c.id),
+                (None, Some(cr)) => id(cr.id),
+                _ => ip(),
+            },
+            LimitBy::Credential => ctx.credential.map(|c| id(c.id)).unwrap_or_else(ip),
+            LimitBy::Service => ctx
+                .route
+                .and_then(|r| r.service.as_ref())
+                .map(|s| id(s.id))
+                .unwrap_or_else(ip),
+            LimitBy::Header => self
+                .cfg
+                .header_name
+                .as_deref()
+                .and_then(|h| req.headers.get(h))
+                .map(|v| xxh3_64_with_seed(v.as_bytes(), 3))
+                .unwrap_or_else(ip),
+            LimitBy::Path => match self.cfg.path.as_deref() {
+                Some(p) if p == ctx.path => xxh3_64_with_seed(p.as_bytes(), 4),
+                _ => ip(),
+            },
+        }
+    }
+}
+
+impl Plugin for RateLimiting {
+    fn name(&self) -> &'static str {
+        "rate-limiting"
+    }
+
+    fn priority(&self) -> u32 {
+        PRIORITY
+    }
+
+    fn id(&self) -> Uuid {
+        self.id
+    }
+
+    fn access(&self, ctx: &mut Ctx<'_>, req: &mut http::request::Parts) -> Flow {
+        let ident = self.identifier(ctx, req);
+        let plugin = self.id.as_u128();
+        let sliding = self.cfg.window_type == WindowType::Sliding;
+        let mut decisions: [Option<Decision>; 6] = [None; 6];
+        let mut rejected = false;
+        for l in &self.limits {
+            let key = CounterKey {
+                plugin,
+                period: l.period as u8,
+                ident,
+            };
+            let d = self.counters.try_acquire(key, l.seconds, l.limit, ctx.now, sliding);
+            rejected |= !d.admitted;
+            decisions[l.period] = Some(d);
+        }
+        if rejected {
+            // All or nothing: periods that admitted give their unit back.
+            for l in &self.limits {
+                if let Some(d) = decisions[l.period].as_mut() {
+                    if d.admitted {
+                        self.counters.release(
+                            CounterKey {
+                                plugin,
+                                period: l.period as u8,
+                                ident,
+                            },
+                            ctx.now,
+                        );
+                        d.remaining = (d.remaining + 1).min(l.limit as u64);
+                    }
+                }
+            }
+        }
+        if !self.cfg.hide_client_headers {
+            // RateLimit-* describe the period with the least left; ties go to the longer one.
+            let mut tightest: Option<(&Limit, Decision)> = None;
+            for l in &self.limits {
+                let Some(d) = decisions[l.period] else { continue };
+                let d_rem = if d.admitted || !rejected { d.remaining } else { 0 };
+                ctx.response_headers.push((l.limit_name.clone(), l.limit_header.clone()));
+                ctx.response_headers.push((l.remaining_name.clone(), HeaderValue::from(d_rem)));
+                if tightest.map(|(_, t)| d_rem <= t.remaining).unwrap_or(true) {
+                    tightest = Some((l, Decision { remaining: d_rem, ..d }));
+                }
+            }
+            if let Some((l, d)) = tightest {
+                ctx.response_headers.push((RATELIMIT_LIMIT.clone(), l.limit_header.clone()));
+                ctx.response_headers.push((RATELIMIT_REMAINING.clone(), HeaderValue::from(d.remaining)));
+                ctx.response_headers.push((RATELIMIT_RESET.clone(), HeaderValue::from(d.reset)));
+            }
+        }
+        if !rejected {
+            return Flow::Continue;
+        }
+        let retry_after = decisions
+            .iter()
+            .flatten()
+            .filter(|d| !d.admitted)
+            .map(|d| d.retry_after)
+            .max()
+            .unwrap_or(1);
+        if !self.cfg.hide_client_headers {
+            ctx.response_headers.push((http::header::RETRY_AFTER, HeaderValue::from(retry_after)));
+        }
+        let route = ctx.route.map(|r| r.label.as_str()).unwrap_or("");
+        self.metrics
+            .rate_limit_rejections
+            .with_label_values(&[route, "local"])
+            .inc();
+        let status = StatusCode::from_u16(self.cfg.error_code).unwrap_or(StatusCode::TOO_MANY_REQUESTS);
+        Flow::Respond(error_response(status, &self.cfg.error_message))
+    }
+}

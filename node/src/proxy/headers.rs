@@ -1,0 +1,121 @@
+//! Header rewriting between client and upstream: hop-by-hop removal (RFC 9110 §7.6.1),
+//! forwarding headers, and upstream path joining.
+
+use http::header::{self, HeaderMap, HeaderName};
+use tollgate_config::router::HeaderLookup;
+
+const HOP_BY_HOP: [HeaderName; 8] = [
+    header::CONNECTION,
+    HeaderName::from_static("keep-alive"),
+    header::PROXY_AUTHENTICATE,
+    header::PROXY_AUTHORIZATION,
+    header::TE,
+    header::TRAILER,
+    header::TRANSFER_ENCODING,
+    header::UPGRADE,
+];
+
+/// Removes hop-by-hop headers, including those the Connection header names.
+pub fn strip_hop_by_hop(h: &mut HeaderMap) {
+    if h.contains_key(header::CONNECTION) {
+        let listed: Vec<HeaderName> = h
+            .get_all(header::CONNECTION)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .filter_map(|n| HeaderName::from_bytes(n.trim().as_bytes()).ok())
+            .collect();
+        for n in listed {
+            h.remove(n);
+        }
+    }
+    for n in &HOP_BY_HOP {
+        h.remove(n);
+    }
+    h.remove(HeaderName::from_static("proxy-connection"));
+}
+
+/// Kong's `path_handling: v0` join of the service path and the (possibly stripped) request
+/// path: a plain concatenation that avoids a doubled slash.
+pub fn join_path(service_path: Option<&str>, rest: &str) -> String {
+    let base = service_path.unwrap_or("/");
+    if rest.is_empty() {
+        return base.to_string();
+    }
+    let mut out = String::with_capacity(base.len() + rest.len());
+    out.push_str(base);
+    if base.ends_with('/') && rest.starts_with('/') {
+        out.push_str(&rest[1..]);
+    } else {
+        out.push_str(rest);
+    }
+    out
+}
+
+/// The router's view of request headers.
+pub struct Lookup<'a>(pub &'a HeaderMap);
+
+impl HeaderLookup for Lookup<'_> {
+    fn any_value(&self, name: &str, f: &mut dyn FnMut(&str) -> bool) -> bool {
+        self.0
+            .get_all(name)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .any(|v| f(v))
+    }
+}
+
+/// Splits a Host header into a lower-case name and an optional port.
+pub fn split_host(raw: &str) -> (std::borrow::Cow<'_, str>, Option<u16>) {
+    let (name, port) = if let Some(rest) = raw.strip_prefix('[') {
+        match rest.split_once(']') {
+            Some((h, p)) => (h, p.strip_prefix(':').and_then(|p| p.parse().ok())),
+            None => (raw, None),
+        }
+    } else {
+        match raw.rsplit_once(':') {
+            Some((h, p)) if !h.contains(':') => (h, p.parse().ok()),
+            _ => (raw, None),
+        }
+    };
+    let name = if name.bytes().any(|b| b.is_ascii_uppercase()) {
+        std::borrow::Cow::Owned(name.to_ascii_lowercase())
+    } else {
+        std::borrow::Cow::Borrowed(name)
+    };
+    (name, port)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn joins_like_kong_v0() {
+        assert_eq!(join_path(None, "/x"), "/x");
+        assert_eq!(join_path(None, ""), "/");
+        assert_eq!(join_path(Some("/s"), ""), "/s");
+        assert_eq!(join_path(Some("/s"), "/x"), "/s/x");
+        assert_eq!(join_path(Some("/s/"), "/x"), "/s/x");
+        assert_eq!(join_path(Some("/s"), "x"), "/sx");
+    }
+
+    #[test]
+    fn strips_hop_by_hop_and_connection_listed() {
+        let mut h = HeaderMap::new();
+        h.insert("connection", "close, x-secret".parse().unwrap());
+        h.insert("x-secret", "1".parse().unwrap());
+        h.insert("keep-alive", "timeout=5".parse().unwrap());
+        h.insert("x-kept", "1".parse().unwrap());
+        strip_hop_by_hop(&mut h);
+        assert_eq!(h.len(), 1);
+        assert!(h.contains_key("x-kept"));
+    }
+
+    #[test]
+    fn host_split() {
+        assert_eq!(split_host("Example.COM:8000"), ("example.com".into(), Some(8000)));
+        assert_eq!(split_host("a.b"), ("a.b".into(), None));
+        assert_eq!(split_host("[::1]:80"), ("::1".into(), Some(80)));
+    }
+}

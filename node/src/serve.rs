@@ -1,0 +1,92 @@
+//! One hardened accept loop for every HTTP listener (proxy, Admin API, echo).
+//!
+//! Each listener survives garbage and slow clients: a request head must arrive within
+//! [`HEADER_READ_TIMEOUT`] and fit in [`MAX_HEAD_BYTES`] (hyper answers 400 to a malformed
+//! head and 431 to an oversized one), the number of open connections is capped, and accept
+//! errors (e.g. out of file descriptors) back off instead of spinning. On shutdown the loop
+//! stops accepting and gives in-flight requests [`DRAIN_TIMEOUT`] to finish.
+
+use std::convert::Infallible;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{Request, Response};
+use http_body::Body;
+use hyper::body::Incoming;
+use hyper::server::conn::http1;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use tokio::net::TcpListener;
+use tokio::sync::{watch, Semaphore};
+
+pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
+pub const MAX_HEAD_BYTES: usize = 64 * 1024;
+pub const MAX_CONNECTIONS: usize = 16 * 1024;
+pub const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// A signal that flips to `true` once, when the process should stop.
+pub type Shutdown = watch::Receiver<bool>;
+
+/// Serves `handler` on `listener` until `shutdown` fires, then drains.
+pub async fn serve<H, F, B>(
+    listener: TcpListener,
+    handler: H,
+    mut shutdown: Shutdown,
+    what: &'static str,
+    accepted: Option<prometheus::IntCounter>,
+)
+where
+    H: Fn(Request<Incoming>, SocketAddr) -> F + Clone + Send + Sync + 'static,
+    F: Future<Output = Response<B>> + Send + 'static,
+    B: Body<Data = Bytes> + Send + 'static,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+    let permits = Arc::new(Semaphore::new(MAX_CONNECTIONS));
+    loop {
+        let permit = tokio::select! {
+            _ = shutdown.changed() => break,
+            p = permits.clone().acquire_owned() => match p { Ok(p) => p, Err(_) => break },
+        };
+        let (stream, peer) = tokio::select! {
+            _ = shutdown.changed() => break,
+            r = listener.accept() => match r {
+                Ok(x) => x,
+                Err(e) => {
+                    tracing::warn!(listener = what, error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+        };
+        let _ = stream.set_nodelay(true);
+        if let Some(c) = &accepted {
+            c.inc();
+        }
+        let h = handler.clone();
+        let svc = hyper::service::service_fn(move |req| {
+            let fut = h(req, peer);
+            async move { Ok::<_, Infallible>(fut.await) }
+        });
+        let conn = http1::Builder::new()
+            .timer(TokioTimer::new())
+            .header_read_timeout(HEADER_READ_TIMEOUT)
+            .max_buf_size(MAX_HEAD_BYTES)
+            .keep_alive(true)
+            .serve_connection(TokioIo::new(stream), svc);
+        let conn = graceful.watch(conn);
+        tokio::spawn(async move {
+            if let Err(e) = conn.await {
+                tracing::debug!(listener = what, %peer, error = %e, "connection ended with error");
+            }
+            drop(permit);
+        });
+    }
+    drop(listener);
+    tokio::select! {
+        _ = graceful.shutdown() => tracing::info!(listener = what, "drained"),
+        _ = tokio::time::sleep(DRAIN_TIMEOUT) => tracing::warn!(listener = what, "drain timed out"),
+    }
+}

@@ -1,0 +1,444 @@
+//! The data plane's view of the configuration: an immutable [`Snapshot`] built from the state
+//! after every applied change and published through an atomic pointer ([`SnapshotHandle`]).
+//!
+//! Requests load the current snapshot once and use it to the end, so a request never sees half
+//! of a change, and never waits for one. Everything a request needs is prepared here: the
+//! compiled router, per-route services and plugin slots (scope precedence worked out ahead),
+//! credentials indexed by key hash, upstream clients.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+use std::time::Duration;
+
+use arc_swap::ArcSwap;
+use bytes::Bytes;
+use http::HeaderValue;
+use http_body_util::{Either, Full};
+use hyper::body::Incoming;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::{TokioExecutor, TokioTimer};
+use sha2::{Digest, Sha256};
+use subtle::ConstantTimeEq;
+use tollgate_config::entity::{Plugin as PluginEntity, Protocol};
+use tollgate_config::plugins::{KeyAuthConfig, RateLimitingConfig};
+use tollgate_config::router::Router;
+use tollgate_config::State;
+use uuid::Uuid;
+
+use crate::metrics::Metrics;
+use crate::plugins::key_auth::{Anonymous, KeyAuth};
+use crate::plugins::rate_limiting::RateLimiting;
+use crate::plugins::{error_response, ConsumerInfo, CredentialInfo, Ctx, Flow, Instance, Plugin};
+use crate::ratelimit::LocalCounters;
+
+/// Body type sent upstream: the client's streamed body, or a buffered one.
+pub type UpstreamBody = Either<Incoming, Full<Bytes>>;
+/// Pooled keep-alive HTTP/1.1 client.
+pub type HttpClient = Client<HttpConnector, UpstreamBody>;
+
+/// Long-lived things snapshots point to.
+pub struct Deps {
+    pub counters: Arc<LocalCounters>,
+    pub metrics: Arc<Metrics>,
+}
+
+/// A service as the proxy uses it.
+pub struct ServiceRuntime {
+    pub id: Uuid,
+    pub label: String,
+    /// `http://host:port`, the prefix of every upstream URI.
+    pub origin: String,
+    /// The Host header sent upstream unless the route preserves the client's.
+    pub host_header: HeaderValue,
+    pub path: Option<String>,
+    pub retries: u32,
+    pub connect_timeout: Duration,
+    pub read_timeout: Duration,
+    pub write_timeout: Duration,
+    pub client: HttpClient,
+}
+
+/// One plugin name on a route, with the instances that may apply, most specific first.
+pub struct Slot {
+    pub name: String,
+    pub priority: u32,
+    /// Non-consumer-scoped instances with their precedence rank (lower wins).
+    candidates: Vec<(u8, Instance)>,
+}
+
+/// A route as the proxy uses it.
+pub struct RouteRuntime {
+    pub id: Uuid,
+    pub label: String,
+    pub service_label: String,
+    pub strip_path: bool,
+    pub preserve_host: bool,
+    pub accepts_http: bool,
+    pub https_redirect_status_code: u16,
+    pub service: Option<Arc<ServiceRuntime>>,
+    pub slots: Vec<Slot>,
+    /// Whether some plugin here needs the request body before access.
+    pub needs_body: bool,
+}
+
+struct ConsumerPlugin {
+    name: String,
+    route: Option<Uuid>,
+    service: Option<Uuid>,
+    rank: u8,
+    instance: Instance,
+}
+
+/// Everything the data plane needs, immutable.
+pub struct Snapshot {
+    pub router: Router,
+    pub routes: Vec<RouteRuntime>,
+    /// Global plugins, by descending priority (the rewrite phase).
+    pub global: Vec<Instance>,
+    consumers: HashMap<Uuid, Arc<ConsumerInfo>>,
+    credentials: HashMap<[u8; 32], (Box<[u8]>, CredentialInfo)>,
+    consumer_plugins: HashMap<Uuid, Vec<ConsumerPlugin>>,
+    clients: HashMap<u32, HttpClient>,
+    /// Index of the configuration command this snapshot reflects.
+    pub version: u64,
+}
+
+/// A plugin whose stored config could not be read back. It fails closed: a broken
+/// authentication plugin must not let requests through.
+struct Broken {
+    id: Uuid,
+    name: &'static str,
+}
+
+impl Plugin for Broken {
+    fn name(&self) -> &'static str {
+        self.name
+    }
+    fn priority(&self) -> u32 {
+        u32::MAX
+    }
+    fn id(&self) -> Uuid {
+        self.id
+    }
+    fn access(&self, _ctx: &mut Ctx<'_>, _req: &mut http::request::Parts) -> Flow {
+        Flow::Respond(error_response(
+            http::StatusCode::INTERNAL_SERVER_ERROR,
+            "An unexpected error occurred",
+        ))
+    }
+}
+
+fn header(s: &str) -> Option<HeaderValue> {
+    HeaderValue::from_str(s).ok()
+}
+
+fn key_hash(key: &[u8]) -> [u8; 32] {
+    Sha256::digest(key).into()
+}
+
+fn make_client(connect_timeout: Duration) -> HttpClient {
+    let mut conn = HttpConnector::new();
+    conn.set_connect_timeout(Some(connect_timeout));
+    conn.set_nodelay(true);
+    conn.set_keepalive(Some(Duration::from_secs(60)));
+    conn.enforce_http(true);
+    Client::builder(TokioExecutor::new())
+        .timer(TokioTimer::new())
+        .pool_timer(TokioTimer::new())
+        .pool_idle_timeout(Duration::from_secs(60))
+        .pool_max_idle_per_host(1024)
+        .build(conn)
+}
+
+/// Precedence rank of a scope (Kong's order; lower wins).
+fn rank(route: bool, service: bool, consumer: bool) -> u8 {
+    match (route, service, consumer) {
+        (true, true, true) => 0,
+        (true, false, true) => 1,
+        (false, true, true) => 2,
+        (true, true, false) => 3,
+        (false, false, true) => 4,
+        (true, false, false) => 5,
+        (false, true, false) => 6,
+        (false, false, false) => 7,
+    }
+}
+
+impl Snapshot {
+    /// An empty snapshot (before recovery finishes).
+    pub fn empty() -> Snapshot {
+        Snapshot {
+            router: Router::default(),
+            routes: Vec::new(),
+            global: Vec::new(),
+            consumers: HashMap::new(),
+            credentials: HashMap::new(),
+            consumer_plugins: HashMap::new(),
+            clients: HashMap::new(),
+            version: 0,
+        }
+    }
+
+    /// Builds the snapshot for `state`, reusing `prev`'s upstream clients (and so their pooled
+    /// connections).
+    pub fn build(state: &State, prev: &Snapshot, deps: &Deps, version: u64) -> Snapshot {
+        let consumers: HashMap<Uuid, Arc<ConsumerInfo>> = state
+            .consumers()
+            .values()
+            .map(|c| {
+                let info = ConsumerInfo {
+                    id: c.id,
+                    id_header: header(&c.id.to_string()).unwrap_or(HeaderValue::from_static("")),
+                    username: c.username.as_deref().and_then(header),
+                    custom_id: c.custom_id.as_deref().and_then(header),
+                };
+                (c.id, Arc::new(info))
+            })
+            .collect();
+        let credentials = state
+            .keyauth_credentials()
+            .values()
+            .map(|k| {
+                (
+                    key_hash(k.key.as_bytes()),
+                    (
+                        k.key.as_bytes().to_vec().into_boxed_slice(),
+                        CredentialInfo {
+                            id: k.id,
+                            consumer: k.consumer.id,
+                        },
+                    ),
+                )
+            })
+            .collect();
+
+        let instances: BTreeMap<Uuid, (Instance, &PluginEntity)> = state
+            .plugins()
+            .values()
+            .filter(|p| p.enabled && p.protocols.contains(&Protocol::Http))
+            .map(|p| (p.id, (instance(p, state, &consumers, deps), p)))
+            .collect();
+
+        let mut clients: HashMap<u32, HttpClient> = HashMap::new();
+        let mut services: HashMap<Uuid, Arc<ServiceRuntime>> = HashMap::new();
+        for s in state.services().values() {
+            let client = clients
+                .entry(s.connect_timeout)
+                .or_insert_with(|| {
+                    prev.clients
+                        .get(&s.connect_timeout)
+                        .cloned()
+                        .unwrap_or_else(|| make_client(Duration::from_millis(s.connect_timeout.into())))
+                })
+                .clone();
+            let host_header = if s.port == s.protocol.default_port() {
+                s.host.clone()
+            } else {
+                format!("{}:{}", s.host, s.port)
+            };
+            let host_for_uri = if s.host.contains(':') {
+                format!("[{}]", s.host)
+            } else {
+                s.host.clone()
+            };
+            services.insert(
+                s.id,
+                Arc::new(ServiceRuntime {
+                    id: s.id,
+                    label: s.name.clone().unwrap_or_else(|| s.id.to_string()),
+                    origin: format!("http://{host_for_uri}:{}", s.port),
+                    host_header: header(&host_header).unwrap_or(HeaderValue::from_static("")),
+                    path: s.path.clone(),
+                    retries: s.retries,
+                    connect_timeout: Duration::from_millis(s.connect_timeout.into()),
+                    read_timeout: Duration::from_millis(s.read_timeout.into()),
+                    write_timeout: Duration::from_millis(s.write_timeout.into()),
+                    client,
+                }),
+            );
+        }
+
+        let mut consumer_plugins: HashMap<Uuid, Vec<ConsumerPlugin>> = HashMap::new();
+        let mut consumer_plugin_names: BTreeMap<String, u32> = BTreeMap::new();
+        for (inst, p) in instances.values() {
+            if let Some(c) = p.consumer {
+                consumer_plugin_names.insert(p.name.clone(), inst.priority());
+                consumer_plugins.entry(c.id).or_default().push(ConsumerPlugin {
+                    name: p.name.clone(),
+                    route: p.route.map(|f| f.id),
+                    service: p.service.map(|f| f.id),
+                    rank: rank(p.route.is_some(), p.service.is_some(), true),
+                    instance: inst.clone(),
+                });
+            }
+        }
+
+        let router = Router::build(state);
+        let routes = router
+            .routes()
+            .iter()
+            .map(|rid| {
+                let r = &state.routes()[rid];
+                let sid = r.service.map(|f| f.id);
+                let mut slots: BTreeMap<String, Slot> = BTreeMap::new();
+                for (name, prio) in &consumer_plugin_names {
+                    slots.insert(
+                        name.clone(),
+                        Slot {
+                            name: name.clone(),
+                            priority: *prio,
+                            candidates: Vec::new(),
+                        },
+                    );
+                }
+                for (inst, p) in instances.values() {
+                    if p.consumer.is_some() {
+                        continue;
+                    }
+                    let pr = p.route.map(|f| f.id);
+                    let ps = p.service.map(|f| f.id);
+                    if pr.is_some() && pr != Some(r.id) || ps.is_some() && ps != sid {
+                        continue;
+                    }
+                    let slot = slots.entry(p.name.clone()).or_insert_with(|| Slot {
+                        name: p.name.clone(),
+                        priority: inst.priority(),
+                        candidates: Vec::new(),
+                    });
+                    slot.candidates.push((rank(pr.is_some(), ps.is_some(), false), inst.clone()));
+                }
+                let mut slots: Vec<Slot> = slots.into_values().collect();
+                for s in &mut slots {
+                    s.candidates.sort_by_key(|(rank, _)| *rank);
+                }
+                slots.sort_by(|a, b| b.priority.cmp(&a.priority).then(a.name.cmp(&b.name)));
+                let needs_body = slots
+                    .iter()
+                    .any(|s| s.candidates.iter().any(|(_, i)| i.needs_body()));
+                let service = sid.and_then(|id| services.get(&id).cloned());
+                RouteRuntime {
+                    id: r.id,
+                    label: r.name.clone().unwrap_or_else(|| r.id.to_string()),
+                    service_label: service.as_ref().map(|s| s.label.clone()).unwrap_or_default(),
+                    strip_path: r.strip_path,
+                    preserve_host: r.preserve_host,
+                    accepts_http: r.protocols.contains(&Protocol::Http),
+                    https_redirect_status_code: r.https_redirect_status_code,
+                    service,
+                    slots,
+                    needs_body,
+                }
+            })
+            .collect();
+
+        let mut global: Vec<Instance> = instances
+            .values()
+            .filter(|(_, p)| p.route.is_none() && p.service.is_none() && p.consumer.is_none())
+            .map(|(i, _)| i.clone())
+            .collect();
+        global.sort_by(|a, b| b.priority().cmp(&a.priority()));
+
+        Snapshot {
+            router,
+            routes,
+            global,
+            consumers,
+            credentials,
+            consumer_plugins,
+            clients,
+            version,
+        }
+    }
+
+    /// The credential owning `key` and its consumer. The map is keyed by a hash of the key, and
+    /// the key itself is compared in constant time, so timing reveals nothing about stored keys.
+    pub fn find_credential(&self, key: &str) -> Option<(CredentialInfo, Arc<ConsumerInfo>)> {
+        let (stored, cred) = self.credentials.get(&key_hash(key.as_bytes()))?;
+        if !bool::from(stored.as_ref().ct_eq(key.as_bytes())) {
+            return None;
+        }
+        let consumer = self.consumers.get(&cred.consumer)?.clone();
+        Some((*cred, consumer))
+    }
+
+    /// The instance of `slot` that applies on `route` for `consumer` (most specific scope).
+    pub fn resolve<'a>(&'a self, route: &RouteRuntime, slot: &'a Slot, consumer: Option<Uuid>) -> Option<&'a Instance> {
+        let mut best = slot.candidates.first().map(|(r, i)| (*r, i));
+        if let Some(list) = consumer.and_then(|c| self.consumer_plugins.get(&c)) {
+            let sid = route.service.as_ref().map(|s| s.id);
+            for cp in list {
+                if cp.name != slot.name
+                    || cp.route.is_some_and(|r| r != route.id)
+                    || cp.service.is_some() && cp.service != sid
+                {
+                    continue;
+                }
+                if best.map(|(r, _)| cp.rank < r).unwrap_or(true) {
+                    best = Some((cp.rank, &cp.instance));
+                }
+            }
+        }
+        best.map(|(_, i)| i)
+    }
+
+    pub fn consumer(&self, id: Uuid) -> Option<&Arc<ConsumerInfo>> {
+        self.consumers.get(&id)
+    }
+}
+
+fn instance(
+    p: &PluginEntity,
+    state: &State,
+    consumers: &HashMap<Uuid, Arc<ConsumerInfo>>,
+    deps: &Deps,
+) -> Instance {
+    let broken = |name: &'static str| -> Instance {
+        tracing::error!(plugin = %p.id, name, "stored plugin config unreadable; failing closed");
+        Arc::new(Broken { id: p.id, name })
+    };
+    match p.name.as_str() {
+        "key-auth" => match KeyAuthConfig::parse(&p.config.0) {
+            Some(cfg) => {
+                let anonymous = match &cfg.anonymous {
+                    None => Anonymous::None,
+                    Some(a) => match state
+                        .resolve(tollgate_config::EntityKind::Consumer, a)
+                        .and_then(|id| consumers.get(&id))
+                    {
+                        Some(c) => Anonymous::Consumer(c.clone()),
+                        None => Anonymous::Missing(a.clone()),
+                    },
+                };
+                Arc::new(KeyAuth::new(p.id, cfg, anonymous))
+            }
+            None => broken("key-auth"),
+        },
+        "rate-limiting" => match RateLimitingConfig::parse(&p.config.0) {
+            Some(cfg) => Arc::new(RateLimiting::new(p.id, cfg, deps.counters.clone(), deps.metrics.clone())),
+            None => broken("rate-limiting"),
+        },
+        _ => broken("unknown"),
+    }
+}
+
+/// The published snapshot. `load` is wait-free for readers.
+pub struct SnapshotHandle(ArcSwap<Snapshot>);
+
+impl SnapshotHandle {
+    pub fn new(s: Snapshot) -> Self {
+        SnapshotHandle(ArcSwap::from_pointee(s))
+    }
+
+    pub fn load(&self) -> arc_swap::Guard<Arc<Snapshot>> {
+        self.0.load()
+    }
+
+    pub fn load_full(&self) -> Arc<Snapshot> {
+        self.0.load_full()
+    }
+
+    pub fn store(&self, s: Snapshot) {
+        self.0.store(Arc::new(s))
+    }
+}
