@@ -21,18 +21,27 @@ pub enum PutMode {
 }
 
 /// A change to the configuration.
+// Commands are built once per Admin API write, never on the request path: size is no concern.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub enum Command {
-    Put { entity: Entity, mode: PutMode },
+    Put {
+        entity: Entity,
+        mode: PutMode,
+    },
     /// Deletes an entity and what Kong cascades with it (a consumer's credentials, plugins
     /// scoped to the deleted entity).
-    Delete { kind: EntityKind, id: Uuid },
+    Delete {
+        kind: EntityKind,
+        id: Uuid,
+    },
     /// Replaces the whole configuration (declarative load). Checked as a whole: either every
     /// entity is consistent and it replaces everything, or nothing changes.
     Replace(Box<StateData>),
 }
 
 /// What an applied command did.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone, PartialEq)]
 pub enum Applied {
     Put(Entity),

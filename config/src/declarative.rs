@@ -45,7 +45,9 @@ pub fn parse(text: &str, stamps: &mut dyn Stamps) -> Result<StateData, Declarati
     let doc: Value =
         serde_yaml::from_str(text).map_err(|e| DeclarativeError::Syntax(e.to_string()))?;
     let Some(root) = doc.as_object() else {
-        return Err(DeclarativeError::Syntax("expected a mapping at the top".into()));
+        return Err(DeclarativeError::Syntax(
+            "expected a mapping at the top".into(),
+        ));
     };
     match root.get("_format_version").and_then(Value::as_str) {
         Some("1.1" | "2.1" | "3.0") => {}
@@ -63,13 +65,27 @@ pub fn parse(text: &str, stamps: &mut dyn Stamps) -> Result<StateData, Declarati
     for k in root.keys() {
         if !matches!(
             k.as_str(),
-            "_format_version" | "_transform" | "_comment" | "services" | "routes" | "consumers" | "plugins" | "keyauth_credentials"
+            "_format_version"
+                | "_transform"
+                | "_comment"
+                | "services"
+                | "routes"
+                | "consumers"
+                | "plugins"
+                | "keyauth_credentials"
         ) {
-            return Err(DeclarativeError::Syntax(format!("unsupported top-level key '{k}'")));
+            return Err(DeclarativeError::Syntax(format!(
+                "unsupported top-level key '{k}'"
+            )));
         }
     }
     let mut st = State::default();
-    let list = |k: &str| root.get(k).and_then(Value::as_array).cloned().unwrap_or_default();
+    let list = |k: &str| {
+        root.get(k)
+            .and_then(Value::as_array)
+            .cloned()
+            .unwrap_or_default()
+    };
     let mut deferred_plugins: Vec<(String, Value, PluginScope)> = Vec::new();
 
     for (i, svc) in list("services").iter().enumerate() {
@@ -78,39 +94,74 @@ pub fn parse(text: &str, stamps: &mut dyn Stamps) -> Result<StateData, Declarati
         let s = input::service(&body, &stamp(stamps)).map_err(|e| invalid(&path, e))?;
         let sid = s.id;
         put(&mut st, crate::Entity::Service(s))?;
-        for (j, r) in nested.get("routes").and_then(Value::as_array).into_iter().flatten().enumerate() {
+        for (j, r) in nested
+            .get("routes")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+            .enumerate()
+        {
             let rpath = format!("{path}.routes[{j}]");
             let (rbody, rnested) = split(r, &["plugins"]);
-            let route = input::route(&rbody, &stamp(stamps), &st, Some(sid)).map_err(|e| invalid(&rpath, e))?;
+            let route = input::route(&rbody, &stamp(stamps), &st, Some(sid))
+                .map_err(|e| invalid(&rpath, e))?;
             let rid = route.id;
             put(&mut st, crate::Entity::Route(route))?;
-            for (k, p) in rnested.get("plugins").and_then(Value::as_array).into_iter().flatten().enumerate() {
+            for (k, p) in rnested
+                .get("plugins")
+                .and_then(Value::as_array)
+                .into_iter()
+                .flatten()
+                .enumerate()
+            {
                 deferred_plugins.push((
                     format!("{rpath}.plugins[{k}]"),
                     p.clone(),
-                    PluginScope { route: Some(rid), ..Default::default() },
+                    PluginScope {
+                        route: Some(rid),
+                        ..Default::default()
+                    },
                 ));
             }
         }
-        for (k, p) in nested.get("plugins").and_then(Value::as_array).into_iter().flatten().enumerate() {
+        for (k, p) in nested
+            .get("plugins")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+            .enumerate()
+        {
             deferred_plugins.push((
                 format!("{path}.plugins[{k}]"),
                 p.clone(),
-                PluginScope { service: Some(sid), ..Default::default() },
+                PluginScope {
+                    service: Some(sid),
+                    ..Default::default()
+                },
             ));
         }
     }
     for (i, r) in list("routes").iter().enumerate() {
         let path = format!("routes[{i}]");
         let (rbody, rnested) = split(r, &["plugins"]);
-        let route = input::route(&rbody, &stamp(stamps), &st, None).map_err(|e| invalid(&path, e))?;
+        let route =
+            input::route(&rbody, &stamp(stamps), &st, None).map_err(|e| invalid(&path, e))?;
         let rid = route.id;
         put(&mut st, crate::Entity::Route(route))?;
-        for (k, p) in rnested.get("plugins").and_then(Value::as_array).into_iter().flatten().enumerate() {
+        for (k, p) in rnested
+            .get("plugins")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+            .enumerate()
+        {
             deferred_plugins.push((
                 format!("{path}.plugins[{k}]"),
                 p.clone(),
-                PluginScope { route: Some(rid), ..Default::default() },
+                PluginScope {
+                    route: Some(rid),
+                    ..Default::default()
+                },
             ));
         }
     }
@@ -120,16 +171,31 @@ pub fn parse(text: &str, stamps: &mut dyn Stamps) -> Result<StateData, Declarati
         let consumer = input::consumer(&body, &stamp(stamps)).map_err(|e| invalid(&path, e))?;
         let cid = consumer.id;
         put(&mut st, crate::Entity::Consumer(consumer))?;
-        for (j, k) in nested.get("keyauth_credentials").and_then(Value::as_array).into_iter().flatten().enumerate() {
+        for (j, k) in nested
+            .get("keyauth_credentials")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+            .enumerate()
+        {
             let cred = input::key_auth(k, &stamp(stamps), cid)
                 .map_err(|e| invalid(&format!("{path}.keyauth_credentials[{j}]"), e))?;
             put(&mut st, crate::Entity::KeyAuth(cred))?;
         }
-        for (k, p) in nested.get("plugins").and_then(Value::as_array).into_iter().flatten().enumerate() {
+        for (k, p) in nested
+            .get("plugins")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+            .enumerate()
+        {
             deferred_plugins.push((
                 format!("{path}.plugins[{k}]"),
                 p.clone(),
-                PluginScope { consumer: Some(cid), ..Default::default() },
+                PluginScope {
+                    consumer: Some(cid),
+                    ..Default::default()
+                },
             ));
         }
     }
@@ -137,9 +203,18 @@ pub fn parse(text: &str, stamps: &mut dyn Stamps) -> Result<StateData, Declarati
         let path = format!("keyauth_credentials[{i}]");
         let owner = k
             .get("consumer")
-            .and_then(|c| c.as_str().map(str::to_string).or_else(|| c.get("id").and_then(Value::as_str).map(str::to_string)))
+            .and_then(|c| {
+                c.as_str()
+                    .map(str::to_string)
+                    .or_else(|| c.get("id").and_then(Value::as_str).map(str::to_string))
+            })
             .and_then(|c| st.resolve(EntityKind::Consumer, &c))
-            .ok_or_else(|| invalid(&path, FieldErrors::single("consumer", "required field missing or unknown consumer")))?;
+            .ok_or_else(|| {
+                invalid(
+                    &path,
+                    FieldErrors::single("consumer", "required field missing or unknown consumer"),
+                )
+            })?;
         let mut body = k.clone();
         if let Some(o) = body.as_object_mut() {
             o.remove("consumer");
@@ -152,7 +227,8 @@ pub fn parse(text: &str, stamps: &mut dyn Stamps) -> Result<StateData, Declarati
     }
     for (path, body, scope) in deferred_plugins {
         let body = refs_to_objects(&body);
-        let plugin = input::plugin(&body, &stamp(stamps), &st, scope).map_err(|e| invalid(&path, e))?;
+        let plugin =
+            input::plugin(&body, &stamp(stamps), &st, scope).map_err(|e| invalid(&path, e))?;
         put(&mut st, crate::Entity::Plugin(plugin))?;
     }
     Ok(st.data().clone())
@@ -211,7 +287,9 @@ pub fn export(st: &State) -> Value {
         }
         v
     };
-    let plugin_json = |p: &crate::Plugin, drop: &[&str]| strip(serde_json::to_value(p).unwrap_or(Value::Null), drop);
+    let plugin_json = |p: &crate::Plugin, drop: &[&str]| {
+        strip(serde_json::to_value(p).unwrap_or(Value::Null), drop)
+    };
     let mut services = Vec::new();
     for s in st.services().values() {
         let mut sv = serde_json::to_value(s).unwrap_or(Value::Null);
@@ -224,7 +302,11 @@ pub fn export(st: &State) -> Value {
                 let ps: Vec<Value> = st
                     .plugins()
                     .values()
-                    .filter(|p| p.route.map(|f| f.id) == Some(r.id) && p.service.is_none() && p.consumer.is_none())
+                    .filter(|p| {
+                        p.route.map(|f| f.id) == Some(r.id)
+                            && p.service.is_none()
+                            && p.consumer.is_none()
+                    })
                     .map(|p| plugin_json(p, &["route", "service", "consumer"]))
                     .collect();
                 rv["plugins"] = Value::Array(ps);
@@ -234,7 +316,9 @@ pub fn export(st: &State) -> Value {
         let ps: Vec<Value> = st
             .plugins()
             .values()
-            .filter(|p| p.service.map(|f| f.id) == Some(s.id) && p.route.is_none() && p.consumer.is_none())
+            .filter(|p| {
+                p.service.map(|f| f.id) == Some(s.id) && p.route.is_none() && p.consumer.is_none()
+            })
             .map(|p| plugin_json(p, &["route", "service", "consumer"]))
             .collect();
         sv["routes"] = Value::Array(routes);
@@ -256,7 +340,12 @@ pub fn export(st: &State) -> Value {
                 .keyauth_credentials()
                 .values()
                 .filter(|k| k.consumer.id == c.id)
-                .map(|k| strip(serde_json::to_value(k).unwrap_or(Value::Null), &["consumer"]))
+                .map(|k| {
+                    strip(
+                        serde_json::to_value(k).unwrap_or(Value::Null),
+                        &["consumer"],
+                    )
+                })
                 .collect();
             cv["keyauth_credentials"] = Value::Array(creds);
             cv
@@ -330,7 +419,10 @@ plugins:
         assert_eq!(data.services.len(), 1);
         assert_eq!(data.routes.len(), 1);
         assert_eq!(data.plugins.len(), 3);
-        assert_eq!(data.keyauth_credentials.values().next().unwrap().key, "alice-key");
+        assert_eq!(
+            data.keyauth_credentials.values().next().unwrap().key,
+            "alice-key"
+        );
         let st = State::from_data(data).unwrap();
         let exported = export(&st);
         let again = parse(&serde_json::to_string(&exported).unwrap(), &mut Seq(1000)).unwrap();

@@ -87,7 +87,11 @@ impl FieldErrors {
     /// Kong's summary line: `2 schema violations (config.minute: ...; name: ...)`.
     pub fn message(&self) -> String {
         let mut flat = Vec::new();
-        flatten("", &Value::Object(self.0.clone().into_iter().collect()), &mut flat);
+        flatten(
+            "",
+            &Value::Object(self.0.clone().into_iter().collect()),
+            &mut flat,
+        );
         match flat.len() {
             1 => format!("schema violation ({})", flat[0]),
             n => format!("{n} schema violations ({})", flat.join("; ")),
@@ -224,7 +228,10 @@ mod tests {
     #[test]
     fn unique_message_matches_kong() {
         let e = ApplyError::unique(EntityKind::Service, "name", "s1");
-        assert_eq!(e.to_string(), "UNIQUE violation detected on '{name=\"s1\"}'");
+        assert_eq!(
+            e.to_string(),
+            "UNIQUE violation detected on '{name=\"s1\"}'"
+        );
         assert_eq!(e.status(), 409);
     }
 }

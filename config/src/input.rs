@@ -100,7 +100,11 @@ fn resolve_fk(
             // An unknown id is reported by apply as a foreign key violation.
             Ok(id) => Some(ForeignKey { id }),
             Err(_) => {
-                let by = if kind == EntityKind::Consumer { "username" } else { "name" };
+                let by = if kind == EntityKind::Consumer {
+                    "username"
+                } else {
+                    "name"
+                };
                 errs.add(
                     &format!("{field}.{by}"),
                     format!(
@@ -131,8 +135,7 @@ fn check_name(field: &str, name: &Option<String>, errs: &mut FieldErrors) {
 
 fn check_tags(tags: &Option<Vec<String>>, errs: &mut FieldErrors) {
     for t in tags.iter().flatten() {
-        if t.is_empty() || t.contains(',') || t.contains('/') || t.chars().any(|c| c.is_control())
-        {
+        if t.is_empty() || t.contains(',') || t.contains('/') || t.chars().any(|c| c.is_control()) {
             errs.add("tags", format!("invalid tag '{t}': expected printable ascii (except `,` and `/`) or valid utf-8 sequences"));
         }
     }
@@ -151,17 +154,14 @@ fn check_id(body_id: &Option<String>, stamp: &Stamp, errs: &mut FieldErrors) -> 
     }
 }
 
-fn range<T: PartialOrd + Copy>(
+fn range<T: PartialOrd + Copy + std::fmt::Display>(
     field: &str,
     v: Option<T>,
     lo: T,
     hi: T,
     def: T,
     errs: &mut FieldErrors,
-) -> T
-where
-    T: std::fmt::Display,
-{
+) -> T {
     match v {
         None => def,
         Some(x) if x < lo || x > hi => {
@@ -247,21 +247,33 @@ pub fn service(v: &Value, stamp: &Stamp) -> Result<Service, FieldErrors> {
         ("ca_certificates", &inp.ca_certificates),
     ] {
         if matches!(val, Some(v) if !v.is_null()) {
-            errs.add(f, "upstream TLS is not supported yet; only null is accepted");
+            errs.add(
+                f,
+                "upstream TLS is not supported yet; only null is accepted",
+            );
         }
     }
 
-    let (mut protocol, mut host, mut port, mut path) =
-        (inp.protocol.clone(), inp.host.clone(), inp.port, inp.path.clone());
+    let (mut protocol, mut host, mut port, mut path) = (
+        inp.protocol.clone(),
+        inp.host.clone(),
+        inp.port,
+        inp.path.clone(),
+    );
     if let Some(u) = &inp.url {
         match url::Url::parse(u) {
             Ok(parsed) if parsed.host_str().is_some() => {
                 protocol = Some(parsed.scheme().to_string());
-                host = parsed.host_str().map(|h| h.trim_matches(['[', ']']).to_string());
+                host = parsed
+                    .host_str()
+                    .map(|h| h.trim_matches(['[', ']']).to_string());
                 port = parsed.port().map(i64::from);
                 path = match parsed.path() {
                     "" => None,
-                    "/" if !u.trim_end_matches('/').ends_with(parsed.host_str().unwrap_or("")) => {
+                    "/" if !u
+                        .trim_end_matches('/')
+                        .ends_with(parsed.host_str().unwrap_or("")) =>
+                    {
                         Some("/".into())
                     }
                     "/" => None,
@@ -286,10 +298,7 @@ pub fn service(v: &Value, stamp: &Stamp) -> Result<Service, FieldErrors> {
                 other
             }
             None => {
-                errs.add(
-                    "protocol",
-                    "expected one of: grpc, grpcs, http, https",
-                );
+                errs.add("protocol", "expected one of: grpc, grpcs, http, https");
                 Protocol::Http
             }
         },
@@ -307,12 +316,22 @@ pub fn service(v: &Value, stamp: &Stamp) -> Result<Service, FieldErrors> {
         }
         Some(h) => h.to_ascii_lowercase(),
     };
-    let port = range("port", port, 0, 65535, i64::from(protocol.default_port()), &mut errs) as u16;
+    let port = range(
+        "port",
+        port,
+        0,
+        65535,
+        i64::from(protocol.default_port()),
+        &mut errs,
+    ) as u16;
     if let Some(p) = &path {
         if !p.starts_with('/') {
             errs.add("path", "should start with: /");
         } else if p.contains("//") || p.contains('?') || p.contains('#') {
-            errs.add("path", "must not have empty segments, a query or a fragment");
+            errs.add(
+                "path",
+                "must not have empty segments, a query or a fragment",
+            );
         }
     }
     let to = |f: &str, v: Option<i64>, errs: &mut FieldErrors| {
@@ -440,7 +459,10 @@ pub fn route(
     ] {
         if matches!(val, Some(v) if !v.is_null() && v.as_array().map(|a| !a.is_empty()).unwrap_or(true))
         {
-            errs.add(f, "not supported yet (needs the TLS/stream listeners); only null is accepted");
+            errs.add(
+                f,
+                "not supported yet (needs the TLS/stream listeners); only null is accepted",
+            );
         }
     }
     let protocols: Vec<Protocol> = match inp.protocols {
@@ -450,8 +472,13 @@ pub fn route(
             for p in ps {
                 match Protocol::parse(&p) {
                     Some(pr @ (Protocol::Http | Protocol::Https)) => out.push(pr),
-                    Some(_) => errs.add("protocols", format!("protocol '{p}' is not supported yet")),
-                    None => errs.add("protocols", format!("expected one of: http, https; got '{p}'")),
+                    Some(_) => {
+                        errs.add("protocols", format!("protocol '{p}' is not supported yet"))
+                    }
+                    None => errs.add(
+                        "protocols",
+                        format!("expected one of: http, https; got '{p}'"),
+                    ),
                 }
             }
             if out.is_empty() {
@@ -483,7 +510,10 @@ pub fn route(
                 errs.add("paths", format!("invalid regex: '{re}' ({e})"));
             }
         } else if !p.starts_with('/') {
-            errs.add("paths", "should start with: / (fixed path) or ~/ (regex path)");
+            errs.add(
+                "paths",
+                "should start with: / (fixed path) or ~/ (regex path)",
+            );
         }
     }
     let mut headers = None;
@@ -512,7 +542,10 @@ pub fn route(
             for val in &vals {
                 if let Some(re) = val.strip_prefix("~*") {
                     if let Err(e) = regex::Regex::new(re) {
-                        errs.add(&format!("headers.{name}"), format!("invalid regex: '{re}' ({e})"));
+                        errs.add(
+                            &format!("headers.{name}"),
+                            format!("invalid regex: '{re}' ({e})"),
+                        );
                     }
                 }
             }
@@ -531,7 +564,10 @@ pub fn route(
         None => 426,
         Some(c @ (426 | 301 | 302 | 307 | 308)) => c as u16,
         Some(_) => {
-            errs.add("https_redirect_status_code", "expected one of: 426, 301, 302, 307, 308");
+            errs.add(
+                "https_redirect_status_code",
+                "expected one of: 426, 301, 302, 307, 308",
+            );
             426
         }
     };
@@ -545,7 +581,13 @@ pub fn route(
     };
     let service = match service {
         Some(id) => Some(ForeignKey { id }),
-        None => resolve_fk(state, EntityKind::Service, "service", inp.service, &mut errs),
+        None => resolve_fk(
+            state,
+            EntityKind::Service,
+            "service",
+            inp.service,
+            &mut errs,
+        ),
     };
     errs.into_result()?;
     Ok(Route {
@@ -629,7 +671,11 @@ struct KeyAuthInput {
 }
 
 /// Builds a key-auth credential for `consumer` (from the URL).
-pub fn key_auth(v: &Value, stamp: &Stamp, consumer: Uuid) -> Result<KeyAuthCredential, FieldErrors> {
+pub fn key_auth(
+    v: &Value,
+    stamp: &Stamp,
+    consumer: Uuid,
+) -> Result<KeyAuthCredential, FieldErrors> {
     let inp: KeyAuthInput = parse(v)?;
     let mut errs = FieldErrors::new();
     let id = check_id(&inp.id, stamp, &mut errs);
@@ -644,12 +690,15 @@ pub fn key_auth(v: &Value, stamp: &Stamp, consumer: Uuid) -> Result<KeyAuthCrede
     };
     let ttl = match inp.ttl {
         None | Some(0) => None,
-        Some(t) if t < 0 || t > 100_000_000 => {
+        Some(t) if !(0..=100_000_000).contains(&t) => {
             errs.add("ttl", "value should be between 0 and 100000000");
             None
         }
         Some(_) => {
-            errs.add("ttl", "credential expiry is not supported yet; omit ttl or set it to 0");
+            errs.add(
+                "ttl",
+                "credential expiry is not supported yet; omit ttl or set it to 0",
+            );
             None
         }
     };
@@ -740,7 +789,10 @@ pub fn plugin(
             for p in ps {
                 match Protocol::parse(&p) {
                     Some(pr) => out.push(pr),
-                    None => errs.add("protocols", format!("expected one of: grpc, grpcs, http, https; got '{p}'")),
+                    None => errs.add(
+                        "protocols",
+                        format!("expected one of: grpc, grpcs, http, https; got '{p}'"),
+                    ),
                 }
             }
             out
@@ -750,11 +802,32 @@ pub fn plugin(
         Some(id) => Some(ForeignKey { id }),
         None => resolve_fk(state, kind, field, inp, errs),
     };
-    let route = fk(scope.route, EntityKind::Route, "route", inp.route, &mut errs);
-    let service = fk(scope.service, EntityKind::Service, "service", inp.service, &mut errs);
-    let consumer = fk(scope.consumer, EntityKind::Consumer, "consumer", inp.consumer, &mut errs);
+    let route = fk(
+        scope.route,
+        EntityKind::Route,
+        "route",
+        inp.route,
+        &mut errs,
+    );
+    let service = fk(
+        scope.service,
+        EntityKind::Service,
+        "service",
+        inp.service,
+        &mut errs,
+    );
+    let consumer = fk(
+        scope.consumer,
+        EntityKind::Consumer,
+        "consumer",
+        inp.consumer,
+        &mut errs,
+    );
     if consumer.is_some() && !name.is_empty() && !plugins::allows_consumer_scope(&name) {
-        errs.add("consumer", format!("value must be null (plugin '{name}' cannot be scoped to a consumer)"));
+        errs.add(
+            "consumer",
+            format!("value must be null (plugin '{name}' cannot be scoped to a consumer)"),
+        );
     }
     errs.into_result()?;
     Ok(Plugin {
@@ -794,9 +867,24 @@ mod tests {
 
     #[test]
     fn service_url_shorthand_and_defaults() {
-        let s = service(&json!({"name": "echo", "url": "http://echo:8080/base"}), &stamp()).unwrap();
-        assert_eq!((s.host.as_str(), s.port, s.path.as_deref()), ("echo", 8080, Some("/base")));
-        assert_eq!((s.retries, s.connect_timeout, s.read_timeout, s.write_timeout), (5, 60000, 60000, 60000));
+        let s = service(
+            &json!({"name": "echo", "url": "http://echo:8080/base"}),
+            &stamp(),
+        )
+        .unwrap();
+        assert_eq!(
+            (s.host.as_str(), s.port, s.path.as_deref()),
+            ("echo", 8080, Some("/base"))
+        );
+        assert_eq!(
+            (
+                s.retries,
+                s.connect_timeout,
+                s.read_timeout,
+                s.write_timeout
+            ),
+            (5, 60000, 60000, 60000)
+        );
         let s = service(&json!({"host": "example.com"}), &stamp()).unwrap();
         assert_eq!((s.port, s.path), (80, None));
     }
@@ -804,8 +892,15 @@ mod tests {
     #[test]
     fn service_errors_name_fields() {
         let e = service(&json!({"url": "not a url"}), &stamp()).unwrap_err();
-        assert!(e.to_json()["url"].as_str().unwrap().starts_with("invalid url"));
-        let e = service(&json!({"host": "a", "port": 70000, "retries": -1}), &stamp()).unwrap_err();
+        assert!(e.to_json()["url"]
+            .as_str()
+            .unwrap()
+            .starts_with("invalid url"));
+        let e = service(
+            &json!({"host": "a", "port": 70000, "retries": -1}),
+            &stamp(),
+        )
+        .unwrap_err();
         assert!(e.to_json()["port"].is_string() && e.to_json()["retries"].is_string());
         let e = service(&json!({"host": "a", "foo": 1}), &stamp()).unwrap_err();
         assert_eq!(e.to_json()["foo"], "unknown field");
@@ -826,13 +921,21 @@ mod tests {
         let e = route(&json!({"paths": ["a"]}), &stamp(), &st, None).unwrap_err();
         assert!(e.to_json()["paths"].is_string());
         let e = route(&json!({"paths": ["~/a(["]}), &stamp(), &st, None).unwrap_err();
-        assert!(e.to_json()["paths"].as_str().unwrap().starts_with("invalid regex"));
+        assert!(e.to_json()["paths"]
+            .as_str()
+            .unwrap()
+            .starts_with("invalid regex"));
         let e = route(&json!({"hosts": ["a.*.com"]}), &stamp(), &st, None).unwrap_err();
         assert!(e.to_json()["hosts"].as_str().unwrap().contains("wildcard"));
         let e = route(&json!({"methods": ["get"]}), &stamp(), &st, None).unwrap_err();
         assert!(e.to_json()["methods"].is_string());
-        let e = route(&json!({"paths": ["/"], "service": {"name": "nope"}}), &stamp(), &st, None)
-            .unwrap_err();
+        let e = route(
+            &json!({"paths": ["/"], "service": {"name": "nope"}}),
+            &stamp(),
+            &st,
+            None,
+        )
+        .unwrap_err();
         assert!(e.to_json()["service"]["name"].is_string());
     }
 

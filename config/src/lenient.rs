@@ -64,7 +64,11 @@ fn insert(obj: &mut Map<String, Value>, parts: &[&str], val: Value, is_array: bo
                 *existing = Value::Array(vec![prev, val]);
             }
             None => {
-                let v = if is_array { Value::Array(vec![val]) } else { val };
+                let v = if is_array {
+                    Value::Array(vec![val])
+                } else {
+                    val
+                };
                 obj.insert(first.to_string(), v);
             }
         }

@@ -55,7 +55,9 @@ fn to_value<T: Serialize>(t: &T) -> Value {
     fn whole(v: Value) -> Value {
         match v {
             Value::Number(n) => match n.as_f64() {
-                Some(f) if n.is_f64() && f.fract() == 0.0 && f.abs() < 9.0e15 => Value::from(f as i64),
+                Some(f) if n.is_f64() && f.fract() == 0.0 && f.abs() < 9.0e15 => {
+                    Value::from(f as i64)
+                }
                 _ => Value::Number(n),
             },
             Value::Object(m) => Value::Object(m.into_iter().map(|(k, v)| (k, whole(v))).collect()),
@@ -132,7 +134,11 @@ pub fn serde_error_to_field(prefix: &str, path: &str, msg: &str) -> FieldErrors 
         };
         format!("expected {what}")
     } else if clean.starts_with("unknown variant") {
-        let allowed = clean.rsplit("expected ").next().unwrap_or("").replace('`', "\"");
+        let allowed = clean
+            .rsplit("expected ")
+            .next()
+            .unwrap_or("")
+            .replace('`', "\"");
         format!("expected one of: {allowed}")
     } else {
         clean.to_string()
@@ -144,10 +150,7 @@ pub fn serde_error_to_field(prefix: &str, path: &str, msg: &str) -> FieldErrors 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct KeyAuthConfig {
-    #[serde(
-        default = "default_key_names",
-        deserialize_with = "de_key_names"
-    )]
+    #[serde(default = "default_key_names", deserialize_with = "de_key_names")]
     pub key_names: Vec<String>,
     #[serde(default)]
     pub hide_credentials: bool,
@@ -189,7 +192,12 @@ impl KeyAuthConfig {
         }
         for k in &self.key_names {
             if k.is_empty() || !k.bytes().all(is_header_token_byte) {
-                e.add("config.key_names", format!("bad header name '{k}', allowed characters are A-Z, a-z, 0-9, '_', and '-'"));
+                e.add(
+                    "config.key_names",
+                    format!(
+                        "bad header name '{k}', allowed characters are A-Z, a-z, 0-9, '_', and '-'"
+                    ),
+                );
             }
         }
         if !(self.key_in_header || self.key_in_query || self.key_in_body) {
@@ -429,7 +437,10 @@ impl RateLimitingConfig {
         }
         for (i, l) in &limits {
             if !l.is_finite() || *l <= 0.0 {
-                e.add(&format!("config.{}", PERIODS[*i].0), "value must be greater than 0");
+                e.add(
+                    &format!("config.{}", PERIODS[*i].0),
+                    "value must be greater than 0",
+                );
             }
         }
         // A longer period may not allow fewer requests than a shorter one.
@@ -464,7 +475,10 @@ impl RateLimitingConfig {
             e.add("config.error_code", "value should be between 100 and 599");
         }
         if self.sync_rate != -1.0 && self.sync_rate < 0.0 {
-            e.add("config.sync_rate", "value must be -1 or greater than or equal to 0");
+            e.add(
+                "config.sync_rate",
+                "value must be -1 or greater than or equal to 0",
+            );
         }
         e.into_result()
     }
@@ -507,13 +521,19 @@ mod tests {
     #[test]
     fn rate_limiting_rejects_bad_configs_naming_the_field() {
         let e = validate("rate-limiting", Some(&json!({"minute": -1}))).unwrap_err();
-        assert_eq!(e.to_json()["config"]["minute"], "value must be greater than 0");
+        assert_eq!(
+            e.to_json()["config"]["minute"],
+            "value must be greater than 0"
+        );
 
         let e = validate("rate-limiting", Some(&json!({"minute": 5, "bogus": 1}))).unwrap_err();
         assert_eq!(e.to_json()["config"]["bogus"], "unknown field");
 
         let e = validate("rate-limiting", Some(&json!({}))).unwrap_err();
-        assert!(e.to_json()["@entity"][0].as_str().unwrap().starts_with("at least one"));
+        assert!(e.to_json()["@entity"][0]
+            .as_str()
+            .unwrap()
+            .starts_with("at least one"));
 
         let e = validate("rate-limiting", Some(&json!({"minute": "x"}))).unwrap_err();
         assert_eq!(e.to_json()["config"]["minute"], "expected a number");
@@ -521,17 +541,35 @@ mod tests {
         let e = validate("rate-limiting", Some(&json!({"minute": 5, "hour": 2}))).unwrap_err();
         assert!(e.message().contains("cannot be lower than"));
 
-        let e = validate("rate-limiting", Some(&json!({"minute": 5, "limit_by": "header"})))
-            .unwrap_err();
-        assert_eq!(e.to_json()["config"]["header_name"], "required field missing");
+        let e = validate(
+            "rate-limiting",
+            Some(&json!({"minute": 5, "limit_by": "header"})),
+        )
+        .unwrap_err();
+        assert_eq!(
+            e.to_json()["config"]["header_name"],
+            "required field missing"
+        );
 
-        let e = validate("rate-limiting", Some(&json!({"minute": 5, "policy": "cluster"})))
-            .unwrap_err();
-        assert!(e.to_json()["config"]["policy"].as_str().unwrap().contains("gossip"));
+        let e = validate(
+            "rate-limiting",
+            Some(&json!({"minute": 5, "policy": "cluster"})),
+        )
+        .unwrap_err();
+        assert!(e.to_json()["config"]["policy"]
+            .as_str()
+            .unwrap()
+            .contains("gossip"));
 
-        let e = validate("rate-limiting", Some(&json!({"minute": 5, "policy": "memcached"})))
-            .unwrap_err();
-        assert!(e.to_json()["config"]["policy"].as_str().unwrap().starts_with("expected one of"));
+        let e = validate(
+            "rate-limiting",
+            Some(&json!({"minute": 5, "policy": "memcached"})),
+        )
+        .unwrap_err();
+        assert!(e.to_json()["config"]["policy"]
+            .as_str()
+            .unwrap()
+            .starts_with("expected one of"));
     }
 
     #[test]

@@ -147,7 +147,11 @@ impl Router {
         let mut matchers = Vec::new();
         for r in state.routes().values() {
             let enabled = match r.service {
-                Some(fk) => state.services().get(&fk.id).map(|s| s.enabled).unwrap_or(false),
+                Some(fk) => state
+                    .services()
+                    .get(&fk.id)
+                    .map(|s| s.enabled)
+                    .unwrap_or(false),
                 None => true,
             };
             if !enabled {
@@ -286,7 +290,9 @@ fn compile_route(r: &Route, idx: usize, out: &mut Vec<Matcher>) {
 /// Header lookup over a plain map, for tests and tools.
 impl HeaderLookup for HashMap<String, Vec<String>> {
     fn any_value(&self, name: &str, f: &mut dyn FnMut(&str) -> bool) -> bool {
-        self.get(name).map(|vs| vs.iter().any(|v| f(v))).unwrap_or(false)
+        self.get(name)
+            .map(|vs| vs.iter().any(|v| f(v)))
+            .unwrap_or(false)
     }
 }
 
@@ -360,7 +366,13 @@ mod tests {
                 .unwrap();
         }
 
-        fn find(&self, method: &str, host: &str, path: &str, hdrs: &[(&str, &str)]) -> Option<String> {
+        fn find(
+            &self,
+            method: &str,
+            host: &str,
+            path: &str,
+            hdrs: &[(&str, &str)],
+        ) -> Option<String> {
             let router = Router::build(&self.state);
             let mut h: HashMap<String, Vec<String>> = HashMap::new();
             for (k, v) in hdrs {
@@ -384,7 +396,10 @@ mod tests {
         f.add("root", |r| r.paths = Some(vec!["/".into()]));
         f.add("api", |r| r.paths = Some(vec!["/api".into()]));
         f.add("api-v1", |r| r.paths = Some(vec!["/api/v1".into()]));
-        assert_eq!(f.find("GET", "x", "/api/v1/users", &[]).as_deref(), Some("api-v1"));
+        assert_eq!(
+            f.find("GET", "x", "/api/v1/users", &[]).as_deref(),
+            Some("api-v1")
+        );
         assert_eq!(f.find("GET", "x", "/api/v2", &[]).as_deref(), Some("api"));
         assert_eq!(f.find("GET", "x", "/other", &[]).as_deref(), Some("root"));
     }
@@ -392,16 +407,22 @@ mod tests {
     #[test]
     fn more_criteria_win_over_longer_paths() {
         let mut f = Fixture::new();
-        f.add("long-path", |r| r.paths = Some(vec!["/api/v1/users".into()]));
+        f.add("long-path", |r| {
+            r.paths = Some(vec!["/api/v1/users".into()])
+        });
         f.add("host-and-path", |r| {
             r.paths = Some(vec!["/api".into()]);
             r.hosts = Some(vec!["example.com".into()]);
         });
         assert_eq!(
-            f.find("GET", "example.com", "/api/v1/users", &[]).as_deref(),
+            f.find("GET", "example.com", "/api/v1/users", &[])
+                .as_deref(),
             Some("host-and-path")
         );
-        assert_eq!(f.find("GET", "other.com", "/api/v1/users", &[]).as_deref(), Some("long-path"));
+        assert_eq!(
+            f.find("GET", "other.com", "/api/v1/users", &[]).as_deref(),
+            Some("long-path")
+        );
     }
 
     #[test]
@@ -410,10 +431,22 @@ mod tests {
         f.add("wild", |r| r.hosts = Some(vec!["*.example.com".into()]));
         f.add("plain", |r| r.hosts = Some(vec!["api.example.com".into()]));
         f.add("tld", |r| r.hosts = Some(vec!["example.*".into()]));
-        assert_eq!(f.find("GET", "api.example.com", "/", &[]).as_deref(), Some("plain"));
-        assert_eq!(f.find("GET", "www.example.com", "/", &[]).as_deref(), Some("wild"));
-        assert_eq!(f.find("GET", "example.org", "/", &[]).as_deref(), Some("tld"));
-        assert_eq!(f.find("GET", "example.com", "/", &[]).as_deref(), Some("tld"));
+        assert_eq!(
+            f.find("GET", "api.example.com", "/", &[]).as_deref(),
+            Some("plain")
+        );
+        assert_eq!(
+            f.find("GET", "www.example.com", "/", &[]).as_deref(),
+            Some("wild")
+        );
+        assert_eq!(
+            f.find("GET", "example.org", "/", &[]).as_deref(),
+            Some("tld")
+        );
+        assert_eq!(
+            f.find("GET", "example.com", "/", &[]).as_deref(),
+            Some("tld")
+        );
         assert_eq!(f.find("GET", "foo.com", "/", &[]), None);
     }
 
@@ -426,8 +459,14 @@ mod tests {
             r.paths = Some(vec![r"~/users/1\d*".into()]);
             r.regex_priority = 10;
         });
-        assert_eq!(f.find("GET", "x", "/users/123", &[]).as_deref(), Some("re-high"));
-        assert_eq!(f.find("GET", "x", "/users/923", &[]).as_deref(), Some("re-low"));
+        assert_eq!(
+            f.find("GET", "x", "/users/123", &[]).as_deref(),
+            Some("re-high")
+        );
+        assert_eq!(
+            f.find("GET", "x", "/users/923", &[]).as_deref(),
+            Some("re-low")
+        );
         // Anchored: a regex path does not match in the middle.
         assert_eq!(f.find("GET", "x", "/x/users/923", &[]), None);
     }
@@ -446,12 +485,24 @@ mod tests {
         });
         f.add("beta", |r| {
             r.paths = Some(vec!["/".into()]);
-            r.headers = Some(BTreeMap::from([("x-tier".into(), vec!["~*^beta-\\d$".into()])]));
+            r.headers = Some(BTreeMap::from([(
+                "x-tier".into(),
+                vec!["~*^beta-\\d$".into()],
+            )]));
         });
         assert_eq!(f.find("POST", "x", "/a", &[]).as_deref(), Some("post"));
-        assert_eq!(f.find("GET", "x", "/a", &[("x-version", "V2")]).as_deref(), Some("v2"));
-        assert_eq!(f.find("GET", "x", "/a", &[("x-tier", "beta-1")]).as_deref(), Some("beta"));
-        assert_eq!(f.find("GET", "x", "/a", &[("x-version", "v3")]).as_deref(), Some("any"));
+        assert_eq!(
+            f.find("GET", "x", "/a", &[("x-version", "V2")]).as_deref(),
+            Some("v2")
+        );
+        assert_eq!(
+            f.find("GET", "x", "/a", &[("x-tier", "beta-1")]).as_deref(),
+            Some("beta")
+        );
+        assert_eq!(
+            f.find("GET", "x", "/a", &[("x-version", "v3")]).as_deref(),
+            Some("any")
+        );
     }
 
     #[test]

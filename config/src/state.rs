@@ -126,7 +126,12 @@ impl State {
         match kind {
             EntityKind::Service => d.services.values().cloned().map(Entity::Service).collect(),
             EntityKind::Route => d.routes.values().cloned().map(Entity::Route).collect(),
-            EntityKind::Consumer => d.consumers.values().cloned().map(Entity::Consumer).collect(),
+            EntityKind::Consumer => d
+                .consumers
+                .values()
+                .cloned()
+                .map(Entity::Consumer)
+                .collect(),
             EntityKind::KeyAuth => d
                 .keyauth_credentials
                 .values()
@@ -180,7 +185,12 @@ impl State {
         }
     }
 
-    fn check_fk(&self, field: &str, target: EntityKind, fk: Option<ForeignKey>) -> Result<(), ApplyError> {
+    fn check_fk(
+        &self,
+        field: &str,
+        target: EntityKind,
+        fk: Option<ForeignKey>,
+    ) -> Result<(), ApplyError> {
         match fk {
             Some(f) if self.get(target, f.id).is_none() => Err(ApplyError::ForeignKey {
                 field: field.into(),
@@ -361,7 +371,13 @@ impl State {
             // Kong answers 204 to deleting what is not there: deletes are idempotent.
             return Ok(());
         }
-        if kind == EntityKind::Service && self.data.routes.values().any(|r| r.service.map(|f| f.id) == Some(id)) {
+        if kind == EntityKind::Service
+            && self
+                .data
+                .routes
+                .values()
+                .any(|r| r.service.map(|f| f.id) == Some(id))
+        {
             return Err(ApplyError::ReferencedBy {
                 kind,
                 by: EntityKind::Route,
@@ -414,7 +430,11 @@ impl State {
     /// Total number of entities (for metrics and tests).
     pub fn len(&self) -> usize {
         let d = &self.data;
-        d.services.len() + d.routes.len() + d.consumers.len() + d.keyauth_credentials.len() + d.plugins.len()
+        d.services.len()
+            + d.routes.len()
+            + d.consumers.len()
+            + d.keyauth_credentials.len()
+            + d.plugins.len()
     }
 
     pub fn is_empty(&self) -> bool {
@@ -498,7 +518,10 @@ mod tests {
             mode: PutMode::Update,
         };
         assert_eq!(st.apply(upd).unwrap_err().status(), 409);
-        assert_eq!(st.resolve(EntityKind::Service, "b"), Some(Uuid::from_u128(3)));
+        assert_eq!(
+            st.resolve(EntityKind::Service, "b"),
+            Some(Uuid::from_u128(3))
+        );
     }
 
     #[test]
@@ -519,7 +542,10 @@ mod tests {
             kind: EntityKind::Service,
             id: Uuid::from_u128(1),
         };
-        assert!(matches!(st.apply(del.clone()), Err(ApplyError::ReferencedBy { .. })));
+        assert!(matches!(
+            st.apply(del.clone()),
+            Err(ApplyError::ReferencedBy { .. })
+        ));
         st.apply(Command::Delete {
             kind: EntityKind::Route,
             id: Uuid::from_u128(10),
@@ -534,13 +560,19 @@ mod tests {
     fn create_with_existing_id_is_primary_key_violation() {
         let mut st = State::default();
         st.apply(create(svc(1, "a"))).unwrap();
-        assert!(matches!(st.apply(create(svc(1, "z"))), Err(ApplyError::PrimaryKey { .. })));
+        assert!(matches!(
+            st.apply(create(svc(1, "z"))),
+            Err(ApplyError::PrimaryKey { .. })
+        ));
         let upsert = Command::Put {
             entity: svc(1, "z"),
             mode: PutMode::Upsert,
         };
         st.apply(upsert).unwrap();
-        assert_eq!(st.resolve(EntityKind::Service, "z"), Some(Uuid::from_u128(1)));
+        assert_eq!(
+            st.resolve(EntityKind::Service, "z"),
+            Some(Uuid::from_u128(1))
+        );
         assert_eq!(st.resolve(EntityKind::Service, "a"), None);
     }
 
@@ -555,10 +587,13 @@ mod tests {
         let mut st = State::default();
         st.apply(create(svc(1, "keep"))).unwrap();
         let mut bad = StateData::default();
-        bad.routes.insert(Uuid::from_u128(10), match route(10, 99) {
-            Entity::Route(r) => r,
-            _ => unreachable!(),
-        });
+        bad.routes.insert(
+            Uuid::from_u128(10),
+            match route(10, 99) {
+                Entity::Route(r) => r,
+                _ => unreachable!(),
+            },
+        );
         assert!(st.apply(Command::Replace(Box::new(bad))).is_err());
         assert!(st.resolve(EntityKind::Service, "keep").is_some());
     }

@@ -7,15 +7,30 @@ use std::path::PathBuf;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
 #[derive(Debug, Parser)]
-#[command(name = "tollgate", version, about = "A clustered API gateway with Kong's Admin API and no database")]
+#[command(
+    name = "tollgate",
+    version,
+    about = "A clustered API gateway with Kong's Admin API and no database"
+)]
 pub struct Cli {
     #[command(subcommand)]
     pub command: Option<Command>,
     /// Log output format.
-    #[arg(long, global = true, value_enum, default_value = "text", env = "TOLLGATE_LOG_FORMAT")]
+    #[arg(
+        long,
+        global = true,
+        value_enum,
+        default_value = "text",
+        env = "TOLLGATE_LOG_FORMAT"
+    )]
     pub log_format: LogFormat,
     /// Log filter (tracing's env-filter syntax, e.g. `info` or `tollgate=debug`).
-    #[arg(long, global = true, default_value = "info", env = "TOLLGATE_LOG_LEVEL")]
+    #[arg(
+        long,
+        global = true,
+        default_value = "info",
+        env = "TOLLGATE_LOG_LEVEL"
+    )]
     pub log_level: String,
     /// Runtime worker threads (default: one per CPU).
     #[arg(long, global = true, env = "TOLLGATE_WORKER_THREADS")]
@@ -54,7 +69,11 @@ pub struct NodeArgs {
     #[arg(long, env = "TOLLGATE_ADMIN_TOKEN", hide_env_values = true)]
     pub admin_token: Option<String>,
     /// Raft listener between nodes.
-    #[arg(long, default_value = "127.0.0.1:7000", env = "TOLLGATE_CLUSTER_LISTEN")]
+    #[arg(
+        long,
+        default_value = "127.0.0.1:7000",
+        env = "TOLLGATE_CLUSTER_LISTEN"
+    )]
     pub cluster_listen: SocketAddr,
     /// Gossip (discovery, shared rate-limit counters) listener.
     #[arg(long, default_value = "127.0.0.1:7946", env = "TOLLGATE_GOSSIP_LISTEN")]
@@ -84,7 +103,9 @@ pub struct EchoArgs {
 pub fn init_logging(format: &LogFormat, level: &str) -> anyhow::Result<()> {
     let filter = tracing_subscriber::EnvFilter::try_new(level)
         .map_err(|e| anyhow::anyhow!("invalid --log-level '{level}': {e}"))?;
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
     match format {
         LogFormat::Text => builder.try_init(),
         LogFormat::Json => builder.json().try_init(),

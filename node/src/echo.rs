@@ -34,7 +34,11 @@ pub async fn run(args: EchoArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn handle(req: Request<Incoming>, peer: SocketAddr, name: std::sync::Arc<str>) -> Response<Full<Bytes>> {
+async fn handle(
+    req: Request<Incoming>,
+    peer: SocketAddr,
+    name: std::sync::Arc<str>,
+) -> Response<Full<Bytes>> {
     let (parts, body) = req.into_parts();
     let path = parts
         .uri
@@ -59,7 +63,12 @@ async fn handle(req: Request<Incoming>, peer: SocketAddr, name: std::sync::Arc<s
     }
     let body_len = match http_body_util::Limited::new(body, MAX_BODY).collect().await {
         Ok(b) => b.to_bytes().len(),
-        Err(_) => return json_response(StatusCode::PAYLOAD_TOO_LARGE, json!({"message": "body too large"})),
+        Err(_) => {
+            return json_response(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                json!({"message": "body too large"}),
+            )
+        }
     };
     json_response(
         StatusCode::OK,

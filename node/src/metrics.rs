@@ -24,14 +24,18 @@ pub struct Metrics {
 }
 
 const LATENCY_BUCKETS: &[f64] = &[
-    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0,
+    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
+    60.0,
 ];
 
 impl Metrics {
     pub fn new() -> Metrics {
         let registry = Registry::new();
         let requests = IntCounterVec::new(
-            Opts::new("tollgate_http_requests_total", "Proxied requests by service, route and status code"),
+            Opts::new(
+                "tollgate_http_requests_total",
+                "Proxied requests by service, route and status code",
+            ),
             &["service", "route", "code"],
         )
         .expect("static metric definition");
@@ -54,31 +58,46 @@ impl Metrics {
         )
         .expect("static metric definition");
         let rate_limit_rejections = IntCounterVec::new(
-            Opts::new("tollgate_rate_limit_rejections_total", "Requests rejected by rate-limiting"),
+            Opts::new(
+                "tollgate_rate_limit_rejections_total",
+                "Requests rejected by rate-limiting",
+            ),
             &["route", "policy"],
         )
         .expect("static metric definition");
-        let ratelimit_tracked_keys =
-            IntGauge::new("tollgate_ratelimit_tracked_keys", "Rate-limit counters held by this node")
-                .expect("static metric definition");
-        let config_entities = IntGauge::new("tollgate_config_entities", "Entities in the applied configuration")
-            .expect("static metric definition");
-        let config_applied_index =
-            IntGauge::new("tollgate_config_applied_index", "Index of the last applied configuration command")
-                .expect("static metric definition");
+        let ratelimit_tracked_keys = IntGauge::new(
+            "tollgate_ratelimit_tracked_keys",
+            "Rate-limit counters held by this node",
+        )
+        .expect("static metric definition");
+        let config_entities = IntGauge::new(
+            "tollgate_config_entities",
+            "Entities in the applied configuration",
+        )
+        .expect("static metric definition");
+        let config_applied_index = IntGauge::new(
+            "tollgate_config_applied_index",
+            "Index of the last applied configuration command",
+        )
+        .expect("static metric definition");
         let config_rebuilds = IntCounter::new(
             "tollgate_config_rebuilds_total",
             "Data-plane snapshots built after configuration changes",
         )
         .expect("static metric definition");
         let config_rebuild_seconds = Histogram::with_opts(
-            HistogramOpts::new("tollgate_config_rebuild_seconds", "Time to build a data-plane snapshot")
-                .buckets(LATENCY_BUCKETS.to_vec()),
+            HistogramOpts::new(
+                "tollgate_config_rebuild_seconds",
+                "Time to build a data-plane snapshot",
+            )
+            .buckets(LATENCY_BUCKETS.to_vec()),
         )
         .expect("static metric definition");
-        let connections_accepted =
-            IntCounter::new("tollgate_connections_accepted_total", "Proxy connections accepted")
-                .expect("static metric definition");
+        let connections_accepted = IntCounter::new(
+            "tollgate_connections_accepted_total",
+            "Proxy connections accepted",
+        )
+        .expect("static metric definition");
         for c in [
             Box::new(requests.clone()) as Box<dyn prometheus::core::Collector>,
             Box::new(request_latency.clone()),

@@ -26,15 +26,16 @@ pub fn shutdown_signal() -> Shutdown {
         let ctrl_c = tokio::signal::ctrl_c();
         #[cfg(unix)]
         {
-            let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-                Ok(s) => s,
-                Err(e) => {
-                    tracing::error!(error = %e, "cannot listen for SIGTERM");
-                    let _ = ctrl_c.await;
-                    let _ = tx.send(true);
-                    return;
-                }
-            };
+            let mut term =
+                match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                    Ok(s) => s,
+                    Err(e) => {
+                        tracing::error!(error = %e, "cannot listen for SIGTERM");
+                        let _ = ctrl_c.await;
+                        let _ = tx.send(true);
+                        return;
+                    }
+                };
             tokio::select! {
                 _ = ctrl_c => {},
                 _ = term.recv() => {},
@@ -57,7 +58,8 @@ fn validate(args: &NodeArgs) -> anyhow::Result<Vec<String>> {
              start without them for a single-node cluster"
         );
     }
-    if !args.admin_listen.ip().is_loopback() && args.admin_token.as_deref().unwrap_or("").is_empty() {
+    if !args.admin_listen.ip().is_loopback() && args.admin_token.as_deref().unwrap_or("").is_empty()
+    {
         bail!(
             "--admin-listen {} is not a loopback address: set --admin-token (TOLLGATE_ADMIN_TOKEN) so the \
              Admin API is not open to the network",
@@ -115,7 +117,9 @@ pub async fn run(args: NodeArgs) -> anyhow::Result<()> {
         hook_snapshots.store(Snapshot::build(state, &prev, &deps, index));
         hook_metrics.config_applied_index.set(index as i64);
         hook_metrics.config_rebuilds.inc();
-        hook_metrics.config_rebuild_seconds.observe(started.elapsed().as_secs_f64());
+        hook_metrics
+            .config_rebuild_seconds
+            .observe(started.elapsed().as_secs_f64());
         hook_metrics.config_entities.set(state.len() as i64);
     });
     let store_dir = args.data_dir.join("config");
@@ -125,7 +129,8 @@ pub async fn run(args: NodeArgs) -> anyhow::Result<()> {
     );
 
     if let Some(path) = &args.config {
-        let text = std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("cannot read {}", path.display()))?;
         struct Fresh;
         impl declarative::Stamps for Fresh {
             fn id(&mut self) -> uuid::Uuid {
@@ -139,7 +144,8 @@ pub async fn run(args: NodeArgs) -> anyhow::Result<()> {
                 unix_now() as i64
             }
         }
-        let data = declarative::parse(&text, &mut Fresh).with_context(|| format!("in {}", path.display()))?;
+        let data = declarative::parse(&text, &mut Fresh)
+            .with_context(|| format!("in {}", path.display()))?;
         replicator
             .propose(Command::Replace(Box::new(data)))
             .await

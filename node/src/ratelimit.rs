@@ -51,7 +51,14 @@ impl LocalCounters {
 
     /// Admits one request against `limit` per `period` seconds at time `now` (unix seconds),
     /// counting it when admitted.
-    pub fn try_acquire(&self, key: CounterKey, period: u64, limit: f64, now: f64, sliding: bool) -> Decision {
+    pub fn try_acquire(
+        &self,
+        key: CounterKey,
+        period: u64,
+        limit: f64,
+        now: f64,
+        sliding: bool,
+    ) -> Decision {
         let index = (now / period as f64).floor() as u64;
         let elapsed = now - (index * period) as f64;
         let mut entry = self.map.entry(key).or_insert(Window {
@@ -66,7 +73,11 @@ impl LocalCounters {
             w.current = 0;
             w.index = index;
         }
-        let weight = if sliding { 1.0 - elapsed / period as f64 } else { 0.0 };
+        let weight = if sliding {
+            1.0 - elapsed / period as f64
+        } else {
+            0.0
+        };
         let estimate = w.current as f64 + w.previous as f64 * weight;
         let reset = ((period as f64 - elapsed).ceil() as u64).max(1);
         if estimate + 1.0 <= limit {
@@ -84,7 +95,11 @@ impl LocalCounters {
             reset as f64
         } else if w.current as f64 + 1.0 > limit {
             // Wait for the next window, then for this window's weight to decay enough.
-            let decay = if w.current == 0 { 0.0 } else { p * (1.0 - (limit - 1.0) / w.current as f64) };
+            let decay = if w.current == 0 {
+                0.0
+            } else {
+                p * (1.0 - (limit - 1.0) / w.current as f64)
+            };
             (p - elapsed) + decay.max(0.0)
         } else if w.previous > 0 {
             let needed = p * (1.0 - (limit - 1.0 - w.current as f64) / w.previous as f64);
@@ -133,16 +148,23 @@ impl LocalCounters {
 mod tests {
     use super::*;
 
-    const K: CounterKey = CounterKey { plugin: 1, period: 1, ident: 7 };
+    const K: CounterKey = CounterKey {
+        plugin: 1,
+        period: 1,
+        ident: 7,
+    };
 
     #[test]
     fn fixed_window_admits_exactly_the_limit() {
         let c = LocalCounters::new();
         let t = 6000.0; // start of a minute window
-        let rem: Vec<u64> = (0..5).map(|_| c.try_acquire(K, 60, 5.0, t + 1.0, false)).map(|d| {
-            assert!(d.admitted);
-            d.remaining
-        }).collect();
+        let rem: Vec<u64> = (0..5)
+            .map(|_| c.try_acquire(K, 60, 5.0, t + 1.0, false))
+            .map(|d| {
+                assert!(d.admitted);
+                d.remaining
+            })
+            .collect();
         assert_eq!(rem, vec![4, 3, 2, 1, 0]);
         let d = c.try_acquire(K, 60, 5.0, t + 1.0, false);
         assert!(!d.admitted);

@@ -36,8 +36,7 @@ pub async fn serve<H, F, B>(
     mut shutdown: Shutdown,
     what: &'static str,
     accepted: Option<prometheus::IntCounter>,
-)
-where
+) where
     H: Fn(Request<Incoming>, SocketAddr) -> F + Clone + Send + Sync + 'static,
     F: Future<Output = Response<B>> + Send + 'static,
     B: Body<Data = Bytes> + Send + 'static,

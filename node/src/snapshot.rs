@@ -229,7 +229,9 @@ impl Snapshot {
                     prev.clients
                         .get(&s.connect_timeout)
                         .cloned()
-                        .unwrap_or_else(|| make_client(Duration::from_millis(s.connect_timeout.into())))
+                        .unwrap_or_else(|| {
+                            make_client(Duration::from_millis(s.connect_timeout.into()))
+                        })
                 })
                 .clone();
             let host_header = if s.port == s.protocol.default_port() {
@@ -264,13 +266,16 @@ impl Snapshot {
         for (inst, p) in instances.values() {
             if let Some(c) = p.consumer {
                 consumer_plugin_names.insert(p.name.clone(), inst.priority());
-                consumer_plugins.entry(c.id).or_default().push(ConsumerPlugin {
-                    name: p.name.clone(),
-                    route: p.route.map(|f| f.id),
-                    service: p.service.map(|f| f.id),
-                    rank: rank(p.route.is_some(), p.service.is_some(), true),
-                    instance: inst.clone(),
-                });
+                consumer_plugins
+                    .entry(c.id)
+                    .or_default()
+                    .push(ConsumerPlugin {
+                        name: p.name.clone(),
+                        route: p.route.map(|f| f.id),
+                        service: p.service.map(|f| f.id),
+                        rank: rank(p.route.is_some(), p.service.is_some(), true),
+                        instance: inst.clone(),
+                    });
             }
         }
 
@@ -306,7 +311,8 @@ impl Snapshot {
                         priority: inst.priority(),
                         candidates: Vec::new(),
                     });
-                    slot.candidates.push((rank(pr.is_some(), ps.is_some(), false), inst.clone()));
+                    slot.candidates
+                        .push((rank(pr.is_some(), ps.is_some(), false), inst.clone()));
                 }
                 let mut slots: Vec<Slot> = slots.into_values().collect();
                 for s in &mut slots {
@@ -320,7 +326,10 @@ impl Snapshot {
                 RouteRuntime {
                     id: r.id,
                     label: r.name.clone().unwrap_or_else(|| r.id.to_string()),
-                    service_label: service.as_ref().map(|s| s.label.clone()).unwrap_or_default(),
+                    service_label: service
+                        .as_ref()
+                        .map(|s| s.label.clone())
+                        .unwrap_or_default(),
                     strip_path: r.strip_path,
                     preserve_host: r.preserve_host,
                     accepts_http: r.protocols.contains(&Protocol::Http),
@@ -337,7 +346,7 @@ impl Snapshot {
             .filter(|(_, p)| p.route.is_none() && p.service.is_none() && p.consumer.is_none())
             .map(|(i, _)| i.clone())
             .collect();
-        global.sort_by(|a, b| b.priority().cmp(&a.priority()));
+        global.sort_by_key(|p| std::cmp::Reverse(p.priority()));
 
         Snapshot {
             router,
@@ -363,7 +372,12 @@ impl Snapshot {
     }
 
     /// The instance of `slot` that applies on `route` for `consumer` (most specific scope).
-    pub fn resolve<'a>(&'a self, route: &RouteRuntime, slot: &'a Slot, consumer: Option<Uuid>) -> Option<&'a Instance> {
+    pub fn resolve<'a>(
+        &'a self,
+        route: &RouteRuntime,
+        slot: &'a Slot,
+        consumer: Option<Uuid>,
+    ) -> Option<&'a Instance> {
         let mut best = slot.candidates.first().map(|(r, i)| (*r, i));
         if let Some(list) = consumer.and_then(|c| self.consumer_plugins.get(&c)) {
             let sid = route.service.as_ref().map(|s| s.id);
@@ -415,7 +429,12 @@ fn instance(
             None => broken("key-auth"),
         },
         "rate-limiting" => match RateLimitingConfig::parse(&p.config.0) {
-            Some(cfg) => Arc::new(RateLimiting::new(p.id, cfg, deps.counters.clone(), deps.metrics.clone())),
+            Some(cfg) => Arc::new(RateLimiting::new(
+                p.id,
+                cfg,
+                deps.counters.clone(),
+                deps.metrics.clone(),
+            )),
             None => broken("rate-limiting"),
         },
         _ => broken("unknown"),

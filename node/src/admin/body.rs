@@ -20,10 +20,14 @@ pub fn parse(headers: &HeaderMap, bytes: &Bytes) -> Result<Value, BodyError> {
     }
     if ct.starts_with("application/x-www-form-urlencoded") {
         let pairs: Vec<(String, String)> = form_urlencoded::parse(bytes).into_owned().collect();
-        return Ok(form_to_json(pairs.iter().map(|(k, v)| (k.as_str(), v.as_str()))));
+        return Ok(form_to_json(
+            pairs.iter().map(|(k, v)| (k.as_str(), v.as_str())),
+        ));
     }
     if ct.starts_with("multipart/") {
-        return Err(BodyError("multipart bodies are not supported; send JSON or form-encoded data"));
+        return Err(BodyError(
+            "multipart bodies are not supported; send JSON or form-encoded data",
+        ));
     }
     // JSON, declared or not (curl -d without a content type sends form encoding, handled above).
     match serde_json::from_slice::<Value>(bytes) {

@@ -6,6 +6,10 @@
 //! error mapped to Kong's error body) is what the client gets. When a write returns, the data
 //! plane already serves it (the apply hook has swapped the snapshot).
 
+// Handlers return a ready Kong-shaped `Response` as their error: it is the natural error type
+// here, and the Admin API is not a hot path.
+#![allow(clippy::result_large_err)]
+
 mod body;
 
 use std::sync::Arc;
@@ -23,7 +27,9 @@ use subtle::ConstantTimeEq;
 use tollgate_cluster::{LocalReplicator, ProposeError};
 use tollgate_config::declarative;
 use tollgate_config::input::{self, PluginScope, Stamp};
-use tollgate_config::{Applied, ApplyError, Command, Entity, EntityKind, FieldErrors, PutMode, State};
+use tollgate_config::{
+    Applied, ApplyError, Command, Entity, EntityKind, FieldErrors, PutMode, State,
+};
 use uuid::Uuid;
 
 use crate::metrics::Metrics;
@@ -72,7 +78,10 @@ fn propose_error(e: ProposeError) -> Response {
         ProposeError::Rejected(e) => apply_error(&e),
         ProposeError::Storage(e) => {
             tracing::error!(error = %e, "configuration write failed");
-            message(StatusCode::SERVICE_UNAVAILABLE, "configuration storage unavailable; the change was not applied")
+            message(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "configuration storage unavailable; the change was not applied",
+            )
         }
     }
 }
@@ -144,10 +153,13 @@ fn build(
     let scope = |k: EntityKind| if c.parent == Some(k) { parent } else { None };
     match c.kind {
         EntityKind::Service => input::service(body, stamp).map(Entity::Service),
-        EntityKind::Route => input::route(body, stamp, st, scope(EntityKind::Service)).map(Entity::Route),
+        EntityKind::Route => {
+            input::route(body, stamp, st, scope(EntityKind::Service)).map(Entity::Route)
+        }
         EntityKind::Consumer => input::consumer(body, stamp).map(Entity::Consumer),
         EntityKind::KeyAuth => {
-            let owner = parent.ok_or_else(|| FieldErrors::single("consumer", "required field missing"))?;
+            let owner =
+                parent.ok_or_else(|| FieldErrors::single("consumer", "required field missing"))?;
             input::key_auth(body, stamp, owner).map(Entity::KeyAuth)
         }
         EntityKind::Plugin => input::plugin(
@@ -196,7 +208,13 @@ struct ListQuery {
     tags: Option<String>,
 }
 
-async fn list(ctx: Ctx, c: Collection, parent_key: Option<String>, q: ListQuery, path: String) -> Response {
+async fn list(
+    ctx: Ctx,
+    c: Collection,
+    parent_key: Option<String>,
+    q: ListQuery,
+    path: String,
+) -> Response {
     let size = match q.size.as_deref().map(str::parse::<usize>) {
         None => 100,
         Some(Ok(n)) if (1..=1000).contains(&n) => n,
@@ -269,10 +287,19 @@ async fn list(ctx: Ctx, c: Collection, parent_key: Option<String>, q: ListQuery,
     } else {
         (None, None)
     };
-    json_response(StatusCode::OK, &tollgate_config::state::page_json(page, next, offset))
+    json_response(
+        StatusCode::OK,
+        &tollgate_config::state::page_json(page, next, offset),
+    )
 }
 
-async fn create(ctx: Ctx, c: Collection, parent_key: Option<String>, headers: HeaderMap, bytes: Bytes) -> Response {
+async fn create(
+    ctx: Ctx,
+    c: Collection,
+    parent_key: Option<String>,
+    headers: HeaderMap,
+    bytes: Bytes,
+) -> Response {
     let body = match body::parse(&headers, &bytes) {
         Ok(b) => b,
         Err(e) => return message(StatusCode::BAD_REQUEST, e.0),
@@ -288,9 +315,20 @@ async fn create(ctx: Ctx, c: Collection, parent_key: Option<String>, headers: He
         Ok(e) => e,
         Err(r) => return r,
     };
-    match propose(&ctx, Command::Put { entity, mode: PutMode::Create }).await {
+    match propose(
+        &ctx,
+        Command::Put {
+            entity,
+            mode: PutMode::Create,
+        },
+    )
+    .await
+    {
         Ok(Applied::Put(e)) => json_response(StatusCode::CREATED, &e.to_json()),
-        Ok(_) => message(StatusCode::INTERNAL_SERVER_ERROR, "An unexpected error occurred"),
+        Ok(_) => message(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "An unexpected error occurred",
+        ),
         Err(r) => r,
     }
 }
@@ -333,7 +371,13 @@ async fn update(
                 (Some(e), false) => {
                     let mut merged = input::merge_patch(&e.to_json(), &body);
                     merged["id"] = Value::String(e.id().to_string());
-                    build(c, &merged, &fresh_stamp(Some((e.id(), created_at(&e)))), st, parent)
+                    build(
+                        c,
+                        &merged,
+                        &fresh_stamp(Some((e.id(), created_at(&e)))),
+                        st,
+                        parent,
+                    )
                 }
                 (existing, true) => {
                     // PUT /{kind}/{id or name}: the URL names the entity.
@@ -341,7 +385,7 @@ async fn update(
                         .as_ref()
                         .map(Entity::id)
                         .or_else(|| Uuid::parse_str(&key).ok());
-                    if id.is_none() {
+                    if Uuid::parse_str(&key).is_err() {
                         let field = match c.kind {
                             EntityKind::Consumer => "username",
                             EntityKind::KeyAuth => "key",
@@ -351,7 +395,10 @@ async fn update(
                         body[field] = Value::String(key.clone());
                     }
                     let stamp = fresh_stamp(existing.as_ref().map(|e| (e.id(), created_at(e))));
-                    let stamp = Stamp { id: id.unwrap_or(stamp.id), ..stamp };
+                    let stamp = Stamp {
+                        id: id.unwrap_or(stamp.id),
+                        ..stamp
+                    };
                     body["id"] = Value::String(stamp.id.to_string());
                     build(c, &body, &stamp, st, parent)
                 }
@@ -363,10 +410,17 @@ async fn update(
         Ok(e) => e,
         Err(r) => return r,
     };
-    let mode = if upsert { PutMode::Upsert } else { PutMode::Update };
+    let mode = if upsert {
+        PutMode::Upsert
+    } else {
+        PutMode::Update
+    };
     match propose(&ctx, Command::Put { entity, mode }).await {
         Ok(Applied::Put(e)) => json_response(StatusCode::OK, &e.to_json()),
-        Ok(_) => message(StatusCode::INTERNAL_SERVER_ERROR, "An unexpected error occurred"),
+        Ok(_) => message(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "An unexpected error occurred",
+        ),
         Err(r) => r,
     }
 }
@@ -394,46 +448,73 @@ async fn remove(ctx: Ctx, c: Collection, parent_key: Option<String>, key: String
 fn collection(router: Router<Ctx>, base: &str, c: Collection) -> Router<Ctx> {
     let list_path = base.to_string();
     let coll: MethodRouter<Ctx> = match c.parent {
-        None => get(move |AxState(ctx): AxState<Ctx>, Query(q): Query<ListQuery>| list(ctx, c, None, q, list_path.clone()))
-            .post(move |AxState(ctx): AxState<Ctx>, h: HeaderMap, b: Bytes| create(ctx, c, None, h, b)),
+        None => get(
+            move |AxState(ctx): AxState<Ctx>, Query(q): Query<ListQuery>| {
+                list(ctx, c, None, q, list_path.clone())
+            },
+        )
+        .post(move |AxState(ctx): AxState<Ctx>, h: HeaderMap, b: Bytes| create(ctx, c, None, h, b)),
         Some(_) => {
             let base = base.to_string();
-            get(move |AxState(ctx): AxState<Ctx>, Path(p): Path<String>, Query(q): Query<ListQuery>| {
-                let path = base.replace("{parent}", &p);
-                list(ctx, c, Some(p), q, path)
-            })
-            .post(move |AxState(ctx): AxState<Ctx>, Path(p): Path<String>, h: HeaderMap, b: Bytes| {
-                create(ctx, c, Some(p), h, b)
-            })
+            get(
+                move |AxState(ctx): AxState<Ctx>,
+                      Path(p): Path<String>,
+                      Query(q): Query<ListQuery>| {
+                    let path = base.replace("{parent}", &p);
+                    list(ctx, c, Some(p), q, path)
+                },
+            )
+            .post(
+                move |AxState(ctx): AxState<Ctx>, Path(p): Path<String>, h: HeaderMap, b: Bytes| {
+                    create(ctx, c, Some(p), h, b)
+                },
+            )
         }
     };
-    let item: MethodRouter<Ctx> = match c.parent {
-        None => get(move |AxState(ctx): AxState<Ctx>, Path(k): Path<String>| read_one(ctx, c, None, k))
-            .patch(move |AxState(ctx): AxState<Ctx>, Path(k): Path<String>, h: HeaderMap, b: Bytes| {
-                update(ctx, c, None, k, h, b, false)
+    let item: MethodRouter<Ctx> =
+        match c.parent {
+            None => get(move |AxState(ctx): AxState<Ctx>, Path(k): Path<String>| {
+                read_one(ctx, c, None, k)
             })
-            .put(move |AxState(ctx): AxState<Ctx>, Path(k): Path<String>, h: HeaderMap, b: Bytes| {
-                update(ctx, c, None, k, h, b, true)
-            })
-            .delete(move |AxState(ctx): AxState<Ctx>, Path(k): Path<String>| remove(ctx, c, None, k)),
-        Some(_) => get(move |AxState(ctx): AxState<Ctx>, Path((p, k)): Path<(String, String)>| {
-            read_one(ctx, c, Some(p), k)
-        })
-        .patch(
-            move |AxState(ctx): AxState<Ctx>, Path((p, k)): Path<(String, String)>, h: HeaderMap, b: Bytes| {
-                update(ctx, c, Some(p), k, h, b, false)
-            },
-        )
-        .put(
-            move |AxState(ctx): AxState<Ctx>, Path((p, k)): Path<(String, String)>, h: HeaderMap, b: Bytes| {
-                update(ctx, c, Some(p), k, h, b, true)
-            },
-        )
-        .delete(move |AxState(ctx): AxState<Ctx>, Path((p, k)): Path<(String, String)>| {
-            remove(ctx, c, Some(p), k)
-        }),
-    };
-    router.route(base, coll).route(&format!("{base}/{{key}}"), item)
+            .patch(
+                move |AxState(ctx): AxState<Ctx>, Path(k): Path<String>, h: HeaderMap, b: Bytes| {
+                    update(ctx, c, None, k, h, b, false)
+                },
+            )
+            .put(
+                move |AxState(ctx): AxState<Ctx>, Path(k): Path<String>, h: HeaderMap, b: Bytes| {
+                    update(ctx, c, None, k, h, b, true)
+                },
+            )
+            .delete(move |AxState(ctx): AxState<Ctx>, Path(k): Path<String>| {
+                remove(ctx, c, None, k)
+            }),
+            Some(_) => get(
+                move |AxState(ctx): AxState<Ctx>, Path((p, k)): Path<(String, String)>| {
+                    read_one(ctx, c, Some(p), k)
+                },
+            )
+            .patch(
+                move |AxState(ctx): AxState<Ctx>,
+                      Path((p, k)): Path<(String, String)>,
+                      h: HeaderMap,
+                      b: Bytes| { update(ctx, c, Some(p), k, h, b, false) },
+            )
+            .put(
+                move |AxState(ctx): AxState<Ctx>,
+                      Path((p, k)): Path<(String, String)>,
+                      h: HeaderMap,
+                      b: Bytes| { update(ctx, c, Some(p), k, h, b, true) },
+            )
+            .delete(
+                move |AxState(ctx): AxState<Ctx>, Path((p, k)): Path<(String, String)>| {
+                    remove(ctx, c, Some(p), k)
+                },
+            ),
+        };
+    router
+        .route(base, coll)
+        .route(&format!("{base}/{{key}}"), item)
 }
 
 async fn root(AxState(ctx): AxState<Ctx>) -> Response {
@@ -448,7 +529,12 @@ async fn root(AxState(ctx): AxState<Ctx>) -> Response {
         .await;
     let available: serde_json::Map<String, Value> = tollgate_config::plugins::BUNDLED
         .iter()
-        .map(|(n, p)| (n.to_string(), json!({"priority": p, "version": env!("CARGO_PKG_VERSION")})))
+        .map(|(n, p)| {
+            (
+                n.to_string(),
+                json!({"priority": p, "version": env!("CARGO_PKG_VERSION")}),
+            )
+        })
         .collect();
     json_response(
         StatusCode::OK,
@@ -497,15 +583,23 @@ async fn metrics(AxState(ctx): AxState<Ctx>) -> Response {
 }
 
 async fn plugins_enabled() -> Response {
-    let names: Vec<&str> = tollgate_config::plugins::BUNDLED.iter().map(|(n, _)| *n).collect();
+    let names: Vec<&str> = tollgate_config::plugins::BUNDLED
+        .iter()
+        .map(|(n, _)| *n)
+        .collect();
     json_response(StatusCode::OK, &json!({ "enabled_plugins": names }))
 }
 
 async fn config_get(AxState(ctx): AxState<Ctx>, RawQuery(q): RawQuery) -> Response {
     let doc = ctx.replicator.read(declarative::export).await;
     if q.as_deref().unwrap_or("").contains("format=yaml") {
-        let mut r = serde_yaml::to_string(&doc).unwrap_or_default().into_response();
-        r.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/yaml"));
+        let mut r = serde_yaml::to_string(&doc)
+            .unwrap_or_default()
+            .into_response();
+        r.headers_mut().insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/yaml"),
+        );
         return r;
     }
     json_response(StatusCode::OK, &doc)
@@ -539,9 +633,16 @@ async fn config_post(AxState(ctx): AxState<Ctx>, bytes: Bytes) -> Response {
         Ok(d) => d,
         Err(e) => return message(StatusCode::BAD_REQUEST, &e.to_string()),
     };
-    let n = data.services.len() + data.routes.len() + data.consumers.len() + data.keyauth_credentials.len() + data.plugins.len();
+    let n = data.services.len()
+        + data.routes.len()
+        + data.consumers.len()
+        + data.keyauth_credentials.len()
+        + data.plugins.len();
     match propose(&ctx, Command::Replace(Box::new(data))).await {
-        Ok(_) => json_response(StatusCode::CREATED, &json!({"message": "configuration loaded", "entities": n})),
+        Ok(_) => json_response(
+            StatusCode::CREATED,
+            &json!({"message": "configuration loaded", "entities": n}),
+        ),
         Err(r) => r,
     }
 }
@@ -552,7 +653,9 @@ async fn auth(
     req: axum::extract::Request,
     next: axum::middleware::Next,
 ) -> Response {
-    if let Some(token) = &ctx.token {
+    // /status stays open for health checks; it reveals no configuration.
+    let public = req.uri().path() == "/status" && req.method() == axum::http::Method::GET;
+    if let (Some(token), false) = (&ctx.token, public) {
         let h = req.headers();
         let given = h
             .get("kong-admin-token")
@@ -584,13 +687,35 @@ pub fn router(ctx: Ctx) -> Router {
     r = collection(r, "/consumers", c(EntityKind::Consumer, None));
     r = collection(r, "/plugins", c(EntityKind::Plugin, None));
     r = collection(r, "/key-auths", c(EntityKind::KeyAuth, None));
-    r = collection(r, "/services/{parent}/routes", c(EntityKind::Route, Some(EntityKind::Service)));
-    r = collection(r, "/services/{parent}/plugins", c(EntityKind::Plugin, Some(EntityKind::Service)));
-    r = collection(r, "/routes/{parent}/plugins", c(EntityKind::Plugin, Some(EntityKind::Route)));
-    r = collection(r, "/consumers/{parent}/plugins", c(EntityKind::Plugin, Some(EntityKind::Consumer)));
-    r = collection(r, "/consumers/{parent}/key-auth", c(EntityKind::KeyAuth, Some(EntityKind::Consumer)));
+    r = collection(
+        r,
+        "/services/{parent}/routes",
+        c(EntityKind::Route, Some(EntityKind::Service)),
+    );
+    r = collection(
+        r,
+        "/services/{parent}/plugins",
+        c(EntityKind::Plugin, Some(EntityKind::Service)),
+    );
+    r = collection(
+        r,
+        "/routes/{parent}/plugins",
+        c(EntityKind::Plugin, Some(EntityKind::Route)),
+    );
+    r = collection(
+        r,
+        "/consumers/{parent}/plugins",
+        c(EntityKind::Plugin, Some(EntityKind::Consumer)),
+    );
+    r = collection(
+        r,
+        "/consumers/{parent}/key-auth",
+        c(EntityKind::KeyAuth, Some(EntityKind::Consumer)),
+    );
     r.fallback(|| async { message(StatusCode::NOT_FOUND, "Not found") })
-        .method_not_allowed_fallback(|| async { message(StatusCode::METHOD_NOT_ALLOWED, "Method not allowed") })
+        .method_not_allowed_fallback(|| async {
+            message(StatusCode::METHOD_NOT_ALLOWED, "Method not allowed")
+        })
         .layer(DefaultBodyLimit::max(MAX_BODY))
         .layer(axum::middleware::from_fn_with_state(ctx.clone(), auth))
         .with_state(ctx)

@@ -63,7 +63,10 @@ impl KeyAuth {
     fn find(&self, ctx: &Ctx<'_>, req: &http::request::Parts) -> Option<(String, Found)> {
         for (i, name) in self.cfg.key_names.iter().enumerate() {
             if self.cfg.key_in_header {
-                if let Some(v) = self.header_names[i].as_ref().and_then(|h| req.headers.get(h)) {
+                if let Some(v) = self.header_names[i]
+                    .as_ref()
+                    .and_then(|h| req.headers.get(h))
+                {
                     if let Ok(s) = v.to_str() {
                         return Some((s.to_string(), Found::Header(i)));
                     }
@@ -71,7 +74,9 @@ impl KeyAuth {
             }
             if self.cfg.key_in_query {
                 if let Some(q) = req.uri.query() {
-                    if let Some((_, v)) = form_urlencoded::parse(q.as_bytes()).find(|(k, _)| k == name) {
+                    if let Some((_, v)) =
+                        form_urlencoded::parse(q.as_bytes()).find(|(k, _)| k == name)
+                    {
                         return Some((v.into_owned(), Found::Query(i)));
                     }
                 }
@@ -116,11 +121,17 @@ impl KeyAuth {
         }
     }
 
-    fn reject_or_anonymous(&self, ctx: &mut Ctx<'_>, req: &mut http::request::Parts, message: &str) -> Flow {
+    fn reject_or_anonymous(
+        &self,
+        ctx: &mut Ctx<'_>,
+        req: &mut http::request::Parts,
+        message: &str,
+    ) -> Flow {
         match &self.anonymous {
             Anonymous::None => {
                 let mut r = error_response(StatusCode::UNAUTHORIZED, message);
-                r.headers_mut().insert(header::WWW_AUTHENTICATE, self.challenge.clone());
+                r.headers_mut()
+                    .insert(header::WWW_AUTHENTICATE, self.challenge.clone());
                 Flow::Respond(r)
             }
             Anonymous::Missing(who) => Flow::Respond(error_response(
@@ -130,7 +141,10 @@ impl KeyAuth {
             Anonymous::Consumer(c) => {
                 set_consumer_headers(req, c);
                 req.headers.remove(&X_CREDENTIAL_IDENTIFIER);
-                req.headers.insert(X_ANONYMOUS_CONSUMER.clone(), HeaderValue::from_static("true"));
+                req.headers.insert(
+                    X_ANONYMOUS_CONSUMER.clone(),
+                    HeaderValue::from_static("true"),
+                );
                 ctx.consumer = Some(c.clone());
                 ctx.credential = None;
                 Flow::Continue
@@ -162,7 +176,9 @@ fn content_type(req: &http::request::Parts) -> &str {
 fn body_field(req: &http::request::Parts, body: &Bytes, name: &str) -> Option<String> {
     let ct = content_type(req);
     if ct.starts_with("application/x-www-form-urlencoded") {
-        form_urlencoded::parse(body).find(|(k, _)| k == name).map(|(_, v)| v.into_owned())
+        form_urlencoded::parse(body)
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.into_owned())
     } else if ct.starts_with("application/json") {
         let v: serde_json::Value = serde_json::from_slice(body).ok()?;
         match v.get(name)? {

@@ -50,7 +50,12 @@ fn fmt_limit(l: f64) -> String {
 }
 
 impl RateLimiting {
-    pub fn new(id: Uuid, cfg: RateLimitingConfig, counters: Arc<LocalCounters>, metrics: Arc<Metrics>) -> Self {
+    pub fn new(
+        id: Uuid,
+        cfg: RateLimitingConfig,
+        counters: Arc<LocalCounters>,
+        metrics: Arc<Metrics>,
+    ) -> Self {
         let limits = cfg
             .limits()
             .into_iter()
@@ -60,9 +65,12 @@ impl RateLimiting {
                     period,
                     seconds: PERIODS[period].1,
                     limit,
-                    limit_header: HeaderValue::from_str(&fmt_limit(limit)).unwrap_or(HeaderValue::from_static("0")),
-                    limit_name: HeaderName::from_bytes(format!("x-ratelimit-limit-{}", title.to_ascii_lowercase()).as_bytes())
-                        .expect("static header name"),
+                    limit_header: HeaderValue::from_str(&fmt_limit(limit))
+                        .unwrap_or(HeaderValue::from_static("0")),
+                    limit_name: HeaderName::from_bytes(
+                        format!("x-ratelimit-limit-{}", title.to_ascii_lowercase()).as_bytes(),
+                    )
+                    .expect("static header name"),
                     remaining_name: HeaderName::from_bytes(
                         format!("x-ratelimit-remaining-{}", title.to_ascii_lowercase()).as_bytes(),
                     )
@@ -140,7 +148,9 @@ impl Plugin for RateLimiting {
                 period: l.period as u8,
                 ident,
             };
-            let d = self.counters.try_acquire(key, l.seconds, l.limit, ctx.now, sliding);
+            let d = self
+                .counters
+                .try_acquire(key, l.seconds, l.limit, ctx.now, sliding);
             rejected |= !d.admitted;
             decisions[l.period] = Some(d);
         }
@@ -166,18 +176,35 @@ impl Plugin for RateLimiting {
             // RateLimit-* describe the period with the least left; ties go to the longer one.
             let mut tightest: Option<(&Limit, Decision)> = None;
             for l in &self.limits {
-                let Some(d) = decisions[l.period] else { continue };
-                let d_rem = if d.admitted || !rejected { d.remaining } else { 0 };
-                ctx.response_headers.push((l.limit_name.clone(), l.limit_header.clone()));
-                ctx.response_headers.push((l.remaining_name.clone(), HeaderValue::from(d_rem)));
+                let Some(d) = decisions[l.period] else {
+                    continue;
+                };
+                let d_rem = if d.admitted || !rejected {
+                    d.remaining
+                } else {
+                    0
+                };
+                ctx.response_headers
+                    .push((l.limit_name.clone(), l.limit_header.clone()));
+                ctx.response_headers
+                    .push((l.remaining_name.clone(), HeaderValue::from(d_rem)));
                 if tightest.map(|(_, t)| d_rem <= t.remaining).unwrap_or(true) {
-                    tightest = Some((l, Decision { remaining: d_rem, ..d }));
+                    tightest = Some((
+                        l,
+                        Decision {
+                            remaining: d_rem,
+                            ..d
+                        },
+                    ));
                 }
             }
             if let Some((l, d)) = tightest {
-                ctx.response_headers.push((RATELIMIT_LIMIT.clone(), l.limit_header.clone()));
-                ctx.response_headers.push((RATELIMIT_REMAINING.clone(), HeaderValue::from(d.remaining)));
-                ctx.response_headers.push((RATELIMIT_RESET.clone(), HeaderValue::from(d.reset)));
+                ctx.response_headers
+                    .push((RATELIMIT_LIMIT.clone(), l.limit_header.clone()));
+                ctx.response_headers
+                    .push((RATELIMIT_REMAINING.clone(), HeaderValue::from(d.remaining)));
+                ctx.response_headers
+                    .push((RATELIMIT_RESET.clone(), HeaderValue::from(d.reset)));
             }
         }
         if !rejected {
@@ -191,14 +218,16 @@ impl Plugin for RateLimiting {
             .max()
             .unwrap_or(1);
         if !self.cfg.hide_client_headers {
-            ctx.response_headers.push((http::header::RETRY_AFTER, HeaderValue::from(retry_after)));
+            ctx.response_headers
+                .push((http::header::RETRY_AFTER, HeaderValue::from(retry_after)));
         }
         let route = ctx.route.map(|r| r.label.as_str()).unwrap_or("");
         self.metrics
             .rate_limit_rejections
             .with_label_values(&[route, "local"])
             .inc();
-        let status = StatusCode::from_u16(self.cfg.error_code).unwrap_or(StatusCode::TOO_MANY_REQUESTS);
+        let status =
+            StatusCode::from_u16(self.cfg.error_code).unwrap_or(StatusCode::TOO_MANY_REQUESTS);
         Flow::Respond(error_response(status, &self.cfg.error_message))
     }
 }

@@ -61,7 +61,7 @@ impl HeaderLookup for Lookup<'_> {
             .get_all(name)
             .iter()
             .filter_map(|v| v.to_str().ok())
-            .any(|v| f(v))
+            .any(f)
     }
 }
 
@@ -114,7 +114,10 @@ mod tests {
 
     #[test]
     fn host_split() {
-        assert_eq!(split_host("Example.COM:8000"), ("example.com".into(), Some(8000)));
+        assert_eq!(
+            split_host("Example.COM:8000"),
+            ("example.com".into(), Some(8000))
+        );
         assert_eq!(split_host("a.b"), ("a.b".into(), None));
         assert_eq!(split_host("[::1]:80"), ("::1".into(), Some(80)));
     }

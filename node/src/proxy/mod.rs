@@ -86,7 +86,11 @@ impl Proxy {
     }
 
     /// Handles one client request.
-    pub async fn handle(self: Arc<Self>, req: Request<Incoming>, peer: SocketAddr) -> Response<ProxyBody> {
+    pub async fn handle(
+        self: Arc<Self>,
+        req: Request<Incoming>,
+        peer: SocketAddr,
+    ) -> Response<ProxyBody> {
         let start = Instant::now();
         let snap = self.snapshots.load_full();
         let now = SystemTime::now()
@@ -159,7 +163,9 @@ impl Proxy {
         let mut ran: Vec<&Instance> = Vec::with_capacity(route.slots.len());
         for slot in &route.slots {
             let consumer = ctx.consumer.as_ref().map(|c| c.id);
-            let Some(inst) = snap.resolve(route, slot, consumer) else { continue };
+            let Some(inst) = snap.resolve(route, slot, consumer) else {
+                continue;
+            };
             ran.push(inst);
             if let Flow::Respond(r) = inst.access(&mut ctx, &mut parts) {
                 return self.finish(&mut ctx, generated(r), &ran, start, None);
@@ -167,12 +173,19 @@ impl Proxy {
         }
 
         let Some(service) = route.service.as_ref() else {
-            let r = error_response(StatusCode::SERVICE_UNAVAILABLE, "no Service found with those values");
+            let r = error_response(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "no Service found with those values",
+            );
             return self.finish(&mut ctx, generated(r), &ran, start, None);
         };
 
         // Upstream URI: service path joined with the (stripped) normalised path, plus the query.
-        let rest = if route.strip_path { &norm[m.matched_len.min(norm.len())..] } else { &norm[..] };
+        let rest = if route.strip_path {
+            &norm[m.matched_len.min(norm.len())..]
+        } else {
+            &norm[..]
+        };
         let mut target = service.origin.clone();
         target.push_str(&join_path(service.path.as_deref(), rest));
         if let Some(q) = parts.uri.query() {
@@ -230,11 +243,17 @@ impl Proxy {
         if let Some(b) = &buffered {
             if route.needs_body {
                 parts.headers.remove(header::TRANSFER_ENCODING);
-                parts.headers.insert(header::CONTENT_LENGTH, HeaderValue::from(b.len()));
+                parts
+                    .headers
+                    .insert(header::CONTENT_LENGTH, HeaderValue::from(b.len()));
             }
         }
         let head_timeout = service.read_timeout
-            + if buffered.is_some() { Duration::ZERO } else { service.write_timeout }
+            + if buffered.is_some() {
+                Duration::ZERO
+            } else {
+                service.write_timeout
+            }
             + service.connect_timeout;
 
         let upstream_start = Instant::now();
@@ -253,7 +272,8 @@ impl Proxy {
                 Err(_) => break Err(UpstreamError::Timeout),
                 Ok(Ok(resp)) => break Ok(resp),
                 Ok(Err(e)) => {
-                    let retryable = e.is_connect() && buffered.is_some() && attempt < service.retries;
+                    let retryable =
+                        e.is_connect() && buffered.is_some() && attempt < service.retries;
                     if is_timeout(&e) && !retryable {
                         break Err(UpstreamError::Timeout);
                     }
@@ -268,7 +288,10 @@ impl Proxy {
         let upstream_elapsed = upstream_start.elapsed();
         match result {
             Err(UpstreamError::Timeout) => {
-                let r = error_response(StatusCode::GATEWAY_TIMEOUT, "The upstream server is timing out");
+                let r = error_response(
+                    StatusCode::GATEWAY_TIMEOUT,
+                    "The upstream server is timing out",
+                );
                 self.finish(&mut ctx, generated(r), &ran, start, None)
             }
             Err(UpstreamError::Unreachable) => {
@@ -302,9 +325,15 @@ impl Proxy {
         parts.headers.append(header::VIA, self.via.clone());
         let total = start.elapsed();
         if let Some(up) = upstream {
-            parts.headers.insert(X_UPSTREAM_LATENCY.clone(), HeaderValue::from(up.as_millis() as u64));
+            parts.headers.insert(
+                X_UPSTREAM_LATENCY.clone(),
+                HeaderValue::from(up.as_millis() as u64),
+            );
             let own = total.saturating_sub(up);
-            parts.headers.insert(X_PROXY_LATENCY.clone(), HeaderValue::from(own.as_millis() as u64));
+            parts.headers.insert(
+                X_PROXY_LATENCY.clone(),
+                HeaderValue::from(own.as_millis() as u64),
+            );
         }
         for inst in ran {
             inst.header_filter(ctx, &mut parts);
@@ -318,22 +347,41 @@ impl Proxy {
     }
 }
 
-fn record(m: &Metrics, route: Option<&RouteRuntime>, status: StatusCode, total: Duration, upstream: Option<Duration>) {
-    let (svc, rt) = route.map(|r| (r.service_label.as_str(), r.label.as_str())).unwrap_or(("", ""));
-    m.requests.with_label_values(&[svc, rt, status.as_str()]).inc();
-    m.request_latency.with_label_values(&[svc, rt]).observe(total.as_secs_f64());
+fn record(
+    m: &Metrics,
+    route: Option<&RouteRuntime>,
+    status: StatusCode,
+    total: Duration,
+    upstream: Option<Duration>,
+) {
+    let (svc, rt) = route
+        .map(|r| (r.service_label.as_str(), r.label.as_str()))
+        .unwrap_or(("", ""));
+    m.requests
+        .with_label_values(&[svc, rt, status.as_str()])
+        .inc();
+    m.request_latency
+        .with_label_values(&[svc, rt])
+        .observe(total.as_secs_f64());
     if let Some(up) = upstream {
-        m.upstream_latency.with_label_values(&[svc, rt]).observe(up.as_secs_f64());
+        m.upstream_latency
+            .with_label_values(&[svc, rt])
+            .observe(up.as_secs_f64());
     }
 }
 
 /// A route that does not accept plain HTTP: 426 with an upgrade hint, or a redirect to HTTPS.
 fn https_redirect(route: &RouteRuntime, host: &str, uri: &Uri) -> Response<Full<Bytes>> {
-    let code = StatusCode::from_u16(route.https_redirect_status_code).unwrap_or(StatusCode::UPGRADE_REQUIRED);
+    let code = StatusCode::from_u16(route.https_redirect_status_code)
+        .unwrap_or(StatusCode::UPGRADE_REQUIRED);
     if code == StatusCode::UPGRADE_REQUIRED {
         let mut r = error_response(code, "Please use HTTPS protocol");
-        r.headers_mut().insert(header::CONNECTION, HeaderValue::from_static("Upgrade"));
-        r.headers_mut().insert(header::UPGRADE, HeaderValue::from_static("TLS/1.2, HTTP/1.1"));
+        r.headers_mut()
+            .insert(header::CONNECTION, HeaderValue::from_static("Upgrade"));
+        r.headers_mut().insert(
+            header::UPGRADE,
+            HeaderValue::from_static("TLS/1.2, HTTP/1.1"),
+        );
         return r;
     }
     let pq = uri.path_and_query().map(|p| p.as_str()).unwrap_or("/");

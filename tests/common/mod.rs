@@ -1,0 +1,251 @@
+//! Test harness: starts real `tollgate` processes (nodes and echo backends) on loopback ports
+//! and waits for them by polling, never by sleeping a fixed time.
+
+#![allow(dead_code)]
+
+use std::net::{SocketAddr, TcpListener};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+pub const BIN: &str = env!("CARGO_BIN_EXE_tollgate");
+/// Generous: a loaded 2-core machine may be slow to start a debug binary.
+pub const DEADLINE: Duration = Duration::from_secs(60);
+
+/// A port that was free a moment ago.
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// Polls `f` until it returns `Some`, or panics after [`DEADLINE`].
+pub async fn eventually<T, F, Fut>(what: &str, mut f: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let start = Instant::now();
+    loop {
+        if let Some(v) = f().await {
+            return v;
+        }
+        if start.elapsed() > DEADLINE {
+            panic!("timed out waiting for {what}");
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+}
+
+pub fn client() -> reqwest::Client {
+    reqwest::Client::builder()
+        .no_proxy()
+        .timeout(Duration::from_secs(30))
+        .build()
+        .unwrap()
+}
+
+/// A child process that is stopped (SIGTERM, then SIGKILL) when dropped.
+pub struct Proc {
+    child: Option<Child>,
+}
+
+impl Proc {
+    fn spawn(args: &[String], env: &[(&str, &str)]) -> Proc {
+        let mut cmd = Command::new(BIN);
+        cmd.args(args)
+            .env("TOLLGATE_LOG_LEVEL", "warn")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit());
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        Proc {
+            child: Some(cmd.spawn().expect("spawn tollgate")),
+        }
+    }
+
+    /// Sends SIGTERM and waits for a clean exit; returns whether it exited successfully.
+    pub fn terminate(&mut self) -> bool {
+        let Some(mut child) = self.child.take() else {
+            return true;
+        };
+        let _ = Command::new("kill")
+            .arg("-TERM")
+            .arg(child.id().to_string())
+            .status();
+        let start = Instant::now();
+        loop {
+            if let Ok(Some(status)) = child.try_wait() {
+                return status.success();
+            }
+            if start.elapsed() > DEADLINE {
+                let _ = child.kill();
+                let _ = child.wait();
+                return false;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+/// A running gateway node.
+pub struct Node {
+    pub proc: Proc,
+    pub proxy: String,
+    pub admin: String,
+    pub data_dir: PathBuf,
+    _tmp: Option<tempfile::TempDir>,
+}
+
+impl Node {
+    /// Starts a node with a fresh data dir.
+    pub async fn start() -> Node {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().to_path_buf();
+        let mut n = Node::start_in(&dir, &[]).await;
+        n._tmp = Some(tmp);
+        n
+    }
+
+    /// Starts a node on `dir` with extra arguments.
+    pub async fn start_in(dir: &Path, extra: &[&str]) -> Node {
+        let (pp, ap) = (free_port(), free_port());
+        let mut args: Vec<String> = vec![
+            "node".into(),
+            "--data-dir".into(),
+            dir.display().to_string(),
+            "--proxy-listen".into(),
+            format!("127.0.0.1:{pp}"),
+            "--admin-listen".into(),
+            format!("127.0.0.1:{ap}"),
+            "--cluster-listen".into(),
+            format!("127.0.0.1:{}", free_port()),
+            "--gossip-listen".into(),
+            format!("127.0.0.1:{}", free_port()),
+        ];
+        args.extend(extra.iter().map(|s| s.to_string()));
+        let node = Node {
+            proc: Proc::spawn(&args, &[]),
+            proxy: format!("http://127.0.0.1:{pp}"),
+            admin: format!("http://127.0.0.1:{ap}"),
+            data_dir: dir.to_path_buf(),
+            _tmp: None,
+        };
+        let c = client();
+        let url = format!("{}/status", node.admin);
+        eventually("node to serve /status", || {
+            let c = c.clone();
+            let url = url.clone();
+            async move {
+                match c.get(&url).send().await {
+                    Ok(r) if r.status() == 200 => Some(()),
+                    _ => None,
+                }
+            }
+        })
+        .await;
+        node
+    }
+
+    pub fn admin_url(&self, path: &str) -> String {
+        format!("{}{}", self.admin, path)
+    }
+
+    pub fn proxy_url(&self, path: &str) -> String {
+        format!("{}{}", self.proxy, path)
+    }
+
+    /// POSTs JSON to the Admin API and returns (status, body).
+    pub async fn post(&self, path: &str, body: serde_json::Value) -> (u16, serde_json::Value) {
+        let r = client()
+            .post(self.admin_url(path))
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
+        let s = r.status().as_u16();
+        (s, r.json().await.unwrap_or(serde_json::Value::Null))
+    }
+
+    /// Sends `method` with a JSON body to the Admin API and returns (status, body).
+    pub async fn send(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<serde_json::Value>,
+    ) -> (u16, serde_json::Value) {
+        let mut rb = client().request(method, self.admin_url(path));
+        if let Some(b) = body {
+            rb = rb.json(&b);
+        }
+        let r = rb.send().await.unwrap();
+        let s = r.status().as_u16();
+        (s, r.json().await.unwrap_or(serde_json::Value::Null))
+    }
+
+    pub async fn get(&self, path: &str) -> (u16, serde_json::Value) {
+        self.send(reqwest::Method::GET, path, None).await
+    }
+
+    /// Creates an entity and asserts 201.
+    pub async fn create(&self, path: &str, body: serde_json::Value) -> serde_json::Value {
+        let (s, b) = self.post(path, body.clone()).await;
+        assert_eq!(s, 201, "POST {path} {body} -> {b}");
+        b
+    }
+}
+
+/// A running `tollgate echo` backend.
+pub struct Echo {
+    pub proc: Proc,
+    pub addr: SocketAddr,
+}
+
+impl Echo {
+    pub async fn start(name: &str) -> Echo {
+        let port = free_port();
+        let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+        let args = vec![
+            "echo".into(),
+            "--listen".into(),
+            addr.to_string(),
+            "--name".into(),
+            name.to_string(),
+        ];
+        let echo = Echo {
+            proc: Proc::spawn(&args, &[]),
+            addr,
+        };
+        let c = client();
+        let url = format!("http://{addr}/health");
+        eventually("echo backend", || {
+            let c = c.clone();
+            let url = url.clone();
+            async move {
+                match c.get(&url).send().await {
+                    Ok(r) if r.status() == 200 => Some(()),
+                    _ => None,
+                }
+            }
+        })
+        .await;
+        echo
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+}

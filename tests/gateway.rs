@@ -1,0 +1,442 @@
+//! The gateway seen from outside: a real node and real echo backends, driven only through the
+//! Admin API and the proxy port.
+
+mod common;
+
+use std::io::{Read, Write};
+use std::time::Duration;
+
+use common::{client, Echo, Node};
+use serde_json::{json, Value};
+
+async fn proxy_get(node: &Node, path: &str, headers: &[(&str, &str)]) -> reqwest::Response {
+    let mut rb = client().get(node.proxy_url(path));
+    for (k, v) in headers {
+        rb = rb.header(*k, *v);
+    }
+    rb.send().await.unwrap()
+}
+
+fn header<'a>(r: &'a reqwest::Response, name: &str) -> Option<&'a str> {
+    r.headers().get(name).and_then(|v| v.to_str().ok())
+}
+
+#[tokio::test]
+async fn key_auth_and_rate_limiting_request_flow() {
+    let echo = Echo::start("echo-1").await;
+    let node = Node::start().await;
+    node.create(
+        "/services",
+        json!({"name": "example-service", "url": echo.url()}),
+    )
+    .await;
+    node.create(
+        "/services/example-service/routes",
+        json!({"name": "mock", "paths": ["/mock"]}),
+    )
+    .await;
+    node.create("/routes/mock/plugins", json!({"name": "key-auth"}))
+        .await;
+    node.create(
+        "/routes/mock/plugins",
+        json!({"name": "rate-limiting", "config": {"minute": 5, "policy": "local"}}),
+    )
+    .await;
+    let alice = node
+        .create("/consumers", json!({"username": "alice"}))
+        .await;
+    node.create("/consumers/alice/key-auth", json!({"key": "alice-secret"}))
+        .await;
+
+    // Without a key, and with a wrong one: 401 with Kong's messages. Neither spends quota.
+    for _ in 0..3 {
+        let r = proxy_get(&node, "/mock/hello", &[]).await;
+        assert_eq!(r.status(), 401);
+        assert_eq!(header(&r, "www-authenticate"), Some("Key realm=\"kong\""));
+        assert_eq!(
+            r.json::<Value>().await.unwrap()["message"],
+            "No API key found in request"
+        );
+        let r = proxy_get(&node, "/mock/hello", &[("apikey", "nope")]).await;
+        assert_eq!(r.status(), 401);
+        assert_eq!(
+            r.json::<Value>().await.unwrap()["message"],
+            "Invalid authentication credentials"
+        );
+    }
+
+    for expected in [4, 3, 2, 1, 0] {
+        let r = proxy_get(&node, "/mock/hello?q=1", &[("apikey", "alice-secret")]).await;
+        assert_eq!(r.status(), 200);
+        assert_eq!(header(&r, "x-ratelimit-limit-minute"), Some("5"));
+        assert_eq!(
+            header(&r, "x-ratelimit-remaining-minute"),
+            Some(expected.to_string().as_str())
+        );
+        assert_eq!(header(&r, "ratelimit-limit"), Some("5"));
+        let body: Value = r.json().await.unwrap();
+        assert_eq!(body["name"], "echo-1");
+        // strip_path removed /mock; the query is kept.
+        assert_eq!(body["path"], "/hello?q=1");
+        assert_eq!(body["headers"]["x-consumer-username"], "alice");
+        assert_eq!(body["headers"]["x-consumer-id"], alice["id"]);
+        assert!(body["headers"]["x-credential-identifier"].is_string());
+        assert_eq!(body["headers"]["x-forwarded-prefix"], "/mock");
+    }
+    let r = proxy_get(&node, "/mock/hello", &[("apikey", "alice-secret")]).await;
+    assert_eq!(r.status(), 429);
+    assert_eq!(header(&r, "x-ratelimit-remaining-minute"), Some("0"));
+    let retry: u64 = header(&r, "retry-after").unwrap().parse().unwrap();
+    assert!((1..=60).contains(&retry), "retry-after {retry}");
+    assert_eq!(
+        r.json::<Value>().await.unwrap()["message"],
+        "API rate limit exceeded"
+    );
+
+    // The rejection is counted in /metrics.
+    let m = client()
+        .get(node.admin_url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        m.contains("tollgate_rate_limit_rejections_total{policy=\"local\",route=\"mock\"} 1"),
+        "{m}"
+    );
+    assert!(m.contains(
+        "tollgate_http_requests_total{code=\"429\",route=\"mock\",service=\"example-service\"} 1"
+    ));
+}
+
+#[tokio::test]
+async fn route_precedence_through_the_proxy() {
+    let a = Echo::start("a").await;
+    let b = Echo::start("b").await;
+    let node = Node::start().await;
+    node.create("/services", json!({"name": "a", "url": a.url()}))
+        .await;
+    node.create("/services", json!({"name": "b", "url": b.url()}))
+        .await;
+    let route = |svc: &str, body: Value| {
+        let node = &node;
+        let path = format!("/services/{svc}/routes");
+        async move { node.create(&path, body).await }
+    };
+    route(
+        "a",
+        json!({"name": "root", "paths": ["/"], "strip_path": false}),
+    )
+    .await;
+    route(
+        "b",
+        json!({"name": "api", "paths": ["/api"], "strip_path": false}),
+    )
+    .await;
+    route("a", json!({"name": "api-host", "paths": ["/api"], "hosts": ["example.com"], "strip_path": false})).await;
+    route(
+        "b",
+        json!({"name": "wild", "hosts": ["*.wild.test"], "paths": ["/"]}),
+    )
+    .await;
+    route("a", json!({"name": "users-re", "paths": ["~/users/\\d+$"], "regex_priority": 5, "strip_path": false})).await;
+    route("b", json!({"name": "v2", "paths": ["/"], "headers": {"x-version": ["v2"]}, "strip_path": false})).await;
+    route(
+        "a",
+        json!({"name": "posts", "paths": ["/posts"], "methods": ["POST"], "strip_path": false}),
+    )
+    .await;
+
+    let who = |path: &'static str, hdrs: Vec<(&'static str, &'static str)>| {
+        let node = &node;
+        async move {
+            let r = proxy_get(node, path, &hdrs).await;
+            assert_eq!(r.status(), 200, "{path}");
+            let v: Value = r.json().await.unwrap();
+            (
+                v["name"].as_str().unwrap().to_string(),
+                v["path"].as_str().unwrap().to_string(),
+            )
+        }
+    };
+    assert_eq!(who("/api/x", vec![]).await, ("b".into(), "/api/x".into()));
+    // More criteria (host + path) beat a path alone.
+    assert_eq!(who("/api/x", vec![("host", "example.com")]).await.0, "a");
+    assert_eq!(who("/other", vec![]).await.0, "a");
+    assert_eq!(who("/anything", vec![("host", "x.wild.test")]).await.0, "b");
+    assert_eq!(who("/users/42", vec![]).await.0, "a");
+    assert_eq!(who("/x", vec![("x-version", "v2")]).await.0, "b");
+    // Normalisation happens before routing: dot segments and encoded letters reach /users/42.
+    assert_eq!(
+        who("/api/../users/42", vec![]).await,
+        ("a".into(), "/users/42".into())
+    );
+    assert_eq!(
+        who("/%75sers/42", vec![]).await,
+        ("a".into(), "/users/42".into())
+    );
+    let r = client()
+        .post(node.proxy_url("/posts"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.json::<Value>().await.unwrap()["name"], "a");
+}
+
+#[tokio::test]
+async fn forwarding_headers_preserve_host_and_service_path() {
+    let echo = Echo::start("e").await;
+    let node = Node::start().await;
+    node.create(
+        "/services",
+        json!({"name": "s", "url": format!("{}/base", echo.url())}),
+    )
+    .await;
+    node.create("/services/s/routes", json!({"name": "r", "paths": ["/r"]}))
+        .await;
+    node.create(
+        "/services/s/routes",
+        json!({"name": "keep", "paths": ["/keep"], "preserve_host": true, "strip_path": false}),
+    )
+    .await;
+
+    let r = proxy_get(
+        &node,
+        "/r/x",
+        &[
+            ("x-forwarded-for", "10.9.8.7"),
+            ("connection", "keep-alive, x-drop"),
+            ("x-drop", "1"),
+        ],
+    )
+    .await;
+    assert!(header(&r, "via").unwrap().contains("tollgate"));
+    let v: Value = r.json().await.unwrap();
+    assert_eq!(v["path"], "/base/x");
+    let h = &v["headers"];
+    assert_eq!(h["host"], echo.addr.to_string());
+    assert_eq!(h["x-forwarded-for"], "10.9.8.7, 127.0.0.1");
+    assert_eq!(h["x-forwarded-proto"], "http");
+    assert_eq!(h["x-forwarded-host"], "127.0.0.1");
+    assert_eq!(h["x-real-ip"], "127.0.0.1");
+    assert!(h["via"].as_str().unwrap().contains("tollgate"));
+    assert!(
+        h.get("x-drop").is_none(),
+        "connection-listed header forwarded: {h}"
+    );
+
+    let v: Value = proxy_get(&node, "/keep/y", &[("host", "client.example")])
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(v["headers"]["host"], "client.example");
+    assert_eq!(v["path"], "/base/keep/y");
+}
+
+#[tokio::test]
+async fn proxy_errors_are_json_and_never_crash_the_node() {
+    let node = Node::start().await;
+    let r = proxy_get(&node, "/nothing", &[]).await;
+    assert_eq!(r.status(), 404);
+    assert_eq!(
+        r.json::<Value>().await.unwrap()["message"],
+        "no Route matched with those values"
+    );
+
+    // Unreachable upstream: 502.
+    let closed = common::free_port();
+    node.create(
+        "/services",
+        json!({"name": "down", "url": format!("http://127.0.0.1:{closed}"), "retries": 1}),
+    )
+    .await;
+    node.create("/services/down/routes", json!({"paths": ["/down"]}))
+        .await;
+    let r = proxy_get(&node, "/down", &[]).await;
+    assert_eq!(r.status(), 502);
+    assert!(r.json::<Value>().await.unwrap()["message"].is_string());
+
+    // An upstream that accepts and never answers: 504 after read_timeout.
+    let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let silent_addr = silent.local_addr().unwrap();
+    node.create(
+        "/services",
+        json!({"name": "slow", "url": format!("http://{silent_addr}"), "read_timeout": 300, "connect_timeout": 1000}),
+    )
+    .await;
+    node.create("/services/slow/routes", json!({"paths": ["/slow"]}))
+        .await;
+    let r = proxy_get(&node, "/slow", &[]).await;
+    assert_eq!(r.status(), 504);
+    assert_eq!(
+        r.json::<Value>().await.unwrap()["message"],
+        "The upstream server is timing out"
+    );
+    drop(silent);
+
+    // A route that accepts only https answers 426 on the plain listener.
+    let echo = Echo::start("e").await;
+    node.create("/services", json!({"name": "tls-only", "url": echo.url()}))
+        .await;
+    node.create(
+        "/services/tls-only/routes",
+        json!({"paths": ["/secure"], "protocols": ["https"]}),
+    )
+    .await;
+    assert_eq!(proxy_get(&node, "/secure", &[]).await.status(), 426);
+
+    // Garbage, an oversized head and a stalled client: each gets its answer or times out alone.
+    let addr = node.proxy.trim_start_matches("http://").to_string();
+    let raw = |bytes: Vec<u8>| {
+        let addr = addr.clone();
+        move || {
+            let mut s = std::net::TcpStream::connect(&addr).unwrap();
+            s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+            let _ = s.write_all(&bytes);
+            let mut out = Vec::new();
+            let _ = s.read_to_end(&mut out);
+            String::from_utf8_lossy(&out).to_string()
+        }
+    };
+    let stalled = std::net::TcpStream::connect(&addr).unwrap();
+    (&stalled)
+        .write_all(b"GET /slowloris HTTP/1.1\r\nHost: x\r\n")
+        .unwrap();
+    let garbage = tokio::task::spawn_blocking(raw(b"\x16\x03\x01garbage\r\n\r\n".to_vec()))
+        .await
+        .unwrap();
+    assert!(garbage.starts_with("HTTP/1.1 400"), "{garbage}");
+    let mut big = b"GET / HTTP/1.1\r\nHost: x\r\nX-Big: ".to_vec();
+    big.extend(std::iter::repeat_n(b'a', 200 * 1024));
+    big.extend(b"\r\n\r\n");
+    let oversized = tokio::task::spawn_blocking(raw(big)).await.unwrap();
+    assert!(
+        oversized.starts_with("HTTP/1.1 431"),
+        "{}",
+        &oversized[..oversized.len().min(100)]
+    );
+    // The stalled connection does not block anyone.
+    assert_eq!(proxy_get(&node, "/nothing", &[]).await.status(), 404);
+    drop(stalled);
+}
+
+#[tokio::test]
+async fn echo_backend_reports_what_it_received() {
+    let echo = Echo::start("echo-7").await;
+    let c = client();
+    let v: Value = c
+        .post(format!("{}/a/b?x=1", echo.url()))
+        .header("x-test", "yes")
+        .body("12345")
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(v["name"], "echo-7");
+    assert_eq!(v["method"], "POST");
+    assert_eq!(v["path"], "/a/b?x=1");
+    assert_eq!(v["headers"]["x-test"], "yes");
+    assert_eq!(v["body_bytes"], 5);
+    let h: Value = c
+        .get(format!("{}/health", echo.url()))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(h, json!({"status": "healthy"}));
+}
+
+#[tokio::test]
+async fn hide_credentials_and_key_in_query_and_anonymous() {
+    let echo = Echo::start("e").await;
+    let node = Node::start().await;
+    node.create("/services", json!({"name": "s", "url": echo.url()}))
+        .await;
+    node.create("/services/s/routes", json!({"name": "r", "paths": ["/r"]}))
+        .await;
+    node.create(
+        "/services/s/routes",
+        json!({"name": "open", "paths": ["/open"]}),
+    )
+    .await;
+    node.create("/consumers", json!({"username": "bob"})).await;
+    node.create("/consumers", json!({"username": "guest"}))
+        .await;
+    node.create("/consumers/bob/key-auth", json!({"key": "bob-key"}))
+        .await;
+    node.create("/routes/r/plugins", json!({"name": "key-auth", "config": {"hide_credentials": true, "key_names": ["apikey", "x-api-key"]}})).await;
+    node.create(
+        "/routes/open/plugins",
+        json!({"name": "key-auth", "config": {"anonymous": "guest"}}),
+    )
+    .await;
+
+    let v: Value = proxy_get(&node, "/r/p?apikey=bob-key&keep=1", &[])
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(v["path"], "/p?keep=1");
+    assert_eq!(v["headers"]["x-consumer-username"], "bob");
+    let v: Value = proxy_get(&node, "/r/p", &[("x-api-key", "bob-key")])
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert!(v["headers"].get("x-api-key").is_none());
+
+    // Anonymous fallback, and a spoofed consumer header is overwritten.
+    let v: Value = proxy_get(&node, "/open", &[("x-consumer-username", "admin")])
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(v["headers"]["x-consumer-username"], "guest");
+    assert_eq!(v["headers"]["x-anonymous-consumer"], "true");
+}
+
+#[tokio::test]
+async fn consumer_scoped_plugin_overrides_route_plugin() {
+    let echo = Echo::start("e").await;
+    let node = Node::start().await;
+    node.create("/services", json!({"name": "s", "url": echo.url()}))
+        .await;
+    node.create("/services/s/routes", json!({"name": "r", "paths": ["/r"]}))
+        .await;
+    node.create("/consumers", json!({"username": "gold"})).await;
+    node.create("/consumers", json!({"username": "basic"}))
+        .await;
+    node.create("/consumers/gold/key-auth", json!({"key": "g"}))
+        .await;
+    node.create("/consumers/basic/key-auth", json!({"key": "b"}))
+        .await;
+    node.create("/routes/r/plugins", json!({"name": "key-auth"}))
+        .await;
+    node.create(
+        "/routes/r/plugins",
+        json!({"name": "rate-limiting", "config": {"minute": 2}}),
+    )
+    .await;
+    node.create(
+        "/consumers/gold/plugins",
+        json!({"name": "rate-limiting", "config": {"minute": 100}}),
+    )
+    .await;
+
+    let lim = |key: &'static str| {
+        let node = &node;
+        async move {
+            let r = proxy_get(node, "/r", &[("apikey", key)]).await;
+            header(&r, "x-ratelimit-limit-minute").map(str::to_string)
+        }
+    };
+    assert_eq!(lim("b").await.as_deref(), Some("2"));
+    assert_eq!(lim("g").await.as_deref(), Some("100"));
+}
