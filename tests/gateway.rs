@@ -277,6 +277,33 @@ async fn proxy_errors_are_json_and_never_crash_the_node() {
     );
     drop(silent);
 
+    // An upstream that stalls mid-body is cut off after read_timeout: the client sees the body
+    // end with an error, not a hang.
+    let stalling = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let stalling_addr = stalling.local_addr().unwrap();
+    std::thread::spawn(move || {
+        for conn in stalling.incoming().take(1) {
+            let mut conn = conn.unwrap();
+            let mut buf = [0u8; 4096];
+            let _ = conn.read(&mut buf);
+            let _ = conn.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 100\r\n\r\n0123456789");
+            std::thread::sleep(Duration::from_secs(20));
+        }
+    });
+    node.create(
+        "/services",
+        json!({"name": "stall", "url": format!("http://{stalling_addr}"), "read_timeout": 300}),
+    )
+    .await;
+    node.create("/services/stall/routes", json!({"paths": ["/stall"]}))
+        .await;
+    let r = proxy_get(&node, "/stall", &[]).await;
+    assert_eq!(r.status(), 200);
+    assert!(
+        r.bytes().await.is_err(),
+        "a stalled body must end in an error"
+    );
+
     // A route that accepts only https answers 426 on the plain listener.
     let echo = Echo::start("e").await;
     node.create("/services", json!({"name": "tls-only", "url": echo.url()}))
@@ -391,6 +418,35 @@ async fn hide_credentials_and_key_in_query_and_anonymous() {
         .await
         .unwrap();
     assert!(v["headers"].get("x-api-key").is_none());
+
+    // A key in a form body is found and, with hide_credentials, removed from what is forwarded.
+    node.create(
+        "/services/s/routes",
+        json!({"name": "body", "paths": ["/body"]}),
+    )
+    .await;
+    node.create(
+        "/routes/body/plugins",
+        json!({"name": "key-auth", "config": {"key_in_body": true, "key_in_header": false, "key_in_query": false, "hide_credentials": true}}),
+    )
+    .await;
+    let r = client()
+        .post(node.proxy_url("/body"))
+        .form(&[("apikey", "bob-key"), ("x", "1")])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let v: Value = r.json().await.unwrap();
+    assert_eq!(v["body_bytes"], 3, "{v}");
+    assert_eq!(v["headers"]["x-consumer-username"], "bob");
+    let r = client()
+        .post(node.proxy_url("/body"))
+        .form(&[("x", "1")])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 401);
 
     // Anonymous fallback, and a spoofed consumer header is overwritten.
     let v: Value = proxy_get(&node, "/open", &[("x-consumer-username", "admin")])

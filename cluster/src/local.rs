@@ -25,6 +25,9 @@ pub enum ProposeError {
     /// The command could not be made durable; nothing was applied.
     #[error("storage unavailable: {0}")]
     Storage(#[from] StorageError),
+    /// The storage task died (a panic in the blocking pool); nothing was applied.
+    #[error("storage task failed: {0}")]
+    Internal(String),
 }
 
 /// Called with the new state and the index of the entry that produced it, after every
@@ -73,7 +76,7 @@ impl LocalReplicator {
         let bytes_cmd = cmd.clone();
         tokio::task::spawn_blocking(move || store.append(index, &bytes_cmd))
             .await
-            .map_err(|e| StorageError::Sled(sled::Error::ReportableBug(e.to_string())))??;
+            .map_err(|e| ProposeError::Internal(e.to_string()))??;
         inner.last_index = index;
         let result = inner.state.apply(cmd);
         if result.is_ok() {

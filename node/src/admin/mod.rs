@@ -76,7 +76,7 @@ fn schema_error(e: FieldErrors) -> Response {
 fn propose_error(e: ProposeError) -> Response {
     match e {
         ProposeError::Rejected(e) => apply_error(&e),
-        ProposeError::Storage(e) => {
+        e @ (ProposeError::Storage(_) | ProposeError::Internal(_)) => {
             tracing::error!(error = %e, "configuration write failed");
             message(
                 StatusCode::SERVICE_UNAVAILABLE,

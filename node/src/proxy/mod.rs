@@ -6,6 +6,7 @@
 //! back through header_filter; log. Bodies are streamed both ways unless a plugin asks for the
 //! request body.
 
+pub mod body;
 pub mod headers;
 
 use std::net::SocketAddr;
@@ -24,10 +25,11 @@ use tollgate_config::router::RequestView;
 use crate::metrics::Metrics;
 use crate::plugins::{error_response, Ctx, Flow, Instance};
 use crate::snapshot::{RouteRuntime, SnapshotHandle, UpstreamBody};
+use body::ReadTimeout;
 use headers::{join_path, split_host, strip_hop_by_hop, Lookup};
 
 /// Body type of responses to clients: the upstream's streamed body or a generated one.
-pub type ProxyBody = Either<Incoming, Full<Bytes>>;
+pub type ProxyBody = Either<ReadTimeout<Incoming>, Full<Bytes>>;
 
 /// Largest request body read into memory when a plugin needs it.
 pub const MAX_BUFFERED_BODY: usize = 8 * 1024 * 1024;
@@ -302,7 +304,8 @@ impl Proxy {
                 self.finish(&mut ctx, generated(r), &ran, start, None)
             }
             Ok(resp) => {
-                let mut resp = resp.map(Either::Left);
+                let read_timeout = service.read_timeout;
+                let mut resp = resp.map(|b| Either::Left(ReadTimeout::new(b, read_timeout)));
                 strip_hop_by_hop(resp.headers_mut());
                 self.finish(&mut ctx, resp, &ran, start, Some(upstream_elapsed))
             }
