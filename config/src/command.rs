@@ -42,7 +42,7 @@ pub enum Command {
 
 /// What an applied command did.
 #[allow(clippy::large_enum_variant)]
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub enum Applied {
     Put(Entity),
     Deleted,

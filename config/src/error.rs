@@ -8,7 +8,7 @@ use thiserror::Error;
 use crate::entity::EntityKind;
 
 /// Per-field messages, nested as Kong nests them (`{"config": {"minute": "..."}}`).
-#[derive(Debug, Clone, Default, PartialEq)]
+#[derive(Debug, Clone, Default, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct FieldErrors(pub BTreeMap<String, Value>);
 
 impl FieldErrors {
@@ -127,7 +127,7 @@ fn flatten(prefix: &str, v: &Value, out: &mut Vec<String>) {
 
 /// Why a command could not be applied. Deterministic: every node rejects the same command
 /// with the same error.
-#[derive(Debug, Clone, PartialEq, Error)]
+#[derive(Debug, Clone, PartialEq, Error, serde::Serialize, serde::Deserialize)]
 pub enum ApplyError {
     #[error("{}", .0.message())]
     Schema(FieldErrors),

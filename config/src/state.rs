@@ -40,11 +40,23 @@ struct Indexes {
     plugin_instance_names: HashMap<String, Uuid>,
 }
 
+/// One entity-level effect of an applied command, for storage that persists entities one by
+/// one (the state machine writes exactly these, atomically with its last-applied index).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Change {
+    /// The entity was created or replaced; read it with [`State::get`].
+    Put(EntityKind, Uuid),
+    Delete(EntityKind, Uuid),
+    /// Everything was replaced (declarative load): drop all stored entities first.
+    Reset,
+}
+
 /// The configuration: entities plus their unique indexes.
 #[derive(Debug, Clone, Default)]
 pub struct State {
     data: StateData,
     idx: Indexes,
+    changes: Vec<Change>,
 }
 
 fn plugin_key(p: &Plugin) -> PluginKey {
@@ -150,8 +162,14 @@ impl State {
             .and_then(|id| self.data.keyauth_credentials.get(id))
     }
 
+    /// The entity-level changes made by the last [`State::apply`] (empty when it failed).
+    pub fn take_changes(&mut self) -> Vec<Change> {
+        std::mem::take(&mut self.changes)
+    }
+
     /// Applies one command. On error the state is unchanged.
     pub fn apply(&mut self, cmd: Command) -> Result<Applied, ApplyError> {
+        self.changes.clear();
         match cmd {
             Command::Put { entity, mode } => {
                 self.check_put(&entity, mode)?;
@@ -179,7 +197,10 @@ impl State {
                     fresh.check_put(&e, PutMode::Create)?;
                     fresh.put(e);
                 }
+                let mut changes = vec![Change::Reset];
+                changes.append(&mut fresh.changes);
                 *self = fresh;
+                self.changes = changes;
                 Ok(Applied::Replaced)
             }
         }
@@ -287,6 +308,7 @@ impl State {
     /// Inserts or replaces an entity, keeping indexes in step. Callers have checked it.
     fn put(&mut self, e: Entity) {
         let id = e.id();
+        self.changes.push(Change::Put(e.kind(), id));
         self.unindex(e.kind(), id);
         let ix = &mut self.idx;
         match e {
@@ -404,6 +426,7 @@ impl State {
             }
         }
         for (k, i) in doomed {
+            self.changes.push(Change::Delete(k, i));
             self.unindex(k, i);
             let d = &mut self.data;
             match k {
@@ -574,6 +597,27 @@ mod tests {
             Some(Uuid::from_u128(1))
         );
         assert_eq!(st.resolve(EntityKind::Service, "a"), None);
+    }
+
+    #[test]
+    fn changes_name_every_entity_touched() {
+        let mut st = State::default();
+        st.apply(create(svc(1, "a"))).unwrap();
+        assert_eq!(
+            st.take_changes(),
+            vec![Change::Put(EntityKind::Service, Uuid::from_u128(1))]
+        );
+        assert!(st.apply(create(svc(2, "a"))).is_err());
+        assert!(st.take_changes().is_empty());
+        st.apply(Command::Delete {
+            kind: EntityKind::Service,
+            id: Uuid::from_u128(1),
+        })
+        .unwrap();
+        assert_eq!(
+            st.take_changes(),
+            vec![Change::Delete(EntityKind::Service, Uuid::from_u128(1))]
+        );
     }
 
     #[test]

@@ -21,6 +21,12 @@ pub struct Metrics {
     pub config_rebuilds: IntCounter,
     pub config_rebuild_seconds: Histogram,
     pub connections_accepted: IntCounter,
+    pub raft_term: IntGauge,
+    pub raft_leader_changes: IntCounter,
+    pub raft_is_leader: IntGauge,
+    pub raft_last_log_index: IntGauge,
+    pub raft_snapshot_index: IntGauge,
+    pub raft_snapshots: IntCounter,
 }
 
 const LATENCY_BUCKETS: &[f64] = &[
@@ -98,6 +104,36 @@ impl Metrics {
             "Proxy connections accepted",
         )
         .expect("static metric definition");
+        let gauge = |n: &str, h: &str| IntGauge::new(n, h).expect("static metric definition");
+        let counter = |n: &str, h: &str| IntCounter::new(n, h).expect("static metric definition");
+        let raft_term = gauge("tollgate_raft_term", "Current Raft term");
+        let raft_leader_changes = counter(
+            "tollgate_raft_leader_changes_total",
+            "Leader changes seen by this node",
+        );
+        let raft_is_leader = gauge("tollgate_raft_is_leader", "1 when this node leads");
+        let raft_last_log_index = gauge(
+            "tollgate_raft_last_log_index",
+            "Index of the last Raft log entry",
+        );
+        let raft_snapshot_index = gauge(
+            "tollgate_raft_snapshot_index",
+            "Last log index covered by the latest snapshot",
+        );
+        let raft_snapshots = counter(
+            "tollgate_raft_snapshots_total",
+            "Snapshots built or installed on this node",
+        );
+        for c in [
+            Box::new(raft_term.clone()) as Box<dyn prometheus::core::Collector>,
+            Box::new(raft_leader_changes.clone()),
+            Box::new(raft_is_leader.clone()),
+            Box::new(raft_last_log_index.clone()),
+            Box::new(raft_snapshot_index.clone()),
+            Box::new(raft_snapshots.clone()),
+        ] {
+            registry.register(c).expect("metric names are unique");
+        }
         for c in [
             Box::new(requests.clone()) as Box<dyn prometheus::core::Collector>,
             Box::new(request_latency.clone()),
@@ -124,6 +160,12 @@ impl Metrics {
             config_rebuilds,
             config_rebuild_seconds,
             connections_accepted,
+            raft_term,
+            raft_leader_changes,
+            raft_is_leader,
+            raft_last_log_index,
+            raft_snapshot_index,
+            raft_snapshots,
         }
     }
 
@@ -138,5 +180,46 @@ impl Metrics {
 impl Default for Metrics {
     fn default() -> Self {
         Self::new()
+    }
+}
+
+/// Mirrors Raft's metrics into Prometheus until `stop` flips. Apply latency is covered by
+/// `tollgate_config_rebuild_seconds` (the apply hook) and the applied index by
+/// `tollgate_config_applied_index`.
+pub async fn watch_raft(
+    node: std::sync::Arc<tollgate_cluster::ClusterNode>,
+    m: std::sync::Arc<Metrics>,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+) {
+    let mut rx = node.raft.metrics();
+    let mut leader = None;
+    let mut snap = None;
+    loop {
+        {
+            let r = rx.borrow_and_update().clone();
+            m.raft_term.set(r.current_term as i64);
+            m.raft_is_leader
+                .set(i64::from(r.state == openraft::ServerState::Leader));
+            m.raft_last_log_index
+                .set(r.last_log_index.unwrap_or(0) as i64);
+            if r.current_leader != leader {
+                if r.current_leader.is_some() {
+                    m.raft_leader_changes.inc();
+                }
+                leader = r.current_leader;
+            }
+            if r.snapshot != snap {
+                if r.snapshot.is_some() {
+                    m.raft_snapshots.inc();
+                }
+                snap = r.snapshot;
+                m.raft_snapshot_index
+                    .set(snap.map(|s| s.index).unwrap_or(0) as i64);
+            }
+        }
+        tokio::select! {
+            r = rx.changed() => if r.is_err() { return },
+            _ = stop.changed() => return,
+        }
     }
 }

@@ -8,7 +8,8 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use anyhow::{bail, Context};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
-use tollgate_cluster::{parse_seeds, LocalReplicator};
+use tollgate_cluster::discovery::{self, Discovery};
+use tollgate_cluster::{parse_seeds, ClusterNode, NodeAddrs};
 use tollgate_config::{declarative, Command};
 
 use crate::admin::{self, AdminCtx};
@@ -52,10 +53,9 @@ pub fn shutdown_signal() -> Shutdown {
 /// Refuses flag combinations this build cannot honour, rather than ignoring them.
 fn validate(args: &NodeArgs) -> anyhow::Result<Vec<String>> {
     let seeds = parse_seeds(&args.seeds).context("invalid --seeds")?;
-    if !seeds.is_empty() || args.bootstrap_expect.is_some_and(|k| k > 1) {
+    if args.bootstrap_expect.is_some_and(|k| k > 1) && seeds.is_empty() {
         bail!(
-            "multi-node clusters (--seeds, --bootstrap-expect > 1) are not available in this build yet; \
-             start without them for a single-node cluster"
+            "--bootstrap-expect above 1 needs --seeds: the nodes must be able to find each other"
         );
     }
     if !args.admin_listen.ip().is_loopback() && args.admin_token.as_deref().unwrap_or("").is_empty()
@@ -96,7 +96,7 @@ fn unix_now() -> f64 {
 }
 
 pub async fn run(args: NodeArgs) -> anyhow::Result<()> {
-    validate(&args)?;
+    let seeds = validate(&args)?;
     std::fs::create_dir_all(&args.data_dir)
         .with_context(|| format!("cannot create data dir {}", args.data_dir.display()))?;
 
@@ -122,42 +122,54 @@ pub async fn run(args: NodeArgs) -> anyhow::Result<()> {
             .observe(started.elapsed().as_secs_f64());
         hook_metrics.config_entities.set(state.len() as i64);
     });
-    let store_dir = args.data_dir.join("config");
-    let replicator = Arc::new(
-        LocalReplicator::open(&store_dir, hook)
-            .with_context(|| format!("cannot open storage in {}", store_dir.display()))?,
-    );
-
-    if let Some(path) = &args.config {
-        let text = std::fs::read_to_string(path)
-            .with_context(|| format!("cannot read {}", path.display()))?;
-        struct Fresh;
-        impl declarative::Stamps for Fresh {
-            fn id(&mut self) -> uuid::Uuid {
-                uuid::Uuid::new_v4()
-            }
-            fn key(&mut self) -> String {
-                use rand::distr::{Alphanumeric, SampleString};
-                Alphanumeric.sample_string(&mut rand::rng(), 32)
-            }
-            fn now(&self) -> i64 {
-                unix_now() as i64
-            }
-        }
-        let data = declarative::parse(&text, &mut Fresh)
-            .with_context(|| format!("in {}", path.display()))?;
-        replicator
-            .propose(Command::Replace(Box::new(data)))
-            .await
-            .with_context(|| format!("cannot load {}", path.display()))?;
-        tracing::info!(file = %path.display(), "declarative configuration loaded");
-    }
 
     let shutdown = shutdown_signal();
     let proxy_listener = bind("proxy", args.proxy_listen).await?;
     let admin_listener = bind("admin", args.admin_listen).await?;
+    let cluster_listener = bind("cluster", args.cluster_listen).await?;
     let proxy_addr = proxy_listener.local_addr()?;
     let admin_addr = admin_listener.local_addr()?;
+
+    let store_dir = args.data_dir.join("raft");
+    let addrs = NodeAddrs {
+        id: args.id,
+        cluster: cluster_listener.local_addr()?,
+        gossip: args.gossip_listen,
+        admin: admin_addr.to_string(),
+        proxy: proxy_addr.to_string(),
+    };
+    let cluster = ClusterNode::start(addrs, &store_dir, hook)
+        .await
+        .with_context(|| format!("cannot start Raft on {}", store_dir.display()))?;
+    let rpc_node = cluster.clone();
+    let cluster_task = tokio::spawn(serve(
+        cluster_listener,
+        move |req, _peer| tollgate_cluster::rpc::handle(rpc_node.clone(), req),
+        shutdown.clone(),
+        "cluster",
+        None,
+    ));
+    let disc = Arc::new(
+        Discovery::start(&cluster, seeds.clone())
+            .await
+            .with_context(|| format!("cannot start gossip on {}", args.gossip_listen))?,
+    );
+    tokio::spawn(discovery::run(
+        cluster.clone(),
+        disc.clone(),
+        args.bootstrap_expect,
+        !seeds.is_empty(),
+        shutdown.clone(),
+    ));
+    tokio::spawn(crate::metrics::watch_raft(
+        cluster.clone(),
+        metrics.clone(),
+        shutdown.clone(),
+    ));
+
+    if let Some(path) = &args.config {
+        load_declarative(&cluster, path).await?;
+    }
 
     let proxy = Arc::new(Proxy::new(snapshots.clone(), metrics.clone(), proxy_addr));
     let proxy_task = tokio::spawn(serve(
@@ -173,7 +185,8 @@ pub async fn run(args: NodeArgs) -> anyhow::Result<()> {
 
     let admin_ctx = Arc::new(AdminCtx {
         node_id: args.id,
-        replicator: replicator.clone(),
+        replicator: cluster.clone(),
+        discovery: disc.clone(),
         metrics: metrics.clone(),
         snapshots: snapshots.clone(),
         token: args.admin_token.clone().filter(|t| !t.is_empty()),
@@ -219,12 +232,62 @@ pub async fn run(args: NodeArgs) -> anyhow::Result<()> {
         node_id = args.id,
         proxy = %proxy_addr,
         admin = %admin_addr,
+        cluster = %args.cluster_listen,
+        gossip = %args.gossip_listen,
         data_dir = %args.data_dir.display(),
         "tollgate node ready"
     );
 
     let _ = tokio::join!(proxy_task, admin_task);
-    replicator.flush().context("flushing storage")?;
+    cluster.shutdown().await;
+    let _ = cluster_task.await;
+    if let Ok(d) = Arc::try_unwrap(disc) {
+        d.shutdown().await;
+    }
     tracing::info!("stopped");
     Ok(())
+}
+
+/// Loads a declarative file into an empty cluster (first start). Afterwards the Admin API owns
+/// the configuration, so restarts with the same flag do not undo changes made since.
+async fn load_declarative(cluster: &ClusterNode, path: &std::path::Path) -> anyhow::Result<()> {
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
+    struct Fresh;
+    impl declarative::Stamps for Fresh {
+        fn id(&mut self) -> uuid::Uuid {
+            uuid::Uuid::new_v4()
+        }
+        fn key(&mut self) -> String {
+            use rand::distr::{Alphanumeric, SampleString};
+            Alphanumeric.sample_string(&mut rand::rng(), 32)
+        }
+        fn now(&self) -> i64 {
+            unix_now() as i64
+        }
+    }
+    let data =
+        declarative::parse(&text, &mut Fresh).with_context(|| format!("in {}", path.display()))?;
+    // Wait for the cluster to be able to take writes (single node: its own election).
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        if !cluster.read(|st| st.is_empty()).await {
+            tracing::info!(file = %path.display(), "configuration already present; declarative file not loaded");
+            return Ok(());
+        }
+        match cluster
+            .propose(Command::Replace(Box::new(data.clone())))
+            .await
+        {
+            Ok(_) => {
+                tracing::info!(file = %path.display(), "declarative configuration loaded");
+                return Ok(());
+            }
+            Err(e) if Instant::now() < deadline => {
+                tracing::debug!(error = %e, "cluster not ready for the declarative load; retrying");
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+            Err(e) => bail!("cannot load {}: {e}", path.display()),
+        }
+    }
 }

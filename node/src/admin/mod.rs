@@ -24,7 +24,8 @@ use axum::Router;
 use rand::distr::{Alphanumeric, SampleString};
 use serde_json::{json, Value};
 use subtle::ConstantTimeEq;
-use tollgate_cluster::{LocalReplicator, ProposeError};
+use tollgate_cluster::discovery::Discovery;
+use tollgate_cluster::{ClusterNode, ProposeError};
 use tollgate_config::declarative;
 use tollgate_config::input::{self, PluginScope, Stamp};
 use tollgate_config::{
@@ -38,7 +39,8 @@ use crate::snapshot::SnapshotHandle;
 /// What the Admin API works with.
 pub struct AdminCtx {
     pub node_id: u64,
-    pub replicator: Arc<LocalReplicator>,
+    pub replicator: Arc<ClusterNode>,
+    pub discovery: Arc<Discovery>,
     pub metrics: Arc<Metrics>,
     pub snapshots: Arc<SnapshotHandle>,
     pub token: Option<String>,
@@ -76,11 +78,12 @@ fn schema_error(e: FieldErrors) -> Response {
 fn propose_error(e: ProposeError) -> Response {
     match e {
         ProposeError::Rejected(e) => apply_error(&e),
-        e @ (ProposeError::Storage(_) | ProposeError::Internal(_)) => {
-            tracing::error!(error = %e, "configuration write failed");
+        ProposeError::Unavailable(m) => message(StatusCode::SERVICE_UNAVAILABLE, &m),
+        ProposeError::Internal(m) => {
+            tracing::error!(error = %m, "configuration write failed");
             message(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "configuration storage unavailable; the change was not applied",
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "An unexpected error occurred",
             )
         }
     }
@@ -206,6 +209,24 @@ struct ListQuery {
     size: Option<String>,
     offset: Option<String>,
     tags: Option<String>,
+    consistent: Option<String>,
+}
+
+#[derive(serde::Deserialize, Default)]
+struct ItemQuery {
+    consistent: Option<String>,
+}
+
+/// `?consistent=true`: confirm leadership with a quorum and catch up before reading.
+async fn barrier(ctx: &Ctx, consistent: Option<&str>) -> Result<(), Response> {
+    match consistent {
+        Some("true" | "1") => ctx
+            .replicator
+            .linearizable_barrier()
+            .await
+            .map_err(propose_error),
+        _ => Ok(()),
+    }
 }
 
 async fn list(
@@ -215,6 +236,9 @@ async fn list(
     q: ListQuery,
     path: String,
 ) -> Response {
+    if let Err(r) = barrier(&ctx, q.consistent.as_deref()).await {
+        return r;
+    }
     let size = match q.size.as_deref().map(str::parse::<usize>) {
         None => 100,
         Some(Ok(n)) if (1..=1000).contains(&n) => n,
@@ -333,7 +357,16 @@ async fn create(
     }
 }
 
-async fn read_one(ctx: Ctx, c: Collection, parent_key: Option<String>, key: String) -> Response {
+async fn read_one(
+    ctx: Ctx,
+    c: Collection,
+    parent_key: Option<String>,
+    key: String,
+    q: ItemQuery,
+) -> Response {
+    if let Err(r) = barrier(&ctx, q.consistent.as_deref()).await {
+        return r;
+    }
     ctx.replicator
         .read(|st| {
             let parent = match parent_id(st, c, parent_key.as_deref()) {
@@ -471,47 +504,46 @@ fn collection(router: Router<Ctx>, base: &str, c: Collection) -> Router<Ctx> {
             )
         }
     };
-    let item: MethodRouter<Ctx> =
-        match c.parent {
-            None => get(move |AxState(ctx): AxState<Ctx>, Path(k): Path<String>| {
-                read_one(ctx, c, None, k)
-            })
-            .patch(
-                move |AxState(ctx): AxState<Ctx>, Path(k): Path<String>, h: HeaderMap, b: Bytes| {
-                    update(ctx, c, None, k, h, b, false)
-                },
-            )
-            .put(
-                move |AxState(ctx): AxState<Ctx>, Path(k): Path<String>, h: HeaderMap, b: Bytes| {
-                    update(ctx, c, None, k, h, b, true)
-                },
-            )
-            .delete(move |AxState(ctx): AxState<Ctx>, Path(k): Path<String>| {
-                remove(ctx, c, None, k)
-            }),
-            Some(_) => get(
-                move |AxState(ctx): AxState<Ctx>, Path((p, k)): Path<(String, String)>| {
-                    read_one(ctx, c, Some(p), k)
-                },
-            )
-            .patch(
-                move |AxState(ctx): AxState<Ctx>,
-                      Path((p, k)): Path<(String, String)>,
-                      h: HeaderMap,
-                      b: Bytes| { update(ctx, c, Some(p), k, h, b, false) },
-            )
-            .put(
-                move |AxState(ctx): AxState<Ctx>,
-                      Path((p, k)): Path<(String, String)>,
-                      h: HeaderMap,
-                      b: Bytes| { update(ctx, c, Some(p), k, h, b, true) },
-            )
-            .delete(
-                move |AxState(ctx): AxState<Ctx>, Path((p, k)): Path<(String, String)>| {
-                    remove(ctx, c, Some(p), k)
-                },
-            ),
-        };
+    let item: MethodRouter<Ctx> = match c.parent {
+        None => get(
+            move |AxState(ctx): AxState<Ctx>, Path(k): Path<String>, Query(q): Query<ItemQuery>| {
+                read_one(ctx, c, None, k, q)
+            },
+        )
+        .patch(
+            move |AxState(ctx): AxState<Ctx>, Path(k): Path<String>, h: HeaderMap, b: Bytes| {
+                update(ctx, c, None, k, h, b, false)
+            },
+        )
+        .put(
+            move |AxState(ctx): AxState<Ctx>, Path(k): Path<String>, h: HeaderMap, b: Bytes| {
+                update(ctx, c, None, k, h, b, true)
+            },
+        )
+        .delete(move |AxState(ctx): AxState<Ctx>, Path(k): Path<String>| remove(ctx, c, None, k)),
+        Some(_) => get(
+            move |AxState(ctx): AxState<Ctx>,
+                  Path((p, k)): Path<(String, String)>,
+                  Query(q): Query<ItemQuery>| { read_one(ctx, c, Some(p), k, q) },
+        )
+        .patch(
+            move |AxState(ctx): AxState<Ctx>,
+                  Path((p, k)): Path<(String, String)>,
+                  h: HeaderMap,
+                  b: Bytes| { update(ctx, c, Some(p), k, h, b, false) },
+        )
+        .put(
+            move |AxState(ctx): AxState<Ctx>,
+                  Path((p, k)): Path<(String, String)>,
+                  h: HeaderMap,
+                  b: Bytes| { update(ctx, c, Some(p), k, h, b, true) },
+        )
+        .delete(
+            move |AxState(ctx): AxState<Ctx>, Path((p, k)): Path<(String, String)>| {
+                remove(ctx, c, Some(p), k)
+            },
+        ),
+    };
     router
         .route(base, coll)
         .route(&format!("{base}/{{key}}"), item)
@@ -571,6 +603,54 @@ async fn status(AxState(ctx): AxState<Ctx>) -> Response {
             "tollgate": { "node_id": ctx.node_id, "applied_index": index, "entities": entities, "routes": snap.routes.len() },
         }),
     )
+}
+
+/// `GET /cluster`: this node's view of the cluster.
+async fn cluster(AxState(ctx): AxState<Ctx>) -> Response {
+    let m = ctx.replicator.raft.metrics().borrow().clone();
+    let peers = ctx.discovery.peers().await;
+    let membership = m.membership_config.membership().clone();
+    let voters: std::collections::BTreeSet<u64> = membership.voter_ids().collect();
+    let members: Vec<Value> = membership
+        .nodes()
+        .map(|(id, node)| {
+            let p = peers.get(id);
+            let me = *id == ctx.node_id;
+            json!({
+                "id": id,
+                "role": if voters.contains(id) { "voter" } else { "learner" },
+                "cluster_addr": node.addr,
+                "admin_addr": p.map(|p| p.admin_addr.clone()).unwrap_or_default(),
+                "proxy_addr": p.map(|p| p.proxy_addr.clone()).unwrap_or_default(),
+                "last_applied": if me { m.last_applied.map(|l| l.index).unwrap_or(0) } else { p.map(|p| p.last_applied).unwrap_or(0) },
+                "reachable": me || p.map(|p| p.live).unwrap_or(false),
+            })
+        })
+        .collect();
+    json_response(
+        StatusCode::OK,
+        &json!({
+            "node_id": ctx.node_id,
+            "leader_id": m.current_leader,
+            "term": m.current_term,
+            "state": format!("{:?}", m.state),
+            "members": members,
+        }),
+    )
+}
+
+/// `DELETE /cluster/members/{id}`: removes a node through a Raft membership change.
+async fn remove_member(AxState(ctx): AxState<Ctx>, Path(id): Path<String>) -> Response {
+    let Ok(id) = id.parse::<u64>() else {
+        return message(
+            StatusCode::BAD_REQUEST,
+            "member id must be a node id (a positive integer)",
+        );
+    };
+    match ctx.replicator.remove_member(id).await {
+        Ok(()) => StatusCode::NO_CONTENT.into_response(),
+        Err(e) => propose_error(e),
+    }
 }
 
 async fn metrics(AxState(ctx): AxState<Ctx>) -> Response {
@@ -681,7 +761,12 @@ pub fn router(ctx: Ctx) -> Router {
         .route("/status", get(status))
         .route("/metrics", get(metrics))
         .route("/plugins/enabled", get(plugins_enabled))
-        .route("/config", get(config_get).post(config_post));
+        .route("/config", get(config_get).post(config_post))
+        .route("/cluster", get(cluster))
+        .route(
+            "/cluster/members/{id}",
+            axum::routing::delete(remove_member),
+        );
     r = collection(r, "/services", c(EntityKind::Service, None));
     r = collection(r, "/routes", c(EntityKind::Route, None));
     r = collection(r, "/consumers", c(EntityKind::Consumer, None));

@@ -1,0 +1,333 @@
+//! One node's Raft: start-up, proposing commands (forwarding to the leader when this node is a
+//! follower), linearizable read barriers, membership changes and the cluster view.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use openraft::{BasicNode, ChangeMembers, Config, Raft, ServerState, SnapshotPolicy};
+use serde::{Deserialize, Serialize};
+use thiserror::Error;
+use tollgate_config::{Applied, ApplyError, Command, State};
+use tollgate_storage::{ApplyHook, StateMachineStore, TypeConfig};
+
+use crate::network::{self, Client, Network};
+
+/// Longest a write may take before it is reported as failed (no quorum, no leader).
+pub const WRITE_TIMEOUT: Duration = Duration::from_secs(5);
+/// Longest a node waits for its own state machine to apply a write it forwarded, so that the
+/// client's next read on this node sees it.
+pub const APPLY_WAIT: Duration = Duration::from_secs(5);
+
+/// Where a node listens.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct NodeAddrs {
+    pub id: u64,
+    pub cluster: SocketAddr,
+    pub gossip: SocketAddr,
+    pub admin: String,
+    pub proxy: String,
+}
+
+/// Why a proposal produced no result.
+#[derive(Debug, Error, Serialize, Deserialize)]
+pub enum ProposeError {
+    /// Committed and applied, and `State::apply` rejected it: the client's error.
+    #[error(transparent)]
+    Rejected(#[from] ApplyError),
+    /// The cluster cannot commit now (no leader, no quorum, leader unreachable). Nothing was
+    /// acknowledged; the write may or may not take effect later.
+    #[error("{0}")]
+    Unavailable(String),
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+pub type RaftNode = Raft<TypeConfig>;
+
+/// A running cluster member.
+pub struct ClusterNode {
+    pub raft: RaftNode,
+    pub sm: StateMachineStore,
+    pub addrs: NodeAddrs,
+    pub(crate) client: Client,
+}
+
+/// What the leader answers to a forwarded write.
+#[derive(Debug, Serialize, Deserialize)]
+pub(crate) struct ForwardReply {
+    pub result: Result<Applied, ProposeError>,
+    /// Index of the log entry; the forwarding node waits to have applied it.
+    pub index: u64,
+}
+
+fn raft_config() -> Result<Config, anyhow::Error> {
+    // Timeouts sized for a loaded 2-core machine: a missed heartbeat must not start elections.
+    let c = Config {
+        cluster_name: "tollgate".into(),
+        heartbeat_interval: 150,
+        election_timeout_min: 1000,
+        election_timeout_max: 2000,
+        install_snapshot_timeout: 5000,
+        snapshot_policy: SnapshotPolicy::LogsSinceLast(1000),
+        max_in_snapshot_log_to_keep: 200,
+        purge_batch_size: 256,
+        ..Default::default()
+    };
+    Ok(c.validate()?)
+}
+
+impl ClusterNode {
+    /// Opens storage in `dir` and starts Raft (not yet initialised: see [`crate::discovery`]).
+    pub async fn start(
+        addrs: NodeAddrs,
+        dir: &Path,
+        hook: ApplyHook,
+    ) -> Result<Arc<ClusterNode>, anyhow::Error> {
+        let (log, sm) = tollgate_storage::open(dir, hook)?;
+        let client = network::client();
+        let raft = Raft::new(
+            addrs.id,
+            Arc::new(raft_config()?),
+            Network::new(client.clone()),
+            log,
+            sm.clone(),
+        )
+        .await?;
+        Ok(Arc::new(ClusterNode {
+            raft,
+            sm,
+            addrs,
+            client,
+        }))
+    }
+
+    /// Initialises a new cluster whose voters are `members` (id → cluster address). Idempotent:
+    /// a node that is already initialised does nothing.
+    pub async fn initialize(&self, members: BTreeMap<u64, String>) -> Result<(), anyhow::Error> {
+        if self.raft.is_initialized().await? {
+            return Ok(());
+        }
+        let nodes: BTreeMap<u64, BasicNode> = members
+            .into_iter()
+            .map(|(id, a)| (id, BasicNode::new(a)))
+            .collect();
+        tracing::info!(voters = ?nodes.keys().collect::<Vec<_>>(), "initialising the cluster");
+        match self.raft.initialize(nodes).await {
+            Ok(()) => Ok(()),
+            // Another path got there first (restart, or the leader added us).
+            Err(e) if self.raft.is_initialized().await.unwrap_or(false) => {
+                tracing::debug!(error = %e, "already initialised");
+                Ok(())
+            }
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Runs `f` on this node's applied state.
+    pub async fn read<T>(&self, f: impl FnOnce(&State) -> T) -> T {
+        self.sm.read(|a| f(&a.state))
+    }
+
+    /// Index of the last entry this node applied.
+    pub async fn last_index(&self) -> u64 {
+        self.sm.last_applied_index()
+    }
+
+    fn leader_addr(&self) -> Option<(u64, String)> {
+        let m = self.raft.metrics().borrow().clone();
+        let leader = m.current_leader?;
+        let node = m.membership_config.membership().get_node(&leader)?.clone();
+        Some((leader, node.addr))
+    }
+
+    async fn wait_applied(&self, index: u64) {
+        let _ = self
+            .raft
+            .wait(Some(APPLY_WAIT))
+            .applied_index_at_least(Some(index), "apply a forwarded write")
+            .await;
+    }
+
+    /// Proposes a command on this node if it leads. Returns the result and the entry's index.
+    pub(crate) async fn propose_here(&self, cmd: Command) -> Result<(Applied, u64), ProposeError> {
+        let m = self.raft.metrics().borrow().clone();
+        if m.state == ServerState::Leader {
+            // A leader that has not heard from a quorum for a while cannot commit: fail fast.
+            if m.millis_since_quorum_ack.is_some_and(|ms| ms > 3000) {
+                return Err(ProposeError::Unavailable(
+                    "no quorum: this leader has not heard from a majority of voters for over 3 s"
+                        .into(),
+                ));
+            }
+        }
+        match tokio::time::timeout(WRITE_TIMEOUT, self.raft.client_write(cmd)).await {
+            Err(_) => Err(ProposeError::Unavailable(format!(
+                "no quorum: the write was not committed within {} s",
+                WRITE_TIMEOUT.as_secs()
+            ))),
+            Ok(Ok(resp)) => match resp.data.0 {
+                Some(Ok(applied)) => Ok((applied, resp.log_id.index)),
+                Some(Err(e)) => Err(ProposeError::Rejected(e)),
+                None => Err(ProposeError::Internal(
+                    "entry applied without an outcome".into(),
+                )),
+            },
+            Ok(Err(e)) => match e.forward_to_leader::<BasicNode>() {
+                Some(_) => Err(ProposeError::Unavailable("not the leader".into())),
+                None => Err(ProposeError::Unavailable(format!("raft: {e}"))),
+            },
+        }
+    }
+
+    /// Proposes `cmd` to the cluster and returns what applying it produced, once this node has
+    /// applied it too (read-your-writes).
+    pub async fn propose(&self, cmd: Command) -> Result<Applied, ProposeError> {
+        let deadline = tokio::time::Instant::now() + WRITE_TIMEOUT;
+        loop {
+            let is_leader = self.raft.metrics().borrow().state == ServerState::Leader;
+            if is_leader {
+                return self.propose_here(cmd).await.map(|(a, _)| a);
+            }
+            match self.leader_addr() {
+                Some((leader, addr)) if leader != self.addrs.id => {
+                    let ttl = deadline.saturating_duration_since(tokio::time::Instant::now());
+                    let body = serde_json::to_vec(&cmd)
+                        .map_err(|e| ProposeError::Internal(e.to_string()))?;
+                    match network::post(&self.client, &addr, "/cluster/forward", body, ttl).await {
+                        Ok(bytes) => {
+                            let reply: ForwardReply =
+                                serde_json::from_slice(&bytes).map_err(|e| {
+                                    ProposeError::Internal(format!("bad forward reply: {e}"))
+                                })?;
+                            match reply.result {
+                                // The leader lost leadership meanwhile: find the new one.
+                                Err(ProposeError::Unavailable(m)) if m == "not the leader" => {}
+                                other => {
+                                    if other.is_ok() {
+                                        self.wait_applied(reply.index).await;
+                                    }
+                                    return other;
+                                }
+                            }
+                        }
+                        Err(e) => {
+                            if tokio::time::Instant::now() >= deadline {
+                                return Err(ProposeError::Unavailable(format!(
+                                    "leader {leader} unreachable: {e}"
+                                )));
+                            }
+                        }
+                    }
+                }
+                _ => {}
+            }
+            if tokio::time::Instant::now() >= deadline {
+                return Err(ProposeError::Unavailable(
+                    "no leader: the cluster has no quorum to elect one".into(),
+                ));
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    /// The leader's read index, confirmed with a quorum (runs on the leader).
+    pub(crate) async fn read_index_here(&self) -> Result<u64, ProposeError> {
+        match tokio::time::timeout(WRITE_TIMEOUT, self.raft.ensure_linearizable()).await {
+            Err(_) => Err(ProposeError::Unavailable(
+                "no quorum to confirm leadership".into(),
+            )),
+            Ok(Ok(id)) => Ok(id.map(|l| l.index).unwrap_or(0)),
+            Ok(Err(e)) => Err(ProposeError::Unavailable(format!("raft: {e}"))),
+        }
+    }
+
+    /// Waits until a read on this node is linearizable: leadership confirmed by a quorum and
+    /// everything committed before this call applied locally.
+    pub async fn linearizable_barrier(&self) -> Result<(), ProposeError> {
+        let index = if self.raft.metrics().borrow().state == ServerState::Leader {
+            self.read_index_here().await?
+        } else {
+            let (_, addr) = self.leader_addr().ok_or_else(|| {
+                ProposeError::Unavailable("no leader: cannot serve a consistent read".into())
+            })?;
+            let bytes = network::post(
+                &self.client,
+                &addr,
+                "/cluster/read-index",
+                Vec::new(),
+                WRITE_TIMEOUT,
+            )
+            .await
+            .map_err(|e| ProposeError::Unavailable(format!("leader unreachable: {e}")))?;
+            let r: Result<u64, ProposeError> = serde_json::from_slice(&bytes)
+                .map_err(|e| ProposeError::Internal(e.to_string()))?;
+            r?
+        };
+        if self.sm.last_applied_index() < index {
+            self.wait_applied(index).await;
+        }
+        if self.sm.last_applied_index() < index {
+            return Err(ProposeError::Unavailable(
+                "this node is too far behind to serve a consistent read".into(),
+            ));
+        }
+        Ok(())
+    }
+
+    /// Removes `id` from the cluster (runs on the leader, or is forwarded to it).
+    pub async fn remove_member(&self, id: u64) -> Result<(), ProposeError> {
+        if self.raft.metrics().borrow().state != ServerState::Leader {
+            let (_, addr) = self
+                .leader_addr()
+                .ok_or_else(|| ProposeError::Unavailable("no leader".into()))?;
+            let bytes = network::post(
+                &self.client,
+                &addr,
+                "/cluster/remove",
+                id.to_string().into_bytes(),
+                WRITE_TIMEOUT,
+            )
+            .await
+            .map_err(|e| ProposeError::Unavailable(format!("leader unreachable: {e}")))?;
+            let r: Result<(), ProposeError> = serde_json::from_slice(&bytes)
+                .map_err(|e| ProposeError::Internal(e.to_string()))?;
+            return r;
+        }
+        let change = ChangeMembers::RemoveVoters(BTreeSet::from([id]));
+        match tokio::time::timeout(WRITE_TIMEOUT, self.raft.change_membership(change, false)).await
+        {
+            Err(_) => Err(ProposeError::Unavailable(
+                "membership change not committed in time".into(),
+            )),
+            Ok(Err(e)) => Err(ProposeError::Unavailable(format!("raft: {e}"))),
+            Ok(Ok(_)) => {
+                let change = ChangeMembers::RemoveNodes(BTreeSet::from([id]));
+                let _ =
+                    tokio::time::timeout(WRITE_TIMEOUT, self.raft.change_membership(change, false))
+                        .await;
+                Ok(())
+            }
+        }
+    }
+
+    /// Adds `id` as a learner, waits for it to catch up, then makes it a voter (leader only).
+    pub async fn add_member(&self, id: u64, cluster_addr: String) -> Result<(), anyhow::Error> {
+        tracing::info!(node = id, addr = %cluster_addr, "adding node as learner");
+        self.raft
+            .add_learner(id, BasicNode::new(cluster_addr), true)
+            .await?;
+        tracing::info!(node = id, "promoting caught-up learner to voter");
+        self.raft
+            .change_membership(ChangeMembers::AddVoterIds(BTreeSet::from([id])), true)
+            .await?;
+        Ok(())
+    }
+
+    /// Flushes storage and stops Raft.
+    pub async fn shutdown(&self) {
+        let _ = self.raft.shutdown().await;
+    }
+}
