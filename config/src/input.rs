@@ -268,15 +268,12 @@ pub fn service(v: &Value, stamp: &Stamp) -> Result<Service, FieldErrors> {
                     .host_str()
                     .map(|h| h.trim_matches(['[', ']']).to_string());
                 port = parsed.port().map(i64::from);
+                // `http://host:80` has no path; `http://host:80/` has "/".
+                let after_scheme = u.split_once("://").map(|x| x.1).unwrap_or(u);
+                let has_path = after_scheme.contains('/');
                 path = match parsed.path() {
                     "" => None,
-                    "/" if !u
-                        .trim_end_matches('/')
-                        .ends_with(parsed.host_str().unwrap_or("")) =>
-                    {
-                        Some("/".into())
-                    }
-                    "/" => None,
+                    "/" if !has_path => None,
                     p => Some(p.to_string()),
                 };
                 if parsed.query().is_some() || parsed.fragment().is_some() {
@@ -887,6 +884,10 @@ mod tests {
         );
         let s = service(&json!({"host": "example.com"}), &stamp()).unwrap();
         assert_eq!((s.port, s.path), (80, None));
+        let s = service(&json!({"url": "http://127.0.0.1:9"}), &stamp()).unwrap();
+        assert_eq!(s.path, None);
+        let s = service(&json!({"url": "http://127.0.0.1:9/"}), &stamp()).unwrap();
+        assert_eq!(s.path.as_deref(), Some("/"));
     }
 
     #[test]

@@ -56,7 +56,7 @@ impl Proc {
     fn spawn(args: &[String], env: &[(&str, &str)]) -> Proc {
         let mut cmd = Command::new(BIN);
         cmd.args(args)
-            .env("TOLLGATE_LOG_LEVEL", "warn")
+            .env("TOLLGATE_LOG_LEVEL", "warn,openraft=error")
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::inherit());
@@ -65,6 +65,14 @@ impl Proc {
         }
         Proc {
             child: Some(cmd.spawn().expect("spawn tollgate")),
+        }
+    }
+
+    /// Kills the process at once (SIGKILL), as a crash would.
+    pub fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
         }
     }
 
@@ -247,5 +255,102 @@ impl Echo {
 
     pub fn url(&self) -> String {
         format!("http://{}", self.addr)
+    }
+}
+
+/// Ports and data dirs of a cluster's nodes, fixed up front so that nodes can name each other
+/// as seeds and restart on the same addresses.
+pub struct ClusterSpec {
+    pub dir: tempfile::TempDir,
+    /// Per node: (id, proxy, admin, cluster, gossip) ports.
+    pub ports: Vec<(u64, u16, u16, u16, u16)>,
+}
+
+impl ClusterSpec {
+    pub fn new(n: usize) -> ClusterSpec {
+        let ports = (1..=n as u64)
+            .map(|id| (id, free_port(), free_port(), free_port(), free_port()))
+            .collect();
+        ClusterSpec {
+            dir: tempfile::tempdir().unwrap(),
+            ports,
+        }
+    }
+
+    /// Seeds: the gossip addresses of the first `k` nodes.
+    pub fn seeds(&self, k: usize) -> String {
+        self.ports[..k]
+            .iter()
+            .map(|p| format!("127.0.0.1:{}", p.4))
+            .collect::<Vec<_>>()
+            .join(",")
+    }
+
+    /// Starts node `i` (0-based) with `extra` arguments.
+    pub async fn start(&self, i: usize, extra: &[&str]) -> Node {
+        let (id, pp, ap, cp, gp) = self.ports[i];
+        let dir = self.dir.path().join(format!("node{id}"));
+        let mut args: Vec<String> = vec![
+            "node".into(),
+            "--id".into(),
+            id.to_string(),
+            "--data-dir".into(),
+            dir.display().to_string(),
+            "--proxy-listen".into(),
+            format!("127.0.0.1:{pp}"),
+            "--admin-listen".into(),
+            format!("127.0.0.1:{ap}"),
+            "--cluster-listen".into(),
+            format!("127.0.0.1:{cp}"),
+            "--gossip-listen".into(),
+            format!("127.0.0.1:{gp}"),
+        ];
+        args.extend(extra.iter().map(|s| s.to_string()));
+        let node = Node {
+            proc: Proc::spawn(&args, &[]),
+            proxy: format!("http://127.0.0.1:{pp}"),
+            admin: format!("http://127.0.0.1:{ap}"),
+            data_dir: dir,
+            _tmp: None,
+        };
+        let c = client();
+        let url = format!("{}/status", node.admin);
+        eventually("cluster node to serve /status", || {
+            let c = c.clone();
+            let url = url.clone();
+            async move {
+                match c.get(&url).send().await {
+                    Ok(r) if r.status() == 200 => Some(()),
+                    _ => None,
+                }
+            }
+        })
+        .await;
+        node
+    }
+}
+
+impl Node {
+    /// This node's `GET /cluster`.
+    pub async fn cluster(&self) -> serde_json::Value {
+        self.get("/cluster").await.1
+    }
+
+    /// Waits until this node sees a leader and `voters` voters, and returns the leader id.
+    pub async fn wait_for_cluster(&self, voters: usize) -> u64 {
+        eventually("a leader and the expected voters", || async {
+            let c = self.cluster().await;
+            let n = c["members"]
+                .as_array()?
+                .iter()
+                .filter(|m| m["role"] == "voter")
+                .count();
+            if n == voters {
+                c["leader_id"].as_u64()
+            } else {
+                None
+            }
+        })
+        .await
     }
 }

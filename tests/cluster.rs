@@ -1,0 +1,242 @@
+//! Multi-node clusters on loopback: real processes, each with its own ports and data dir.
+//! Cluster tests run one at a time (they each start several nodes on a 2-core machine).
+
+mod common;
+
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use common::{client, eventually, ClusterSpec, Echo, Node};
+use serde_json::{json, Value};
+
+// Each test owns its runtime and thread, so blocking that thread while another test runs is
+// exactly what is wanted here.
+static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
+
+async fn proxy_status(node: &Node, path: &str) -> Option<u16> {
+    client()
+        .get(node.proxy_url(path))
+        .send()
+        .await
+        .ok()
+        .map(|r| r.status().as_u16())
+}
+
+async fn service_count(node: &Node) -> usize {
+    node.get("/services").await.1["data"]
+        .as_array()
+        .map(Vec::len)
+        .unwrap_or(0)
+}
+
+#[tokio::test]
+#[allow(clippy::await_holding_lock)]
+async fn three_nodes_bootstrap_replicate_fail_over_and_restart() {
+    let _serial = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let echo = Echo::start("backend").await;
+    let spec = ClusterSpec::new(3);
+    let seeds = spec.seeds(3);
+    let args = ["--seeds", seeds.as_str(), "--bootstrap-expect", "3"];
+    let mut nodes = vec![
+        spec.start(0, &args).await,
+        spec.start(1, &args).await,
+        spec.start(2, &args).await,
+    ];
+    let leader = nodes[0].wait_for_cluster(3).await;
+    for n in &nodes {
+        assert_eq!(
+            n.wait_for_cluster(3).await,
+            leader,
+            "every node agrees on the leader"
+        );
+    }
+
+    // Writes through every node; each node reads its own write at once.
+    nodes[0]
+        .create("/services", json!({"name": "svc", "url": echo.url()}))
+        .await;
+    assert_eq!(nodes[0].get("/services/svc").await.0, 200);
+    nodes[1]
+        .create(
+            "/services/svc/routes",
+            json!({"name": "r", "paths": ["/r"]}),
+        )
+        .await;
+    assert_eq!(nodes[1].get("/routes/r").await.0, 200);
+    nodes[2]
+        .create("/consumers", json!({"username": "c"}))
+        .await;
+    assert_eq!(nodes[2].get("/consumers/c").await.0, 200);
+    // Linearizable reads from any node see every acknowledged write.
+    for n in &nodes {
+        let (s, b) = n.get("/consumers?consistent=true").await;
+        assert_eq!((s, b["data"].as_array().unwrap().len()), (200, 1));
+    }
+    // Every node's data plane serves the route.
+    for n in &nodes {
+        eventually("route served everywhere", || async {
+            (proxy_status(n, "/r").await == Some(200)).then_some(())
+        })
+        .await;
+    }
+
+    // Two nodes racing to create the same name: exactly one wins.
+    let (a, b) = tokio::join!(
+        nodes[0].post(
+            "/services",
+            json!({"name": "dup", "url": "http://127.0.0.1:9"})
+        ),
+        nodes[2].post(
+            "/services",
+            json!({"name": "dup", "url": "http://127.0.0.1:9"})
+        ),
+    );
+    let mut codes = [a.0, b.0];
+    codes.sort();
+    assert_eq!(codes, [201, 409], "{a:?} {b:?}");
+
+    // Kill the leader: the survivors keep proxying, elect a new leader and take writes.
+    let li = (leader - 1) as usize;
+    nodes[li].proc.kill();
+    let survivors: Vec<usize> = (0..3).filter(|i| *i != li).collect();
+    let killed_at = Instant::now();
+    for &i in &survivors {
+        assert_eq!(
+            proxy_status(&nodes[i], "/r").await,
+            Some(200),
+            "survivor proxies keep serving"
+        );
+    }
+    let s0 = &nodes[survivors[0]];
+    eventually("a write through a survivor", || async {
+        let (s, _) = s0
+            .post("/consumers", json!({"username": "after-failover"}))
+            .await;
+        (s == 201).then_some(())
+    })
+    .await;
+    let failover = killed_at.elapsed();
+    assert!(
+        failover < Duration::from_secs(30),
+        "fail-over took {failover:?}"
+    );
+    let new_leader = s0.wait_for_cluster(3).await;
+    assert_ne!(new_leader, leader);
+
+    // The killed node restarts from its data dir and catches up.
+    nodes[li] = spec.start(li, &args).await;
+    let back = &nodes[li];
+    eventually("restarted node catches up", || async {
+        let (s, _) = back.get("/consumers/after-failover").await;
+        (s == 200).then_some(())
+    })
+    .await;
+
+    // Full-cluster restart: everything acknowledged is still there.
+    for n in nodes.iter_mut() {
+        assert!(n.proc.terminate(), "clean shutdown");
+    }
+    let nodes = vec![
+        spec.start(0, &args).await,
+        spec.start(1, &args).await,
+        spec.start(2, &args).await,
+    ];
+    nodes[0].wait_for_cluster(3).await;
+    for n in &nodes {
+        assert_eq!(service_count(n).await, 2);
+        assert_eq!(n.get("/consumers/after-failover").await.0, 200);
+        eventually("route served after restart", || async {
+            (proxy_status(n, "/r").await == Some(200)).then_some(())
+        })
+        .await;
+    }
+
+    // Quorum lost (2 of 3 down): writes fail fast with 503, reads and the proxy keep serving.
+    let mut nodes = nodes;
+    let last = nodes.pop().unwrap();
+    for mut n in nodes {
+        n.proc.kill();
+    }
+    let started = Instant::now();
+    let (s, b) = last
+        .post("/consumers", json!({"username": "no-quorum"}))
+        .await;
+    assert_eq!(s, 503, "{b}");
+    assert!(
+        b["message"].as_str().unwrap().contains("quorum")
+            || b["message"].as_str().unwrap().contains("leader")
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "503 took {:?}",
+        started.elapsed()
+    );
+    assert_eq!(last.get("/services/svc").await.0, 200);
+    assert_eq!(proxy_status(&last, "/r").await, Some(200));
+}
+
+#[tokio::test]
+#[allow(clippy::await_holding_lock)]
+async fn late_joiner_catches_up_through_a_snapshot() {
+    let _serial = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let spec = ClusterSpec::new(4);
+    let seeds = spec.seeds(3);
+    let args = ["--seeds", seeds.as_str(), "--bootstrap-expect", "3"];
+    let nodes = [
+        spec.start(0, &args).await,
+        spec.start(1, &args).await,
+        spec.start(2, &args).await,
+    ];
+    nodes[0].wait_for_cluster(3).await;
+
+    // 2,100 writes, spread over the three nodes, 8 at a time.
+    const WRITES: usize = 2100;
+    let c = client();
+    let mut pending = Vec::new();
+    for i in 0..WRITES {
+        let url = nodes[i % 3].admin_url("/consumers");
+        let c = c.clone();
+        pending.push(tokio::spawn(async move {
+            let r = c
+                .post(url)
+                .json(&json!({"username": format!("user-{i}")}))
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(r.status(), 201);
+        }));
+        if pending.len() == 8 {
+            for p in pending.drain(..) {
+                p.await.unwrap();
+            }
+        }
+    }
+    for p in pending {
+        p.await.unwrap();
+    }
+
+    let joiner = spec.start(3, &["--seeds", seeds.as_str()]).await;
+    joiner.wait_for_cluster(4).await;
+    eventually("the joiner to hold every consumer", || async {
+        let (_, st) = joiner.get("/status").await;
+        (st["tollgate"]["entities"].as_u64() == Some(WRITES as u64)).then_some(())
+    })
+    .await;
+    let m = client()
+        .get(joiner.admin_url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let installed = m
+        .lines()
+        .find(|l| l.starts_with("tollgate_raft_snapshot_index "))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|v| v.parse::<u64>().ok())
+        .unwrap_or(0);
+    assert!(installed > 0, "the joiner got a snapshot: {installed}");
+    let v: Value = joiner.get("/consumers/user-2099").await.1;
+    assert_eq!(v["username"], "user-2099");
+}
