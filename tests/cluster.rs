@@ -239,4 +239,26 @@ async fn late_joiner_catches_up_through_a_snapshot() {
     assert!(installed > 0, "the joiner got a snapshot: {installed}");
     let v: Value = joiner.get("/consumers/user-2099").await.1;
     assert_eq!(v["username"], "user-2099");
+
+    // Removing a stopped member is a membership change through Raft.
+    let mut joiner = joiner;
+    joiner.proc.kill();
+    let (s, b) = nodes[1]
+        .send(reqwest::Method::DELETE, "/cluster/members/4", None)
+        .await;
+    assert_eq!(s, 204, "{b}");
+    nodes[0].wait_for_cluster(3).await;
+    eventually("member 4 gone from the cluster view", || async {
+        let c = nodes[2].cluster().await;
+        c["members"]
+            .as_array()?
+            .iter()
+            .all(|m| m["id"] != 4)
+            .then_some(())
+    })
+    .await;
+    let (s, _) = nodes[0]
+        .send(reqwest::Method::DELETE, "/cluster/members/x", None)
+        .await;
+    assert_eq!(s, 400);
 }

@@ -1,0 +1,141 @@
+//! Shared harness for the benchmarks: starts release `tollgate` processes on loopback ports and
+//! stops them on drop. Benchmarks print figures; they never assert timings.
+
+use std::net::TcpListener;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// The release binary (build it first: `cargo build --release -p tollgate`).
+pub fn binary() -> PathBuf {
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..");
+    std::env::var_os("TOLLGATE_BIN")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| root.join("target/release/tollgate"))
+}
+
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+pub fn client() -> reqwest::Client {
+    reqwest::Client::builder()
+        .no_proxy()
+        .timeout(Duration::from_secs(30))
+        .build()
+        .unwrap()
+}
+
+/// A child process killed on drop.
+pub struct Proc(Child);
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        // SAFETY: signalling our own child.
+        unsafe {
+            libc::kill(self.0.id() as libc::pid_t, libc::SIGTERM);
+        }
+        let _ = self.0.wait();
+    }
+}
+
+pub fn spawn(args: &[String]) -> Proc {
+    Proc(
+        Command::new(binary())
+            .args(args)
+            .env("TOLLGATE_LOG_LEVEL", "error")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("run the release binary: cargo build --release -p tollgate"),
+    )
+}
+
+/// A running node.
+pub struct Node {
+    pub _proc: Proc,
+    pub admin: String,
+    pub proxy: String,
+}
+
+/// Starts `n` nodes that bootstrap one cluster, and waits for a leader with `n` voters.
+pub async fn cluster(n: usize, dir: &std::path::Path) -> Vec<Node> {
+    let ports: Vec<(u16, u16, u16, u16)> = (0..n)
+        .map(|_| (free_port(), free_port(), free_port(), free_port()))
+        .collect();
+    let seeds = ports
+        .iter()
+        .map(|p| format!("127.0.0.1:{}", p.3))
+        .collect::<Vec<_>>()
+        .join(",");
+    let mut nodes = Vec::new();
+    for (i, (pp, ap, cp, gp)) in ports.iter().enumerate() {
+        let args: Vec<String> = [
+            "node",
+            "--id",
+            &(i + 1).to_string(),
+            "--data-dir",
+            &dir.join(format!("n{i}")).display().to_string(),
+            "--proxy-listen",
+            &format!("127.0.0.1:{pp}"),
+            "--admin-listen",
+            &format!("127.0.0.1:{ap}"),
+            "--cluster-listen",
+            &format!("127.0.0.1:{cp}"),
+            "--gossip-listen",
+            &format!("127.0.0.1:{gp}"),
+            "--seeds",
+            &seeds,
+            "--bootstrap-expect",
+            &n.to_string(),
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+        nodes.push(Node {
+            _proc: spawn(&args),
+            admin: format!("http://127.0.0.1:{ap}"),
+            proxy: format!("http://127.0.0.1:{pp}"),
+        });
+    }
+    let c = client();
+    let start = Instant::now();
+    loop {
+        let mut ready = true;
+        for node in &nodes {
+            let ok = match c.get(format!("{}/cluster", node.admin)).send().await {
+                Ok(r) => r.json::<serde_json::Value>().await.ok().is_some_and(|v| {
+                    v["leader_id"].is_u64()
+                        && v["members"]
+                            .as_array()
+                            .map(|m| m.iter().filter(|x| x["role"] == "voter").count())
+                            == Some(n)
+                }),
+                Err(_) => false,
+            };
+            ready &= ok;
+        }
+        if ready {
+            return nodes;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(60),
+            "cluster did not form"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Percentile of sorted samples.
+pub fn pct(sorted: &[Duration], p: f64) -> Duration {
+    if sorted.is_empty() {
+        return Duration::ZERO;
+    }
+    let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    sorted[i]
+}
