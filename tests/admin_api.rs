@@ -68,7 +68,7 @@ async fn kong_error_shapes() {
     let (s, b) = node
         .post(
             "/plugins",
-            json!({"name": "rate-limiting", "config": {"minute": 5, "policy": "cluster"}}),
+            json!({"name": "rate-limiting", "config": {"minute": 5, "policy": "memcached"}}),
         )
         .await;
     assert_eq!(s, 400);
@@ -76,7 +76,7 @@ async fn kong_error_shapes() {
         b["fields"]["config"]["policy"]
             .as_str()
             .unwrap()
-            .contains("gossip"),
+            .starts_with("expected one of"),
         "{b}"
     );
 

@@ -25,6 +25,7 @@ pub fn free_port() -> u16 {
 pub fn client() -> reqwest::Client {
     reqwest::Client::builder()
         .no_proxy()
+        .pool_idle_timeout(Duration::from_secs(5))
         .timeout(Duration::from_secs(30))
         .build()
         .unwrap()

@@ -20,7 +20,9 @@ use openraft::ServerState;
 
 use crate::raft::ClusterNode;
 
-const GOSSIP_INTERVAL: Duration = Duration::from_millis(200);
+/// Gossip round interval: bounds how stale a peer's rate-limit counts can be (one or two
+/// rounds on small clusters).
+const GOSSIP_INTERVAL: Duration = Duration::from_millis(100);
 
 /// A node as gossip shows it.
 #[derive(Debug, Clone, PartialEq)]
@@ -109,6 +111,39 @@ impl Discovery {
                 out
             })
             .await
+    }
+
+    /// Sets several of this node's gossip keys at once (one lock of the gossip state).
+    pub async fn publish_many(&self, kvs: Vec<(String, String)>) {
+        self.handle
+            .with_chitchat(|cc| {
+                let st = cc.self_node_state();
+                for (k, v) in &kvs {
+                    st.set(k, v);
+                }
+            })
+            .await;
+    }
+
+    /// Feeds every rate-limit counter value other nodes publish into `store`. The callback
+    /// runs inside gossip's lock, so it only decodes and merges.
+    pub async fn feed_counters(&self, store: Arc<crate::gcounter::GCounters>) {
+        self.handle
+            .with_chitchat(|cc| {
+                let store = store.clone();
+                cc.subscribe_event(crate::gcounter::GOSSIP_PREFIX, move |ev| {
+                    if let Some(id) = ev
+                        .node
+                        .node_id
+                        .strip_prefix("node-")
+                        .and_then(|s| s.parse::<u64>().ok())
+                    {
+                        store.merge(id, ev.value);
+                    }
+                })
+                .forever();
+            })
+            .await;
     }
 
     async fn publish(&self, key: &str, value: String) {

@@ -20,6 +20,7 @@
 //!   cause; reads and the data plane keep serving the last applied configuration.
 
 pub mod discovery;
+pub mod gcounter;
 pub mod network;
 pub mod raft;
 pub mod rpc;

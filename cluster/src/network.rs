@@ -35,7 +35,8 @@ pub fn client() -> Client {
     HyperClient::builder(TokioExecutor::new())
         .timer(TokioTimer::new())
         .pool_timer(TokioTimer::new())
-        .pool_idle_timeout(Duration::from_secs(30))
+        // Below the peers' 10 s idle limit: never reuse a connection the peer is closing.
+        .pool_idle_timeout(Duration::from_secs(8))
         .build(conn)
 }
 

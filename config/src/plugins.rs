@@ -464,13 +464,6 @@ impl RateLimitingConfig {
                 _ => {}
             }
         }
-        match self.policy {
-            Policy::Local => {}
-            Policy::Cluster | Policy::Redis => e.add(
-                "config.policy",
-                "policy 'cluster' and 'redis' arrive with gossip-shared counters (no database, no Redis); use 'local' until then",
-            ),
-        }
         if !(100..=599).contains(&self.error_code) {
             e.add("config.error_code", "value should be between 100 and 599");
         }
@@ -551,15 +544,14 @@ mod tests {
             "required field missing"
         );
 
-        let e = validate(
+        // The cluster policies need no Redis: accepted, with Kong's redis fields kept.
+        let v = validate(
             "rate-limiting",
-            Some(&json!({"minute": 5, "policy": "cluster"})),
+            Some(&json!({"minute": 5, "policy": "redis", "redis": {"host": "r"}})),
         )
-        .unwrap_err();
-        assert!(e.to_json()["config"]["policy"]
-            .as_str()
-            .unwrap()
-            .contains("gossip"));
+        .unwrap();
+        assert_eq!(v["policy"], "redis");
+        assert_eq!(v["redis"]["host"], "r");
 
         let e = validate(
             "rate-limiting",

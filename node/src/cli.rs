@@ -46,7 +46,7 @@ pub enum LogFormat {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Run a gateway node.
-    Node(NodeArgs),
+    Node(Box<NodeArgs>),
     /// Run a small backend that answers with what it received (for demos and tests).
     Echo(EchoArgs),
 }
@@ -84,6 +84,13 @@ pub struct NodeArgs {
     /// Number of nodes to wait for before forming a new cluster.
     #[arg(long, env = "TOLLGATE_BOOTSTRAP_EXPECT", value_parser = clap::value_parser!(u64).range(1..))]
     pub bootstrap_expect: Option<u64>,
+    /// Most cluster rate-limit counters held (own and heard from peers, each); beyond it the
+    /// least-used are dropped.
+    #[arg(long, default_value_t = 100_000, env = "TOLLGATE_RATELIMIT_MAX_KEYS")]
+    pub ratelimit_max_keys: usize,
+    /// How often changed cluster rate-limit counts are published to gossip, in ms.
+    #[arg(long, default_value_t = 100, env = "TOLLGATE_RATELIMIT_SYNC_MS", value_parser = clap::value_parser!(u64).range(10..=10_000))]
+    pub ratelimit_sync_ms: u64,
     /// A declarative configuration file (Kong's format, YAML or JSON) loaded at start.
     #[arg(long, env = "TOLLGATE_CONFIG")]
     pub config: Option<PathBuf>,

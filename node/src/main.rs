@@ -22,7 +22,7 @@ fn main() -> anyhow::Result<()> {
         .build()?;
     rt.block_on(async move {
         match cmd {
-            Command::Node(args) => tollgate::node::run(args).await,
+            Command::Node(args) => tollgate::node::run(*args).await,
             Command::Echo(args) => tollgate::echo::run(args).await,
         }
     })

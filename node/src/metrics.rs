@@ -27,6 +27,11 @@ pub struct Metrics {
     pub raft_last_log_index: IntGauge,
     pub raft_snapshot_index: IntGauge,
     pub raft_snapshots: IntCounter,
+    pub ratelimit_cluster_keys: IntGauge,
+    pub ratelimit_evicted: IntGauge,
+    pub ratelimit_published: IntCounter,
+    pub ratelimit_publish_seconds: Histogram,
+    pub ratelimit_peer_fraction: prometheus::Gauge,
 }
 
 const LATENCY_BUCKETS: &[f64] = &[
@@ -124,6 +129,40 @@ impl Metrics {
             "tollgate_raft_snapshots_total",
             "Snapshots built or installed on this node",
         );
+        let ratelimit_cluster_keys = gauge(
+            "tollgate_ratelimit_cluster_keys",
+            "Cluster rate-limit counters held (own and heard from peers)",
+        );
+        let ratelimit_evicted = gauge(
+            "tollgate_ratelimit_evicted_keys",
+            "Cluster rate-limit counters dropped by the memory cap",
+        );
+        let ratelimit_published = counter(
+            "tollgate_ratelimit_published_values_total",
+            "Counter shards published to gossip",
+        );
+        let ratelimit_publish_seconds = Histogram::with_opts(
+            HistogramOpts::new(
+                "tollgate_ratelimit_publish_seconds",
+                "Time to encode and publish changed counters",
+            )
+            .buckets(LATENCY_BUCKETS.to_vec()),
+        )
+        .expect("static metric definition");
+        let ratelimit_peer_fraction = prometheus::Gauge::new(
+            "tollgate_ratelimit_peer_fraction",
+            "Share of the current windows' cluster counts that came from peers (own vs cluster estimate)",
+        )
+        .expect("static metric definition");
+        for c in [
+            Box::new(ratelimit_cluster_keys.clone()) as Box<dyn prometheus::core::Collector>,
+            Box::new(ratelimit_evicted.clone()),
+            Box::new(ratelimit_published.clone()),
+            Box::new(ratelimit_publish_seconds.clone()),
+            Box::new(ratelimit_peer_fraction.clone()),
+        ] {
+            registry.register(c).expect("metric names are unique");
+        }
         for c in [
             Box::new(raft_term.clone()) as Box<dyn prometheus::core::Collector>,
             Box::new(raft_leader_changes.clone()),
@@ -166,6 +205,11 @@ impl Metrics {
             raft_last_log_index,
             raft_snapshot_index,
             raft_snapshots,
+            ratelimit_cluster_keys,
+            ratelimit_evicted,
+            ratelimit_published,
+            ratelimit_publish_seconds,
+            ratelimit_peer_fraction,
         }
     }
 

@@ -16,7 +16,7 @@ use crate::admin::{self, AdminCtx};
 use crate::cli::NodeArgs;
 use crate::metrics::Metrics;
 use crate::proxy::Proxy;
-use crate::ratelimit::LocalCounters;
+use crate::ratelimit::{GCounters, LocalCounters};
 use crate::serve::{serve, Shutdown};
 use crate::snapshot::{Deps, Snapshot, SnapshotHandle};
 
@@ -103,8 +103,10 @@ pub async fn run(args: NodeArgs) -> anyhow::Result<()> {
     let metrics = Arc::new(Metrics::new());
     let counters = Arc::new(LocalCounters::new());
     let snapshots = Arc::new(SnapshotHandle::new(Snapshot::empty()));
+    let cluster_counters = Arc::new(GCounters::new(args.id, args.ratelimit_max_keys));
     let deps = Deps {
         counters: counters.clone(),
+        cluster_counters: cluster_counters.clone(),
         metrics: metrics.clone(),
     };
 
@@ -164,6 +166,14 @@ pub async fn run(args: NodeArgs) -> anyhow::Result<()> {
     tokio::spawn(crate::metrics::watch_raft(
         cluster.clone(),
         metrics.clone(),
+        shutdown.clone(),
+    ));
+    disc.feed_counters(cluster_counters.clone()).await;
+    tokio::spawn(publish_counters(
+        cluster_counters.clone(),
+        disc.clone(),
+        metrics.clone(),
+        Duration::from_millis(args.ratelimit_sync_ms),
         shutdown.clone(),
     ));
 
@@ -246,6 +256,51 @@ pub async fn run(args: NodeArgs) -> anyhow::Result<()> {
     }
     tracing::info!("stopped");
     Ok(())
+}
+
+/// Publishes this node's changed cluster rate-limit counts every `every`, keeps the live-node
+/// count current, and collects expired or excess counters.
+async fn publish_counters(
+    store: Arc<GCounters>,
+    disc: Arc<Discovery>,
+    metrics: Arc<Metrics>,
+    every: Duration,
+    mut stop: Shutdown,
+) {
+    let mut tick = tokio::time::interval(every.max(Duration::from_millis(10)));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut rounds: u64 = 0;
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            _ = stop.changed() => return,
+        }
+        let now = unix_now();
+        let started = Instant::now();
+        let kvs = store.take_publication(now);
+        if !kvs.is_empty() {
+            metrics.ratelimit_published.inc_by(kvs.len() as u64);
+            disc.publish_many(kvs).await;
+            metrics
+                .ratelimit_publish_seconds
+                .observe(started.elapsed().as_secs_f64());
+        }
+        rounds += 1;
+        if rounds.is_multiple_of(10) {
+            let live = disc.peers().await.values().filter(|p| p.live).count() as u64;
+            store.set_live_nodes(live.max(1));
+            store.gc(now);
+            let (own, remote) = store.tracked();
+            metrics.ratelimit_cluster_keys.set((own + remote) as i64);
+            metrics.ratelimit_evicted.set(store.evicted() as i64);
+            let (mine, all) = store.totals(now);
+            metrics.ratelimit_peer_fraction.set(if all == 0 {
+                0.0
+            } else {
+                1.0 - mine as f64 / all as f64
+            });
+        }
+    }
 }
 
 /// Loads a declarative file into an empty cluster (first start). Afterwards the Admin API owns

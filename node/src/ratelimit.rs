@@ -10,12 +10,55 @@
 
 use dashmap::DashMap;
 
-/// Identifies one counter.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub struct CounterKey {
-    pub plugin: u128,
-    pub period: u8,
-    pub ident: u64,
+pub use tollgate_cluster::gcounter::{CounterKey, Decision, GCounters};
+
+/// Where a rate-limiting plugin counts: this node only (`local`) or the cluster (`cluster`,
+/// `redis`). Both admit with check-and-count under one lock per counter.
+pub trait Counters: Send + Sync {
+    /// Admits one request against `limit` per `period` seconds at `now`, counting it if
+    /// admitted.
+    fn try_acquire(
+        &self,
+        key: CounterKey,
+        period: u64,
+        limit: f64,
+        now: f64,
+        sliding: bool,
+    ) -> Decision;
+    /// Takes back one admitted request.
+    fn release(&self, key: CounterKey, now: f64);
+}
+
+impl Counters for GCounters {
+    fn try_acquire(
+        &self,
+        key: CounterKey,
+        period: u64,
+        limit: f64,
+        now: f64,
+        sliding: bool,
+    ) -> Decision {
+        GCounters::try_acquire(self, key, period, limit, now, sliding)
+    }
+    fn release(&self, key: CounterKey, now: f64) {
+        GCounters::release(self, key, now)
+    }
+}
+
+impl Counters for LocalCounters {
+    fn try_acquire(
+        &self,
+        key: CounterKey,
+        period: u64,
+        limit: f64,
+        now: f64,
+        sliding: bool,
+    ) -> Decision {
+        LocalCounters::try_acquire(self, key, period, limit, now, sliding)
+    }
+    fn release(&self, key: CounterKey, now: f64) {
+        LocalCounters::release(self, key, now)
+    }
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -24,18 +67,6 @@ struct Window {
     current: u64,
     previous: u64,
     period: u64,
-}
-
-/// The outcome of one check for one period.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub struct Decision {
-    pub admitted: bool,
-    /// Requests left in the period after this one (0 when rejected).
-    pub remaining: u64,
-    /// Seconds until the current window ends (at least 1).
-    pub reset: u64,
-    /// Seconds until a request would be admitted again (meaningful when rejected).
-    pub retry_after: u64,
 }
 
 /// The counters of this node.

@@ -30,7 +30,7 @@ use crate::metrics::Metrics;
 use crate::plugins::key_auth::{Anonymous, KeyAuth};
 use crate::plugins::rate_limiting::RateLimiting;
 use crate::plugins::{error_response, ConsumerInfo, CredentialInfo, Ctx, Flow, Instance, Plugin};
-use crate::ratelimit::LocalCounters;
+use crate::ratelimit::{GCounters, LocalCounters};
 
 /// Body type sent upstream: the client's streamed body, or a buffered one.
 pub type UpstreamBody = Either<Incoming, Full<Bytes>>;
@@ -40,6 +40,7 @@ pub type HttpClient = Client<HttpConnector, UpstreamBody>;
 /// Long-lived things snapshots point to.
 pub struct Deps {
     pub counters: Arc<LocalCounters>,
+    pub cluster_counters: Arc<GCounters>,
     pub metrics: Arc<Metrics>,
 }
 
@@ -146,7 +147,9 @@ fn make_client(connect_timeout: Duration) -> HttpClient {
     Client::builder(TokioExecutor::new())
         .timer(TokioTimer::new())
         .pool_timer(TokioTimer::new())
-        .pool_idle_timeout(Duration::from_secs(60))
+        // Below the 10 s idle limit of our own listeners (and common upstream keep-alive
+        // timeouts), so a pooled connection is dropped here before the server closes it.
+        .pool_idle_timeout(Duration::from_secs(8))
         .pool_max_idle_per_host(1024)
         .build(conn)
 }
@@ -433,6 +436,7 @@ fn instance(
                 p.id,
                 cfg,
                 deps.counters.clone(),
+                deps.cluster_counters.clone(),
                 deps.metrics.clone(),
             )),
             None => broken("rate-limiting"),

@@ -42,6 +42,8 @@ where
 pub fn client() -> reqwest::Client {
     reqwest::Client::builder()
         .no_proxy()
+        // The nodes close idle keep-alive connections after 10 s.
+        .pool_idle_timeout(Duration::from_secs(5))
         .timeout(Duration::from_secs(30))
         .build()
         .unwrap()

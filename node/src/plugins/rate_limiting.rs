@@ -1,20 +1,22 @@
 //! `rate-limiting`: Kong's plugin (periods second to year, `limit_by`, headers, 429) with a
 //! sliding or fixed window. Counters are per (plugin instance, limit key, period).
 //!
-//! `policy: local` counts on this node ([`crate::ratelimit::LocalCounters`]). The cluster-wide
-//! policies are rejected at configuration time until gossip-shared counters exist, so no
-//! configuration is accepted that this code would not honour.
+//! `policy: local` counts on this node ([`crate::ratelimit::LocalCounters`]: N nodes admit up
+//! to N × limit). `policy: cluster` and `policy: redis` count cluster-wide through gossip
+//! ([`tollgate_cluster::gcounter`]), with no database and no Redis: Kong files with
+//! `policy: redis` run unchanged, and the plugin's `redis` fields are kept (and shown) but not
+//! used.
 
 use std::sync::Arc;
 
 use http::{HeaderName, HeaderValue, StatusCode};
-use tollgate_config::plugins::{LimitBy, RateLimitingConfig, WindowType, PERIODS};
+use tollgate_config::plugins::{LimitBy, Policy, RateLimitingConfig, WindowType, PERIODS};
 use uuid::Uuid;
 use xxhash_rust::xxh3::xxh3_64_with_seed;
 
 use super::{error_response, Ctx, Flow, Plugin};
 use crate::metrics::Metrics;
-use crate::ratelimit::{CounterKey, Decision, LocalCounters};
+use crate::ratelimit::{CounterKey, Counters, Decision};
 
 pub const PRIORITY: u32 = 910;
 
@@ -37,7 +39,8 @@ pub struct RateLimiting {
     id: Uuid,
     cfg: RateLimitingConfig,
     limits: Vec<Limit>,
-    counters: Arc<LocalCounters>,
+    counters: Arc<dyn Counters>,
+    policy: &'static str,
     metrics: Arc<Metrics>,
 }
 
@@ -50,12 +53,19 @@ fn fmt_limit(l: f64) -> String {
 }
 
 impl RateLimiting {
+    /// `local` counts in `local`, the cluster policies in `cluster`.
     pub fn new(
         id: Uuid,
         cfg: RateLimitingConfig,
-        counters: Arc<LocalCounters>,
+        local: Arc<dyn Counters>,
+        cluster: Arc<dyn Counters>,
         metrics: Arc<Metrics>,
     ) -> Self {
+        let (counters, policy): (Arc<dyn Counters>, &'static str) = match cfg.policy {
+            Policy::Local => (local, "local"),
+            Policy::Cluster => (cluster, "cluster"),
+            Policy::Redis => (cluster, "redis"),
+        };
         let limits = cfg
             .limits()
             .into_iter()
@@ -83,6 +93,7 @@ impl RateLimiting {
             cfg,
             limits,
             counters,
+            policy,
             metrics,
         }
     }
@@ -224,7 +235,7 @@ impl Plugin for RateLimiting {
         let route = ctx.route.map(|r| r.label.as_str()).unwrap_or("");
         self.metrics
             .rate_limit_rejections
-            .with_label_values(&[route, "local"])
+            .with_label_values(&[route, self.policy])
             .inc();
         let status =
             StatusCode::from_u16(self.cfg.error_code).unwrap_or(StatusCode::TOO_MANY_REQUESTS);
