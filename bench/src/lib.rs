@@ -66,6 +66,11 @@ pub struct Node {
 
 /// Starts `n` nodes that bootstrap one cluster, and waits for a leader with `n` voters.
 pub async fn cluster(n: usize, dir: &std::path::Path) -> Vec<Node> {
+    cluster_with(n, dir, &[]).await
+}
+
+/// [`cluster`], with extra arguments for every node.
+pub async fn cluster_with(n: usize, dir: &std::path::Path, extra: &[&str]) -> Vec<Node> {
     let ports: Vec<(u16, u16, u16, u16)> = (0..n)
         .map(|_| (free_port(), free_port(), free_port(), free_port()))
         .collect();
@@ -97,6 +102,7 @@ pub async fn cluster(n: usize, dir: &std::path::Path) -> Vec<Node> {
         ]
         .iter()
         .map(|s| s.to_string())
+        .chain(extra.iter().map(|s| s.to_string()))
         .collect();
         nodes.push(Node {
             _proc: spawn(&args),

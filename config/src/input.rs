@@ -570,7 +570,10 @@ pub fn route(
     };
     let path_handling = match inp.path_handling.as_deref() {
         None | Some("v0") => "v0".to_string(),
-        Some("v1") => "v1".to_string(),
+        Some("v1") => {
+            errs.add("path_handling", "'v1' is not supported yet; use 'v0'");
+            "v0".to_string()
+        }
         Some(_) => {
             errs.add("path_handling", "expected one of: v0, v1");
             "v0".to_string()
@@ -928,6 +931,14 @@ mod tests {
             .starts_with("invalid regex"));
         let e = route(&json!({"hosts": ["a.*.com"]}), &stamp(), &st, None).unwrap_err();
         assert!(e.to_json()["hosts"].as_str().unwrap().contains("wildcard"));
+        let e = route(
+            &json!({"paths": ["/a"], "path_handling": "v1"}),
+            &stamp(),
+            &st,
+            None,
+        )
+        .unwrap_err();
+        assert!(e.to_json()["path_handling"].is_string());
         let e = route(&json!({"methods": ["get"]}), &stamp(), &st, None).unwrap_err();
         assert!(e.to_json()["methods"].is_string());
         let e = route(

@@ -467,10 +467,10 @@ impl RateLimitingConfig {
         if !(100..=599).contains(&self.error_code) {
             e.add("config.error_code", "value should be between 100 and 599");
         }
-        if self.sync_rate != -1.0 && self.sync_rate < 0.0 {
+        if self.sync_rate != -1.0 {
             e.add(
                 "config.sync_rate",
-                "value must be -1 or greater than or equal to 0",
+                "not used: cluster counters are published every --ratelimit-sync-ms (100 ms by default); leave it at -1",
             );
         }
         e.into_result()
@@ -543,6 +543,9 @@ mod tests {
             e.to_json()["config"]["header_name"],
             "required field missing"
         );
+
+        let e = validate("rate-limiting", Some(&json!({"minute": 5, "sync_rate": 1}))).unwrap_err();
+        assert!(e.to_json()["config"]["sync_rate"].is_string());
 
         // The cluster policies need no Redis: accepted, with Kong's redis fields kept.
         let v = validate(
