@@ -53,7 +53,7 @@ impl Discovery {
             chitchat_id: ChitchatId::new(format!("node-{}", a.id), generation, a.gossip),
             cluster_id: "tollgate".into(),
             gossip_interval: GOSSIP_INTERVAL,
-            listen_addr: a.gossip,
+            listen_addr: a.gossip_listen,
             seed_nodes: seeds,
             failure_detector_config: FailureDetectorConfig {
                 initial_interval: GOSSIP_INTERVAL * 5,
@@ -68,7 +68,7 @@ impl Discovery {
         };
         let kv = vec![
             ("id".to_string(), a.id.to_string()),
-            ("cluster_addr".to_string(), a.cluster.to_string()),
+            ("cluster_addr".to_string(), a.cluster.clone()),
             ("admin_addr".to_string(), a.admin.clone()),
             ("proxy_addr".to_string(), a.proxy.clone()),
             ("initialized".to_string(), "false".to_string()),
@@ -168,7 +168,7 @@ pub async fn run(
 ) {
     let single = !has_seeds && bootstrap_expect.unwrap_or(1) <= 1;
     if single {
-        let members = BTreeMap::from([(node.addrs.id, node.addrs.cluster.to_string())]);
+        let members = BTreeMap::from([(node.addrs.id, node.addrs.cluster.clone())]);
         if let Err(e) = node.initialize(members).await {
             tracing::error!(error = %e, "cannot initialise a single-node cluster");
         }

@@ -12,7 +12,8 @@
 //! Bound (why a node may not simply admit while the estimate is under the limit): between two
 //! gossip rounds every node admits on a stale view. So a node admits against a *view*: when
 //! its peers' counts for a key change (or [`REBASE_SECS`] pass with no change), it notes the
-//! headroom `limit − estimate` and its share of the key's traffic,
+//! headroom `limit − estimate` and its share of the key's traffic (waiting twice as long when
+//! peers have counts for the key, since they publish when they admit),
 //! `(own + 1) / (total + N)`; until the next view it admits at most `share × headroom`.
 //! Shares taken from the same counts sum to 1, so while gossip delivers counts within
 //! [`REBASE_SECS`], a healthy cluster admits about the limit: at most `limit + N − 1` per
@@ -256,7 +257,14 @@ impl GCounters {
         let estimate = (w.current + rc) as f64 + prev_total;
         let reset = ((period as f64 - elapsed).ceil() as u64).max(1);
 
-        if version != w.base_version || now - w.base_at >= REBASE_SECS {
+        // Peers that have counts for this key publish when they admit, so wait longer for
+        // their news before assuming they went quiet.
+        let rebase_after = if rc + rp > 0 {
+            2.0 * REBASE_SECS
+        } else {
+            REBASE_SECS
+        };
+        if version != w.base_version || now - w.base_at >= rebase_after {
             // A new view: the headroom now, and this node's share of the key's traffic, with
             // one pseudo-request per live node so an unseen node still gets a slice. Shares
             // computed by every node from the same counts sum to 1.

@@ -21,11 +21,15 @@ pub const WRITE_TIMEOUT: Duration = Duration::from_secs(5);
 /// client's next read on this node sees it.
 pub const APPLY_WAIT: Duration = Duration::from_secs(5);
 
-/// Where a node listens.
+/// Where a node listens, and the addresses other nodes and operators reach it at.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct NodeAddrs {
     pub id: u64,
-    pub cluster: SocketAddr,
+    /// `host:port` peers use for Raft and forwarded writes.
+    pub cluster: String,
+    /// Gossip socket to bind.
+    pub gossip_listen: SocketAddr,
+    /// Gossip address peers use (an IP: gossip identities are socket addresses).
     pub gossip: SocketAddr,
     pub admin: String,
     pub proxy: String,

@@ -78,6 +78,10 @@ pub struct NodeArgs {
     /// Gossip (discovery, shared rate-limit counters) listener.
     #[arg(long, default_value = "127.0.0.1:7946", env = "TOLLGATE_GOSSIP_LISTEN")]
     pub gossip_listen: SocketAddr,
+    /// Host name or IP other nodes use to reach this one (needed when listening on 0.0.0.0,
+    /// e.g. in containers: the service name). Defaults to each listener's own IP.
+    #[arg(long, env = "TOLLGATE_ADVERTISE_ADDR")]
+    pub advertise_addr: Option<String>,
     /// Gossip addresses of existing nodes, comma-separated (host:port).
     #[arg(long, default_value = "", env = "TOLLGATE_SEEDS")]
     pub seeds: String,

@@ -133,13 +133,8 @@ pub async fn run(args: NodeArgs) -> anyhow::Result<()> {
     let admin_addr = admin_listener.local_addr()?;
 
     let store_dir = args.data_dir.join("raft");
-    let addrs = NodeAddrs {
-        id: args.id,
-        cluster: cluster_listener.local_addr()?,
-        gossip: args.gossip_listen,
-        admin: admin_addr.to_string(),
-        proxy: proxy_addr.to_string(),
-    };
+    let cluster_addr = cluster_listener.local_addr()?;
+    let addrs = advertised(&args, cluster_addr, admin_addr, proxy_addr).await?;
     let cluster = ClusterNode::start(addrs, &store_dir, hook)
         .await
         .with_context(|| format!("cannot start Raft on {}", store_dir.display()))?;
@@ -256,6 +251,56 @@ pub async fn run(args: NodeArgs) -> anyhow::Result<()> {
     }
     tracing::info!("stopped");
     Ok(())
+}
+
+/// The addresses this node announces: `--advertise-addr` with each listener's port, or each
+/// listener's own address. An unspecified IP (0.0.0.0) cannot be announced.
+async fn advertised(
+    args: &NodeArgs,
+    cluster: SocketAddr,
+    admin: SocketAddr,
+    proxy: SocketAddr,
+) -> anyhow::Result<NodeAddrs> {
+    let host_of = |a: SocketAddr| match &args.advertise_addr {
+        Some(h) => h.clone(),
+        None => a.ip().to_string(),
+    };
+    if args.advertise_addr.is_none()
+        && (cluster.ip().is_unspecified() || args.gossip_listen.ip().is_unspecified())
+    {
+        bail!(
+            "--cluster-listen/--gossip-listen on an unspecified address ({cluster}, {}) need --advertise-addr: \
+             the name or IP other nodes reach this one at",
+            args.gossip_listen
+        );
+    }
+    let gossip = match &args.advertise_addr {
+        None => args.gossip_listen,
+        Some(h) => {
+            let port = args.gossip_listen.port();
+            tokio::net::lookup_host((h.as_str(), port))
+                .await
+                .with_context(|| format!("cannot resolve --advertise-addr {h}"))?
+                .find(|a| a.is_ipv4())
+                .with_context(|| format!("--advertise-addr {h} has no IPv4 address"))?
+        }
+    };
+    let fmt = |a: SocketAddr| {
+        let h = host_of(a);
+        if h.contains(':') {
+            format!("[{h}]:{}", a.port())
+        } else {
+            format!("{h}:{}", a.port())
+        }
+    };
+    Ok(NodeAddrs {
+        id: args.id,
+        cluster: fmt(cluster),
+        gossip_listen: args.gossip_listen,
+        gossip,
+        admin: fmt(admin),
+        proxy: fmt(proxy),
+    })
 }
 
 /// Publishes this node's changed cluster rate-limit counts every `every`, keeps the live-node
