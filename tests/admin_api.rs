@@ -385,6 +385,28 @@ fn cli_refuses_what_it_cannot_honour() {
         .output()
         .unwrap();
     assert!(!out.status.success());
+    // Listening on 0.0.0.0 for peers without saying where peers reach us cannot work.
+    let dir = tempfile::tempdir().unwrap();
+    let out = std::process::Command::new(common::BIN)
+        .args([
+            "node",
+            "--proxy-listen",
+            "127.0.0.1:0",
+            "--admin-listen",
+            "127.0.0.1:0",
+        ])
+        .args([
+            "--cluster-listen",
+            "0.0.0.0:0",
+            "--gossip-listen",
+            "0.0.0.0:0",
+        ])
+        .arg("--data-dir")
+        .arg(dir.path())
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("advertise-addr"));
     let out = std::process::Command::new(common::BIN).output().unwrap();
     assert!(out.status.success());
     assert!(String::from_utf8_lossy(&out.stdout).contains("Usage"));
