@@ -116,6 +116,7 @@ async fn three_nodes_bootstrap_replicate_fail_over_and_restart() {
     })
     .await;
     let failover = killed_at.elapsed();
+    eprintln!("figure: a survivor accepted a write {failover:?} after the leader was killed");
     assert!(
         failover < Duration::from_secs(30),
         "fail-over took {failover:?}"
@@ -161,6 +162,10 @@ async fn three_nodes_bootstrap_replicate_fail_over_and_restart() {
     let (s, b) = last
         .post("/consumers", json!({"username": "no-quorum"}))
         .await;
+    eprintln!(
+        "figure: write without quorum answered {s} in {:?}",
+        started.elapsed()
+    );
     assert_eq!(s, 503, "{b}");
     assert!(
         b["message"].as_str().unwrap().contains("quorum")

@@ -39,6 +39,21 @@ where
     }
 }
 
+/// Polls `url` until it answers 200.
+pub async fn wait_ok(url: &str) {
+    let c = client();
+    eventually(url, || {
+        let c = c.clone();
+        async move {
+            match c.get(url).send().await {
+                Ok(r) if r.status() == 200 => Some(()),
+                _ => None,
+            }
+        }
+    })
+    .await;
+}
+
 pub fn client() -> reqwest::Client {
     reqwest::Client::builder()
         .no_proxy()
@@ -154,19 +169,7 @@ impl Node {
             data_dir: dir.to_path_buf(),
             _tmp: None,
         };
-        let c = client();
-        let url = format!("{}/status", node.admin);
-        eventually("node to serve /status", || {
-            let c = c.clone();
-            let url = url.clone();
-            async move {
-                match c.get(&url).send().await {
-                    Ok(r) if r.status() == 200 => Some(()),
-                    _ => None,
-                }
-            }
-        })
-        .await;
+        wait_ok(&format!("{}/status", node.admin)).await;
         node
     }
 
@@ -239,19 +242,7 @@ impl Echo {
             proc: Proc::spawn(&args, &[]),
             addr,
         };
-        let c = client();
-        let url = format!("http://{addr}/health");
-        eventually("echo backend", || {
-            let c = c.clone();
-            let url = url.clone();
-            async move {
-                match c.get(&url).send().await {
-                    Ok(r) if r.status() == 200 => Some(()),
-                    _ => None,
-                }
-            }
-        })
-        .await;
+        wait_ok(&format!("http://{addr}/health")).await;
         echo
     }
 
@@ -315,19 +306,7 @@ impl ClusterSpec {
             data_dir: dir,
             _tmp: None,
         };
-        let c = client();
-        let url = format!("{}/status", node.admin);
-        eventually("cluster node to serve /status", || {
-            let c = c.clone();
-            let url = url.clone();
-            async move {
-                match c.get(&url).send().await {
-                    Ok(r) if r.status() == 200 => Some(()),
-                    _ => None,
-                }
-            }
-        })
-        .await;
+        wait_ok(&format!("{}/status", node.admin)).await;
         node
     }
 }
