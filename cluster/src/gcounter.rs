@@ -1,6 +1,7 @@
-//! Cluster-wide rate-limit counters: a G-counter per (plugin instance, limit key, period,
-//! window), shared through gossip. This is what makes `policy: cluster` and `policy: redis`
-//! work with nothing but the gateway nodes.
+//! Rate-limit counters: a G-counter per (plugin instance, limit key, period, window), shared
+//! through gossip. This is what makes `policy: cluster` and `policy: redis` work with nothing
+//! but the gateway nodes. A store that is never published nor fed (one live node) is exactly a
+//! per-node counter: that is `policy: local`.
 //!
 //! Each node counts its own admissions ([`GCounters::try_acquire`]) and only ever publishes
 //! its own counts; what other nodes published arrives through gossip events and is kept in
@@ -292,13 +293,32 @@ impl GCounters {
                 retry_after: 0,
             };
         }
-        // Over the share but not the limit: peers' counts arrive within a gossip round.
-        let retry = if within_limit { 1.0 } else { reset as f64 };
+        let (cur, prev) = ((w.current + rc) as f64, (w.previous + rp) as f64);
+        let p = period as f64;
+        let retry = if within_limit {
+            // Over this node's share only: peers' counts arrive within a gossip round.
+            1.0
+        } else if !sliding {
+            reset as f64
+        } else if cur + 1.0 > limit {
+            // Wait for the next window, then for this window's weight to decay enough.
+            let decay = if cur == 0.0 {
+                0.0
+            } else {
+                p * (1.0 - (limit - 1.0) / cur)
+            };
+            (p - elapsed) + decay.max(0.0)
+        } else if prev > 0.0 {
+            p * (1.0 - (limit - 1.0 - cur) / prev) - elapsed
+        } else {
+            1.0
+        };
         Decision {
             admitted: false,
             remaining: 0,
             reset,
-            retry_after: (retry.ceil() as u64).max(1),
+            // The epsilon absorbs float noise (18.000000000000004 must read as 18).
+            retry_after: ((retry - 1e-9).ceil() as u64).max(1),
         }
     }
 

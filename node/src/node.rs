@@ -16,7 +16,7 @@ use crate::admin::{self, AdminCtx};
 use crate::cli::NodeArgs;
 use crate::metrics::Metrics;
 use crate::proxy::Proxy;
-use crate::ratelimit::{GCounters, LocalCounters};
+use crate::ratelimit::GCounters;
 use crate::serve::{serve, Shutdown};
 use crate::snapshot::{Deps, Snapshot, SnapshotHandle};
 
@@ -101,7 +101,7 @@ pub async fn run(args: NodeArgs) -> anyhow::Result<()> {
         .with_context(|| format!("cannot create data dir {}", args.data_dir.display()))?;
 
     let metrics = Arc::new(Metrics::new());
-    let counters = Arc::new(LocalCounters::new());
+    let counters = Arc::new(crate::ratelimit::local_counters(args.ratelimit_max_keys));
     let snapshots = Arc::new(SnapshotHandle::new(Snapshot::empty()));
     let cluster_counters = Arc::new(GCounters::new(args.id, args.ratelimit_max_keys));
     let deps = Deps {
@@ -226,7 +226,7 @@ pub async fn run(args: NodeArgs) -> anyhow::Result<()> {
             tokio::select! {
                 _ = tick.tick() => {
                     gc_counters.gc(unix_now());
-                    gc_metrics.ratelimit_tracked_keys.set(gc_counters.len() as i64);
+                    gc_metrics.ratelimit_tracked_keys.set(gc_counters.tracked().0 as i64);
                 }
                 _ = gc_shutdown.changed() => break,
             }
