@@ -107,8 +107,12 @@ impl StateMachineStore {
             }
         }
         let state = State::from_data(data).map_err(|e| KvError::Inconsistent(e.to_string()))?;
-        let last_applied: Option<LogId> =
-            tree.get(LAST_APPLIED)?.map(|b| decode(&b)).transpose()?;
+        // Stored as the Option openraft reports (None before the first entry).
+        let last_applied: Option<LogId> = tree
+            .get(LAST_APPLIED)?
+            .map(|b| decode::<Option<LogId>>(&b))
+            .transpose()?
+            .flatten();
         let membership: StoredMembership = tree
             .get(MEMBERSHIP)?
             .map(|b| decode(&b))
