@@ -107,39 +107,25 @@ pub fn parse(text: &str, stamps: &mut dyn Stamps) -> Result<StateData, Declarati
                 .map_err(|e| invalid(&rpath, e))?;
             let rid = route.id;
             put(&mut st, crate::Entity::Route(route))?;
-            for (k, p) in rnested
-                .get("plugins")
-                .and_then(Value::as_array)
-                .into_iter()
-                .flatten()
-                .enumerate()
-            {
-                deferred_plugins.push((
-                    format!("{rpath}.plugins[{k}]"),
-                    p.clone(),
-                    PluginScope {
-                        route: Some(rid),
-                        ..Default::default()
-                    },
-                ));
-            }
-        }
-        for (k, p) in nested
-            .get("plugins")
-            .and_then(Value::as_array)
-            .into_iter()
-            .flatten()
-            .enumerate()
-        {
-            deferred_plugins.push((
-                format!("{path}.plugins[{k}]"),
-                p.clone(),
+            defer(
+                &mut deferred_plugins,
+                &rpath,
+                &rnested,
                 PluginScope {
-                    service: Some(sid),
+                    route: Some(rid),
                     ..Default::default()
                 },
-            ));
+            );
         }
+        defer(
+            &mut deferred_plugins,
+            &path,
+            &nested,
+            PluginScope {
+                service: Some(sid),
+                ..Default::default()
+            },
+        );
     }
     for (i, r) in list("routes").iter().enumerate() {
         let path = format!("routes[{i}]");
@@ -148,22 +134,15 @@ pub fn parse(text: &str, stamps: &mut dyn Stamps) -> Result<StateData, Declarati
             input::route(&rbody, &stamp(stamps), &st, None).map_err(|e| invalid(&path, e))?;
         let rid = route.id;
         put(&mut st, crate::Entity::Route(route))?;
-        for (k, p) in rnested
-            .get("plugins")
-            .and_then(Value::as_array)
-            .into_iter()
-            .flatten()
-            .enumerate()
-        {
-            deferred_plugins.push((
-                format!("{path}.plugins[{k}]"),
-                p.clone(),
-                PluginScope {
-                    route: Some(rid),
-                    ..Default::default()
-                },
-            ));
-        }
+        defer(
+            &mut deferred_plugins,
+            &path,
+            &rnested,
+            PluginScope {
+                route: Some(rid),
+                ..Default::default()
+            },
+        );
     }
     for (i, c) in list("consumers").iter().enumerate() {
         let path = format!("consumers[{i}]");
@@ -182,22 +161,15 @@ pub fn parse(text: &str, stamps: &mut dyn Stamps) -> Result<StateData, Declarati
                 .map_err(|e| invalid(&format!("{path}.keyauth_credentials[{j}]"), e))?;
             put(&mut st, crate::Entity::KeyAuth(cred))?;
         }
-        for (k, p) in nested
-            .get("plugins")
-            .and_then(Value::as_array)
-            .into_iter()
-            .flatten()
-            .enumerate()
-        {
-            deferred_plugins.push((
-                format!("{path}.plugins[{k}]"),
-                p.clone(),
-                PluginScope {
-                    consumer: Some(cid),
-                    ..Default::default()
-                },
-            ));
-        }
+        defer(
+            &mut deferred_plugins,
+            &path,
+            &nested,
+            PluginScope {
+                consumer: Some(cid),
+                ..Default::default()
+            },
+        );
     }
     for (i, k) in list("keyauth_credentials").iter().enumerate() {
         let path = format!("keyauth_credentials[{i}]");
@@ -245,6 +217,20 @@ fn refs_to_objects(v: &Value) -> Value {
         }
     }
     v
+}
+
+/// Queues the plugins nested under an entity (at `path` in the file) with that entity's scope:
+/// plugins are built last, once everything they may refer to exists.
+fn defer(
+    out: &mut Vec<(String, Value, PluginScope)>,
+    path: &str,
+    nested: &Map<String, Value>,
+    scope: PluginScope,
+) {
+    let plugins = nested.get("plugins").and_then(Value::as_array);
+    for (k, p) in plugins.into_iter().flatten().enumerate() {
+        out.push((format!("{path}.plugins[{k}]"), p.clone(), scope));
+    }
 }
 
 fn split(v: &Value, nested_keys: &[&str]) -> (Value, Map<String, Value>) {
