@@ -2,13 +2,17 @@
 # Builds the `tollgate:latest` image without any container registry: the release binary, the
 # shared libraries it loads (glibc's loader, libc, libm, libgcc_s and the NSS modules that
 # name resolution needs), a minimal /etc, all packed into a tarball and `docker import`ed.
-# Usage: docker/build-image.sh [image-name]
+# Usage: docker/build-image.sh [--debug] [image-name]
+#   --debug packs the debug build (what `cargo test` already built: CI's fault-injection run
+#   uses it to avoid a second, release, compilation).
 set -euo pipefail
 cd "$(dirname "$0")/.."
+profile=release
+if [ "${1:-}" = "--debug" ]; then profile=debug; shift; fi
 image="${1:-tollgate:latest}"
 
-cargo build --release -p tollgate
-bin=target/release/tollgate
+if [ "$profile" = release ]; then cargo build --release -p tollgate; else cargo build -p tollgate; fi
+bin=target/$profile/tollgate
 
 root="$(mktemp -d)"
 trap 'rm -rf "$root"' EXIT
@@ -42,4 +46,4 @@ tar -C "$root" -c . | docker import \
   --change 'WORKDIR /data' \
   --change 'EXPOSE 8000 8001 7000 7946/udp' \
   - "$image" >/dev/null
-echo "built $image ($(docker image inspect -f '{{.Size}}' "$image") bytes)"
+echo "built $image from the $profile build ($(docker image inspect -f '{{.Size}}' "$image") bytes)"

@@ -1,40 +1,56 @@
 //! `jepsen-style`: runs a Tollgate cluster, injects faults while clients work against it, and
-//! checks the history.
+//! checks what the clients saw.
 //!
-//! This first version runs in *process mode*: nodes are local processes on loopback, and the
-//! nemeses are the faults a process can suffer (`kill -9` then restart, SIGSTOP/SIGCONT). The
-//! workloads are the config register (writes and default/consistent reads through every
-//! node's Admin API) and the data plane (constant proxy traffic to every node). Output:
-//! `history.jsonl` and `results.json` in the run's folder; the exit code is non-zero when a
-//! checker finds an anomaly.
+//! The cluster is either the root `docker-compose.yml` (five containers on a private network;
+//! faults: partitions, `kill -9`, `docker pause`, rolling restarts, membership changes) or
+//! local processes on loopback (the same workloads and every fault but partitions). Output in
+//! the run's folder: `history.jsonl`, `results.json`, `timeline.svg` and every node's log. The
+//! exit code is 1 when a checker finds an anomaly, 2 when a check could not decide.
 
 mod checker;
 mod control;
 mod history;
+mod nemesis;
+mod plot;
+mod ratelimit;
+mod wgl;
+mod workload;
 
+use std::collections::HashSet;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use clap::Parser;
+use clap::{Parser, ValueEnum};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
-use serde_json::json;
+use serde_json::{json, Value};
 
 use control::Cluster;
 use history::{History, Kind, Op};
 
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum Mode {
+    /// Docker when an engine and a compose tool answer, processes otherwise.
+    Auto,
+    Docker,
+    Process,
+}
+
 #[derive(Debug, Parser)]
-#[command(about = "Fault injection against a Tollgate cluster (process mode)")]
+#[command(about = "Fault injection against a Tollgate cluster")]
 struct Args {
-    /// Faults to inject, comma-separated: kill, pause.
-    #[arg(long, default_value = "kill,pause")]
-    nemesis: String,
+    /// Faults to inject, comma-separated: partition, kill, pause, restart (rolling),
+    /// membership. Default: all the mode can do.
+    #[arg(long)]
+    nemesis: Option<String>,
+    #[arg(long, value_enum, default_value_t = Mode::Auto)]
+    mode: Mode,
     /// Seconds of workload with faults.
     #[arg(long, default_value_t = 60)]
     time_limit: u64,
-    /// Cluster size.
+    /// Cluster size (process mode; the compose file has five nodes).
     #[arg(long, default_value_t = 3)]
     nodes: usize,
     /// Random seed (fault schedule and client choices).
@@ -43,6 +59,21 @@ struct Args {
     /// Register keys.
     #[arg(long, default_value_t = 4)]
     keys: usize,
+    /// Rate-limit workload: the limit per minute (cluster policy).
+    #[arg(long, default_value_t = 300)]
+    rl_limit: u64,
+    /// Rate-limit workload: requests per second in all.
+    #[arg(long, default_value_t = 30.0)]
+    rl_rate: f64,
+    /// Seconds after the last fault before the clients stop.
+    #[arg(long, default_value_t = 10)]
+    recovery: u64,
+    /// Docker mode: pack the debug build into the image instead of the release build.
+    #[arg(long)]
+    debug_image: bool,
+    /// Leave the compose project running after the run.
+    #[arg(long)]
+    keep: bool,
     /// Where to write the run's files (default: a new folder under ./jepsen-runs).
     #[arg(long)]
     out: Option<PathBuf>,
@@ -54,120 +85,105 @@ async fn main() -> anyhow::Result<()> {
     let out = args.out.clone().unwrap_or_else(|| {
         PathBuf::from("jepsen-runs").join(format!(
             "{}-seed{}",
-            std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map(|d| d.as_secs())
-                .unwrap_or(0),
+            nemesis::unix_ms() / 1000,
             args.seed
         ))
     });
     std::fs::create_dir_all(&out)?;
-    let nemeses: Vec<String> = args
-        .nemesis
-        .split(',')
-        .map(|s| s.trim().to_string())
-        .filter(|s| !s.is_empty())
-        .collect();
+    let docker = match args.mode {
+        Mode::Docker => true,
+        Mode::Process => false,
+        Mode::Auto => control::docker::available(),
+    };
+    let nemeses: Vec<String> = match &args.nemesis {
+        Some(list) => list
+            .split(',')
+            .map(|s| s.trim().to_string())
+            .filter(|s| !s.is_empty())
+            .collect(),
+        None => nemesis::ALL
+            .iter()
+            .filter(|n| docker || **n != "partition")
+            .map(|s| s.to_string())
+            .collect(),
+    };
     for n in &nemeses {
         anyhow::ensure!(
-            matches!(n.as_str(), "kill" | "pause"),
-            "unknown nemesis '{n}' (process mode has: kill, pause)"
+            nemesis::ALL.contains(&n.as_str()),
+            "unknown nemesis '{n}' (known: {})",
+            nemesis::ALL.join(", ")
+        );
+        anyhow::ensure!(
+            docker || n != "partition",
+            "process mode cannot partition the network: use --mode docker"
         );
     }
 
     eprintln!(
-        "starting {} nodes (output in {})",
-        args.nodes,
+        "{} mode, nemeses {nemeses:?}, output in {}",
+        if docker { "docker" } else { "process" },
         out.display()
     );
-    let cluster = Arc::new(Cluster::start(args.nodes, &out).await?);
-    cluster.setup_route().await?;
+    let cluster = Arc::new(if docker {
+        Cluster::docker(&out, args.debug_image).await?
+    } else {
+        Cluster::processes(args.nodes, &out).await?
+    });
+    let result = run(&args, &nemeses, cluster.clone(), &out, docker).await;
+    cluster.stop(&out, args.keep);
+    let verdict = result?;
+    std::process::exit(match verdict {
+        Some(true) => 0,
+        Some(false) => 1,
+        None => 2,
+    });
+}
+
+/// The run itself; `Some(valid)`, or `None` when a check could not decide.
+async fn run(
+    args: &Args,
+    nemeses: &[String],
+    cluster: Arc<Cluster>,
+    out: &std::path::Path,
+    docker: bool,
+) -> anyhow::Result<Option<bool>> {
+    cluster.setup_routes(args.rl_limit).await?;
     let history = Arc::new(History::new());
+    let collected = Arc::new(workload::Collected::default());
     let stop = Arc::new(AtomicBool::new(false));
-    let seq = Arc::new(AtomicU64::new(1));
+    let tasks = workload::start(
+        cluster.clone(),
+        history.clone(),
+        collected.clone(),
+        stop.clone(),
+        args.keys,
+        args.rl_rate,
+        args.seed,
+    );
 
-    // Register clients: one per key and node pair, each one operation at a time.
-    let mut tasks = Vec::new();
-    let clients = args.keys * args.nodes;
-    for p in 0..clients {
-        let (cluster, history, stop, seq) =
-            (cluster.clone(), history.clone(), stop.clone(), seq.clone());
-        let mut rng = StdRng::seed_from_u64(args.seed.wrapping_mul(1000) + p as u64);
-        let key = p % args.keys;
-        tasks.push(tokio::spawn(async move {
-            while !stop.load(Ordering::Relaxed) {
-                let node = rng.random_range(0..cluster.len());
-                let roll: f64 = rng.random();
-                if roll < 0.4 {
-                    let v = seq.fetch_add(1, Ordering::Relaxed);
-                    history.record(p, Kind::Invoke, Op::Write, key, Some(v), node);
-                    let kind = cluster.write(node, key, v).await;
-                    history.record(p, kind, Op::Write, key, Some(v), node);
-                } else {
-                    let op = if roll < 0.7 {
-                        Op::Read
-                    } else {
-                        Op::ConsistentRead
-                    };
-                    history.record(p, Kind::Invoke, op, key, None, node);
-                    let (kind, v) = cluster.read(node, key, op == Op::ConsistentRead).await;
-                    history.record(p, kind, op, key, v, node);
-                }
-                tokio::time::sleep(Duration::from_millis(rng.random_range(5..40))).await;
-            }
-        }));
-    }
-
-    // Data plane: constant proxy load on every node; (node, ok, faulted) per request.
-    let plane = Arc::new(std::sync::Mutex::new(Vec::<(usize, bool, bool)>::new()));
-    for node in 0..cluster.len() {
-        let (cluster, stop, plane) = (cluster.clone(), stop.clone(), plane.clone());
-        tasks.push(tokio::spawn(async move {
-            while !stop.load(Ordering::Relaxed) {
-                let faulted_before = cluster.faulted(node);
-                let ok = cluster.proxy_ok(node).await;
-                let faulted = faulted_before || cluster.faulted(node);
-                plane
-                    .lock()
-                    .unwrap_or_else(|e| e.into_inner())
-                    .push((node, ok, faulted));
-                tokio::time::sleep(Duration::from_millis(20)).await;
-            }
-        }));
-    }
-
-    // Nemesis: a fault every few seconds, healed before the next.
+    // Nemesis: a fault every few seconds, each healed before the next.
     let mut rng = StdRng::seed_from_u64(args.seed);
     let deadline = tokio::time::Instant::now() + Duration::from_secs(args.time_limit);
     let mut faults = Vec::new();
     while tokio::time::Instant::now() < deadline && !nemeses.is_empty() {
-        tokio::time::sleep(Duration::from_secs(rng.random_range(2..5))).await;
-        let node = rng.random_range(0..cluster.len());
-        let which = nemeses[rng.random_range(0..nemeses.len())].clone();
-        let start = history.now();
-        match which.as_str() {
-            "kill" => {
-                cluster.kill(node);
-                tokio::time::sleep(Duration::from_secs(rng.random_range(2..6))).await;
-                cluster.restart(node).await?;
-            }
-            _ => {
-                cluster.pause(node);
-                tokio::time::sleep(Duration::from_secs(rng.random_range(2..6))).await;
-                cluster.resume(node);
-            }
+        tokio::time::sleep(Duration::from_millis(rng.random_range(2000..5000))).await;
+        let which = &nemeses[rng.random_range(0..nemeses.len())];
+        for fault in nemesis::inject(which, &cluster, &history, &mut rng).await? {
+            eprintln!(
+                "fault {:>5.1}s–{:>5.1}s: {}",
+                fault.start_ns as f64 / 1e9,
+                fault.end_ns as f64 / 1e9,
+                fault.detail
+            );
+            faults.push(fault);
         }
-        faults.push(
-            json!({"nemesis": which, "node": node + 1, "start_ns": start, "end_ns": history.now()}),
-        );
-        eprintln!("fault: {which} node {} healed", node + 1);
     }
     if nemeses.is_empty() {
         tokio::time::sleep(Duration::from_secs(args.time_limit)).await;
     }
 
     // Recovery, then stop the clients and read every key on every node.
-    tokio::time::sleep(Duration::from_secs(5)).await;
+    tokio::time::sleep(Duration::from_secs(args.recovery)).await;
     stop.store(true, Ordering::Relaxed);
     for t in tasks {
         let _ = t.await;
@@ -195,14 +211,28 @@ async fn main() -> anyhow::Result<()> {
     std::fs::write(out.join("history.jsonl"), lines)?;
     let ops = checker::pair(&events);
     let mut results = checker::check(&ops, &finals);
-    let plane = plane.lock().unwrap_or_else(|e| e.into_inner()).clone();
+
+    let observed: HashSet<u64> = ops
+        .iter()
+        .filter(|o| o.op != Op::Write && o.kind == Kind::Ok)
+        .filter_map(|o| o.value)
+        .chain(finals.iter().filter_map(|f| f.2))
+        .collect();
+    results["linearizable"] =
+        wgl::check(&ops, &observed, args.keys, Duration::from_secs(120)).await;
+
+    let plane = collected
+        .plane
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .clone();
     let mut per_node = Vec::new();
     let mut plane_ok = true;
     for node in 0..cluster.len() {
         let healthy: Vec<bool> = plane
             .iter()
-            .filter(|(n, _, f)| *n == node && !*f)
-            .map(|(_, ok, _)| *ok)
+            .filter(|s| s.node == node && !s.faulted)
+            .map(|s| s.ok)
             .collect();
         let ok = healthy.iter().filter(|x| **x).count();
         plane_ok &= ok == healthy.len();
@@ -210,25 +240,98 @@ async fn main() -> anyhow::Result<()> {
             "availability": if healthy.is_empty() { 1.0 } else { ok as f64 / healthy.len() as f64 }}));
     }
     results["data_plane_availability"] = json!({"valid": plane_ok, "nodes": per_node});
+
+    let limited = collected
+        .limited
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .clone();
+    results["rate_limit"] = ratelimit::check(
+        &limited,
+        &faults,
+        &ratelimit::Params {
+            limit: args.rl_limit,
+            window_ms: 60_000,
+            nodes: cluster.len(),
+            rate: args.rl_rate,
+        },
+    );
+
+    let problems: Vec<&String> = faults.iter().filter_map(|f| f.problem.as_ref()).collect();
+    results["nemesis"] = json!({"valid": problems.is_empty(), "problems": problems});
+    let crashes = cluster.crashes();
+    results["crashes"] =
+        json!({"valid": crashes.iter().all(|c| *c == 0), "restarts_by_engine": crashes});
+    let fault_secs: f64 = faults
+        .iter()
+        .map(|f| (f.end_ns - f.start_ns) as f64 / 1e9)
+        .sum();
     results["faults"] = json!(faults);
+    results["fault_seconds"] = json!(fault_secs);
     results["operations"] = json!(ops.len());
-    let valid = [
+    results["mode"] = json!(if docker { "docker" } else { "process" });
+    results["seed"] = json!(args.seed);
+
+    let checkers = [
         "lost_writes",
-        "linearizable_reads",
+        "realtime_reads",
+        "linearizable",
         "monotonic_default_reads",
         "data_plane_availability",
-    ]
-    .iter()
-    .all(|k| results[*k]["valid"] == true);
-    results["valid"] = json!(valid);
+        "rate_limit",
+        "nemesis",
+        "crashes",
+    ];
+    let invalid: Vec<&str> = checkers
+        .iter()
+        .copied()
+        .filter(|k| results[*k]["valid"] == false)
+        .collect();
+    let unknown = checkers.iter().any(|k| results[*k]["valid"].is_null());
+    let verdict = if !invalid.is_empty() {
+        Some(false)
+    } else if unknown {
+        None
+    } else {
+        Some(true)
+    };
+    results["valid"] = verdict.map(Value::Bool).unwrap_or(Value::Null);
+    results["invalid_checkers"] = json!(invalid);
     std::fs::write(
         out.join("results.json"),
         serde_json::to_string_pretty(&results)?,
     )?;
-    println!("{}", serde_json::to_string_pretty(&results)?);
-    cluster.stop();
-    if !valid {
-        std::process::exit(1);
+
+    let title = format!(
+        "Tollgate, {} nodes ({} mode), seed {}: {} faults ({:.0} s), {} operations — {}",
+        cluster.len(),
+        if docker { "docker" } else { "process" },
+        args.seed,
+        faults.len(),
+        fault_secs,
+        ops.len(),
+        match verdict {
+            Some(true) => "no anomalies".to_string(),
+            Some(false) => format!("ANOMALIES: {}", invalid.join(", ")),
+            None => "undecided".to_string(),
+        }
+    );
+    if let Err(e) = plot::timeline(
+        &out.join("timeline.svg"),
+        cluster.len(),
+        &plane,
+        &ops,
+        &faults,
+        &title,
+    ) {
+        eprintln!("timeline not drawn: {e}");
     }
-    Ok(())
+
+    let summary: Vec<String> = checkers
+        .iter()
+        .map(|k| format!("{k}: {}", results[*k]["valid"]))
+        .collect();
+    println!("{title}\n{}", summary.join("\n"));
+    println!("results in {}", out.display());
+    Ok(verdict)
 }

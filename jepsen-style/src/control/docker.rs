@@ -1,0 +1,247 @@
+//! Docker mode: the root `docker-compose.yml` (five nodes, two echo backends) as its own
+//! compose project. Faults: `docker kill -s KILL` then `docker start`, `docker pause`, and
+//! network partitions made by iptables rules inside the nodes' network namespaces (entered
+//! from the host with `nsenter`, so the image needs no tools and no extra capabilities).
+//! The harness reaches every node at its container address on the compose network.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use super::Endpoints;
+
+const PROJECT: &str = "tollgate-jepsen";
+const TOKEN: &str = "jepsen-admin-token";
+const NODES: usize = 5;
+const IMAGE: &str = "tollgate:latest";
+
+fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+fn run(cmd: &mut Command) -> anyhow::Result<Output> {
+    let out = cmd.output()?;
+    anyhow::ensure!(
+        out.status.success(),
+        "{:?} failed: {}",
+        cmd,
+        String::from_utf8_lossy(&out.stderr).trim()
+    );
+    Ok(out)
+}
+
+fn text(out: Output) -> String {
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
+/// Whether a Docker engine answers, with a compose tool beside it.
+pub fn available() -> bool {
+    let engine = Command::new("docker")
+        .args(["info", "--format", "{{.ServerVersion}}"])
+        .output()
+        .is_ok_and(|o| o.status.success());
+    engine && compose_tool().is_some()
+}
+
+/// `docker compose` (v2) when present, else `docker-compose` (v1).
+fn compose_tool() -> Option<Vec<&'static str>> {
+    let ok = |c: &mut Command| c.output().is_ok_and(|o| o.status.success());
+    if ok(Command::new("docker").args(["compose", "version"])) {
+        Some(vec!["docker", "compose"])
+    } else if ok(Command::new("docker-compose").arg("version")) {
+        Some(vec!["docker-compose"])
+    } else {
+        None
+    }
+}
+
+/// The compose project under test.
+pub struct Compose {
+    tool: Vec<&'static str>,
+    /// Container id of node1..node5.
+    ids: Vec<String>,
+    /// Address of each node on the compose network (re-read after a restart).
+    ips: std::sync::Mutex<Vec<String>>,
+}
+
+impl Compose {
+    fn compose(&self) -> Command {
+        compose_cmd(&self.tool)
+    }
+
+    pub fn token(&self) -> &str {
+        TOKEN
+    }
+
+    /// (Re)builds the image from the current sources (`debug`: the debug build), starts the
+    /// project from nothing (volumes removed) and returns the nodes' endpoints.
+    pub fn up(out: &Path, debug: bool) -> anyhow::Result<(Compose, Vec<Endpoints>)> {
+        let tool = compose_tool().ok_or_else(|| anyhow::anyhow!("no docker compose tool"))?;
+        let mut build = Command::new("bash");
+        build.arg(root().join("docker/build-image.sh"));
+        if debug {
+            build.arg("--debug");
+        }
+        eprintln!("building {IMAGE} with docker/build-image.sh");
+        run(build.arg(IMAGE))?;
+        let _ = compose_cmd(&tool).args(["down", "-v"]).output();
+        run(compose_cmd(&tool).args(["up", "-d"]))?;
+        std::fs::write(out.join("compose-project.txt"), PROJECT)?;
+        let mut ids = Vec::new();
+        for n in 1..=NODES {
+            let id = text(run(compose_cmd(&tool).args([
+                "ps",
+                "-q",
+                &format!("node{n}"),
+            ]))?);
+            anyhow::ensure!(!id.is_empty(), "node{n} has no container");
+            ids.push(id);
+        }
+        let compose = Compose {
+            tool,
+            ids,
+            ips: std::sync::Mutex::new(Vec::new()),
+        };
+        let mut endpoints = Vec::new();
+        let mut ips = Vec::new();
+        for n in 0..NODES {
+            let ip = compose.ip(n)?;
+            endpoints.push(endpoints_of(&ip));
+            ips.push(ip);
+        }
+        *compose.ips.lock().unwrap_or_else(|e| e.into_inner()) = ips;
+        Ok((compose, endpoints))
+    }
+
+    fn ip(&self, node: usize) -> anyhow::Result<String> {
+        let ip = text(run(Command::new("docker").args([
+            "inspect",
+            "-f",
+            "{{range .NetworkSettings.Networks}}{{.IPAddress}}{{end}}",
+            &self.ids[node],
+        ]))?);
+        anyhow::ensure!(!ip.is_empty(), "node{} has no address", node + 1);
+        Ok(ip)
+    }
+
+    fn pid(&self, node: usize) -> anyhow::Result<u32> {
+        let pid = text(run(Command::new("docker").args([
+            "inspect",
+            "-f",
+            "{{.State.Pid}}",
+            &self.ids[node],
+        ]))?);
+        Ok(pid.parse()?)
+    }
+
+    fn docker(&self, verb: &[&str], node: usize) -> anyhow::Result<()> {
+        run(Command::new("docker").args(verb).arg(&self.ids[node]))?;
+        Ok(())
+    }
+
+    pub fn kill(&self, node: usize) -> anyhow::Result<()> {
+        self.docker(&["kill", "-s", "KILL"], node)
+    }
+
+    /// `docker stop`: SIGTERM, SIGKILL after 20 s.
+    pub fn terminate(&self, node: usize) -> anyhow::Result<()> {
+        self.docker(&["stop", "-t", "20"], node)
+    }
+
+    pub fn restart(&self, node: usize) -> anyhow::Result<Endpoints> {
+        self.docker(&["start"], node)?;
+        let ip = self.ip(node)?;
+        self.ips.lock().unwrap_or_else(|e| e.into_inner())[node] = ip.clone();
+        Ok(endpoints_of(&ip))
+    }
+
+    pub fn pause(&self, node: usize) -> anyhow::Result<()> {
+        self.docker(&["pause"], node)
+    }
+
+    pub fn resume(&self, node: usize) -> anyhow::Result<()> {
+        self.docker(&["unpause"], node)
+    }
+
+    /// iptables in `node`'s network namespace.
+    fn iptables(&self, node: usize, rule: &[&str]) -> anyhow::Result<()> {
+        let pid = self.pid(node)?.to_string();
+        run(Command::new("nsenter")
+            .args(["-t", &pid, "-n", "iptables", "-w"])
+            .args(rule))?;
+        Ok(())
+    }
+
+    /// Drops every packet between nodes that share no group.
+    pub fn partition(&self, groups: &[Vec<usize>]) -> anyhow::Result<()> {
+        let ips = self.ips.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        for a in 0..NODES {
+            for b in 0..NODES {
+                let together = groups.iter().any(|g| g.contains(&a) && g.contains(&b));
+                if a != b && !together {
+                    self.iptables(a, &["-A", "INPUT", "-s", &ips[b], "-j", "DROP"])?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    pub fn heal(&self) -> anyhow::Result<()> {
+        for n in 0..NODES {
+            self.iptables(n, &["-F", "INPUT"])?;
+        }
+        Ok(())
+    }
+
+    /// How many times the engine restarted a node on its own (a crash, since the harness's
+    /// kills are manual stops that the restart policy ignores).
+    pub fn crashes(&self) -> Vec<u64> {
+        self.ids
+            .iter()
+            .map(|id| {
+                Command::new("docker")
+                    .args(["inspect", "-f", "{{.RestartCount}}", id])
+                    .output()
+                    .ok()
+                    .and_then(|o| String::from_utf8_lossy(&o.stdout).trim().parse().ok())
+                    .unwrap_or(0)
+            })
+            .collect()
+    }
+
+    /// Collects every container's log into `out`, then removes the project (unless `keep`).
+    pub fn down(&self, out: &Path, keep: bool) {
+        let _ = self.heal();
+        for (n, id) in self.ids.iter().enumerate() {
+            let _ = Command::new("docker").args(["unpause", id]).output();
+            if let Ok(o) = Command::new("docker").args(["logs", id]).output() {
+                let mut log = o.stdout;
+                log.extend_from_slice(&o.stderr);
+                let _ = std::fs::write(out.join(format!("node{}.log", n + 1)), log);
+            }
+        }
+        if !keep {
+            let _ = self.compose().args(["down", "-v"]).output();
+        }
+    }
+}
+
+fn compose_cmd(tool: &[&str]) -> Command {
+    let mut c = Command::new(tool[0]);
+    c.args(&tool[1..])
+        .arg("-f")
+        .arg(root().join("docker-compose.yml"))
+        .args(["-p", PROJECT])
+        .env("TOLLGATE_ADMIN_TOKEN", TOKEN)
+        // The harness reaches nodes at their container addresses: publish nothing fixed,
+        // so a demo cluster on the default ports can run beside it.
+        .env("TOLLGATE_PUBLISH_PROXY", "127.0.0.1:0")
+        .env("TOLLGATE_PUBLISH_ADMIN", "127.0.0.1:0");
+    c
+}
+
+fn endpoints_of(ip: &str) -> Endpoints {
+    Endpoints {
+        admin: format!("http://{ip}:8001"),
+        proxy: format!("http://{ip}:8000"),
+    }
+}

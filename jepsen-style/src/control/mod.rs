@@ -1,0 +1,420 @@
+//! Control of the cluster under test: where its nodes are, the faults that can be done to them,
+//! and the HTTP calls the workloads and nemeses make.
+//!
+//! Two backends give the same interface: local processes on loopback (`process`), and the
+//! root `docker-compose.yml` (`docker`). Only the Docker backend can cut the network: its
+//! partitions are iptables rules inside the containers' network namespaces.
+
+pub mod docker;
+pub mod process;
+
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::RwLock;
+use std::time::{Duration, Instant};
+
+use serde_json::{json, Value};
+
+use crate::history::Kind;
+
+/// How a node is reached from the harness.
+#[derive(Debug, Clone)]
+pub struct Endpoints {
+    pub admin: String,
+    pub proxy: String,
+}
+
+enum Backend {
+    Process(process::Processes),
+    Docker(docker::Compose),
+}
+
+struct NodeState {
+    endpoints: RwLock<Endpoints>,
+    /// Killed or paused: excluded from the data-plane availability target.
+    faulted: AtomicBool,
+}
+
+/// The cluster under test.
+pub struct Cluster {
+    backend: Backend,
+    nodes: Vec<NodeState>,
+    client: reqwest::Client,
+    /// The echo backend's URL as the nodes see it.
+    upstream: String,
+}
+
+fn client(token: Option<&str>) -> anyhow::Result<reqwest::Client> {
+    let mut headers = reqwest::header::HeaderMap::new();
+    if let Some(t) = token {
+        headers.insert("Kong-Admin-Token", t.parse()?);
+    }
+    Ok(reqwest::Client::builder()
+        .no_proxy()
+        .default_headers(headers)
+        .pool_idle_timeout(Duration::from_secs(5))
+        .connect_timeout(Duration::from_secs(2))
+        .timeout(Duration::from_secs(10))
+        .build()?)
+}
+
+impl Cluster {
+    /// `n` local processes and an echo backend; logs go to `out`.
+    pub async fn processes(n: usize, out: &Path) -> anyhow::Result<Cluster> {
+        let (backend, endpoints, upstream) = process::Processes::start(n, out)?;
+        Cluster::ready(Backend::Process(backend), endpoints, upstream, None).await
+    }
+
+    /// The compose project's five nodes and two echo backends, started fresh from an image
+    /// of the current build (`debug`: the debug build).
+    pub async fn docker(out: &Path, debug: bool) -> anyhow::Result<Cluster> {
+        let (backend, endpoints) = docker::Compose::up(out, debug)?;
+        let token = backend.token().to_string();
+        Cluster::ready(
+            Backend::Docker(backend),
+            endpoints,
+            "http://echo-1:8080".into(),
+            Some(&token),
+        )
+        .await
+    }
+
+    async fn ready(
+        backend: Backend,
+        endpoints: Vec<Endpoints>,
+        upstream: String,
+        token: Option<&str>,
+    ) -> anyhow::Result<Cluster> {
+        let cluster = Cluster {
+            backend,
+            nodes: endpoints
+                .into_iter()
+                .map(|e| NodeState {
+                    endpoints: RwLock::new(e),
+                    faulted: AtomicBool::new(false),
+                })
+                .collect(),
+            client: client(token)?,
+            upstream,
+        };
+        cluster.wait_healthy().await?;
+        Ok(cluster)
+    }
+
+    pub fn len(&self) -> usize {
+        self.nodes.len()
+    }
+
+    fn endpoints(&self, node: usize) -> Endpoints {
+        self.nodes[node]
+            .endpoints
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    fn admin(&self, node: usize) -> String {
+        self.endpoints(node).admin
+    }
+
+    fn proxy(&self, node: usize) -> String {
+        self.endpoints(node).proxy
+    }
+
+    /// `GET /cluster` of one node, if it answers.
+    async fn cluster_view(&self, node: usize) -> Option<Value> {
+        let r = self
+            .client
+            .get(format!("{}/cluster", self.admin(node)))
+            .timeout(Duration::from_secs(2))
+            .send()
+            .await
+            .ok()?;
+        r.json().await.ok()
+    }
+
+    /// Waits until every node answers and all agree on a leader with every node a voter.
+    pub async fn wait_healthy(&self) -> anyhow::Result<()> {
+        let start = Instant::now();
+        loop {
+            let mut leaders = Vec::new();
+            for n in 0..self.len() {
+                leaders.push(self.cluster_view(n).await.and_then(|v| {
+                    let voters = v["members"]
+                        .as_array()?
+                        .iter()
+                        .filter(|m| m["role"] == "voter")
+                        .count();
+                    (voters == self.len())
+                        .then(|| v["leader_id"].as_u64())
+                        .flatten()
+                }));
+            }
+            if leaders.iter().all(|l| l.is_some() && *l == leaders[0]) {
+                return Ok(());
+            }
+            anyhow::ensure!(
+                start.elapsed() < Duration::from_secs(120),
+                "cluster not healthy after 120 s: leaders seen {leaders:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+
+    /// The current leader's index, as the first answering node reports it.
+    pub async fn leader(&self) -> Option<usize> {
+        for n in 0..self.len() {
+            if let Some(id) = self
+                .cluster_view(n)
+                .await
+                .and_then(|v| v["leader_id"].as_u64())
+            {
+                return Some(id as usize - 1);
+            }
+        }
+        None
+    }
+
+    async fn post(&self, path: &str, body: Value) -> anyhow::Result<()> {
+        let r = self
+            .client
+            .post(format!("{}{path}", self.admin(0)))
+            .json(&body)
+            .send()
+            .await?;
+        anyhow::ensure!(r.status() == 201, "POST {path}: {}", r.status());
+        Ok(())
+    }
+
+    /// The data-plane route and the rate-limited route, served by every node.
+    pub async fn setup_routes(&self, rl_limit: u64) -> anyhow::Result<()> {
+        self.post("/services", json!({"name": "jepsen", "url": self.upstream}))
+            .await?;
+        self.post("/services/jepsen/routes", json!({"paths": ["/jepsen"]}))
+            .await?;
+        self.post(
+            "/services",
+            json!({"name": "limited", "url": self.upstream}),
+        )
+        .await?;
+        self.post(
+            "/services/limited/routes",
+            json!({"name": "limited", "paths": ["/limited"]}),
+        )
+        .await?;
+        self.post(
+            "/services/limited/plugins",
+            json!({"name": "rate-limiting", "config": {"minute": rl_limit, "policy": "cluster",
+                "limit_by": "service", "window_type": "fixed"}}),
+        )
+        .await?;
+        for n in 0..self.len() {
+            let start = Instant::now();
+            while !(self.proxy_ok(n).await && self.limited(n).await.is_some()) {
+                anyhow::ensure!(
+                    start.elapsed() < Duration::from_secs(30),
+                    "routes not served on node {}",
+                    n + 1
+                );
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+        Ok(())
+    }
+
+    /// Writes `value` to register `key` through node `node`.
+    pub async fn write(&self, node: usize, key: usize, value: u64) -> Kind {
+        let url = format!("{}/consumers/reg-{key}", self.admin(node));
+        match self
+            .client
+            .put(url)
+            .json(&json!({"custom_id": value.to_string()}))
+            .send()
+            .await
+        {
+            Ok(r) if r.status().is_success() => Kind::Ok,
+            // Refused by validation: certainly not applied.
+            Ok(r) if r.status().is_client_error() => Kind::Fail,
+            // 503/500 or no answer: it may still be committed later.
+            _ => Kind::Info,
+        }
+    }
+
+    /// Reads register `key` through node `node`.
+    pub async fn read(&self, node: usize, key: usize, consistent: bool) -> (Kind, Option<u64>) {
+        let q = if consistent { "?consistent=true" } else { "" };
+        let url = format!("{}/consumers/reg-{key}{q}", self.admin(node));
+        match self.client.get(url).send().await {
+            Ok(r) if r.status() == 404 => (Kind::Ok, None),
+            Ok(r) if r.status() == 200 => match r.json::<Value>().await {
+                Ok(v) => (
+                    Kind::Ok,
+                    v["custom_id"].as_str().and_then(|s| s.parse().ok()),
+                ),
+                Err(_) => (Kind::Fail, None),
+            },
+            _ => (Kind::Fail, None),
+        }
+    }
+
+    /// Whether node `node`'s proxy serves the data-plane route.
+    pub async fn proxy_ok(&self, node: usize) -> bool {
+        match self
+            .client
+            .get(format!("{}/jepsen", self.proxy(node)))
+            .timeout(Duration::from_secs(3))
+            .send()
+            .await
+        {
+            Ok(r) => r.status() == 200,
+            Err(_) => false,
+        }
+    }
+
+    /// One request to the rate-limited route: `Some(true)` admitted, `Some(false)` refused
+    /// with 429, `None` no answer or another status.
+    pub async fn limited(&self, node: usize) -> Option<bool> {
+        let r = self
+            .client
+            .get(format!("{}/limited", self.proxy(node)))
+            .timeout(Duration::from_secs(3))
+            .send()
+            .await
+            .ok()?;
+        match r.status().as_u16() {
+            200 => Some(true),
+            429 => Some(false),
+            _ => None,
+        }
+    }
+
+    pub fn faulted(&self, node: usize) -> bool {
+        self.nodes[node].faulted.load(Ordering::Relaxed)
+    }
+
+    /// `kill -9`.
+    pub fn kill(&self, node: usize) -> anyhow::Result<()> {
+        self.nodes[node].faulted.store(true, Ordering::Relaxed);
+        match &self.backend {
+            Backend::Process(p) => p.kill(node),
+            Backend::Docker(d) => tokio::task::block_in_place(|| d.kill(node)),
+        }
+    }
+
+    /// Graceful stop (SIGTERM: the node drains and exits), as in a rolling restart.
+    pub fn terminate(&self, node: usize) -> anyhow::Result<()> {
+        self.nodes[node].faulted.store(true, Ordering::Relaxed);
+        match &self.backend {
+            Backend::Process(p) => tokio::task::block_in_place(|| p.terminate(node)),
+            Backend::Docker(d) => tokio::task::block_in_place(|| d.terminate(node)),
+        }
+    }
+
+    /// Starts a killed node from its data and waits until its proxy serves again.
+    pub async fn restart(&self, node: usize) -> anyhow::Result<()> {
+        let endpoints = match &self.backend {
+            Backend::Process(p) => p.restart(node)?,
+            Backend::Docker(d) => tokio::task::block_in_place(|| d.restart(node))?,
+        };
+        *self.nodes[node]
+            .endpoints
+            .write()
+            .unwrap_or_else(|e| e.into_inner()) = endpoints;
+        let start = Instant::now();
+        while !self.proxy_ok(node).await {
+            anyhow::ensure!(
+                start.elapsed() < Duration::from_secs(60),
+                "node {} did not come back within 60 s",
+                node + 1
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        self.nodes[node].faulted.store(false, Ordering::Relaxed);
+        Ok(())
+    }
+
+    /// Freezes a node with its sockets open (SIGSTOP, or `docker pause`).
+    pub fn pause(&self, node: usize) -> anyhow::Result<()> {
+        self.nodes[node].faulted.store(true, Ordering::Relaxed);
+        match &self.backend {
+            Backend::Process(p) => p.pause(node),
+            Backend::Docker(d) => tokio::task::block_in_place(|| d.pause(node)),
+        }
+    }
+
+    pub fn resume(&self, node: usize) -> anyhow::Result<()> {
+        let r = match &self.backend {
+            Backend::Process(p) => p.resume(node),
+            Backend::Docker(d) => tokio::task::block_in_place(|| d.resume(node)),
+        };
+        self.nodes[node].faulted.store(false, Ordering::Relaxed);
+        r
+    }
+
+    /// Cuts every link between nodes of different groups (a node may sit in several groups:
+    /// a bridge). Nodes stay reachable from the harness and the backends.
+    pub fn partition(&self, groups: &[Vec<usize>]) -> anyhow::Result<()> {
+        match &self.backend {
+            Backend::Docker(d) => tokio::task::block_in_place(|| d.partition(groups)),
+            Backend::Process(_) => anyhow::bail!("process mode cannot partition the network"),
+        }
+    }
+
+    /// Removes every cut link.
+    pub fn heal(&self) -> anyhow::Result<()> {
+        match &self.backend {
+            Backend::Docker(d) => tokio::task::block_in_place(|| d.heal()),
+            Backend::Process(_) => Ok(()),
+        }
+    }
+
+    /// Removes `node` from the Raft membership through another node's Admin API. The leader
+    /// adds it back once it sees it alive in gossip (learner, caught up, voter).
+    pub async fn remove_member(&self, node: usize) -> anyhow::Result<u16> {
+        let via = (node + 1) % self.len();
+        let r = self
+            .client
+            .delete(format!("{}/cluster/members/{}", self.admin(via), node + 1))
+            .send()
+            .await?;
+        Ok(r.status().as_u16())
+    }
+
+    /// Waits (up to `limit`) until every node reports `node` as a voter again.
+    pub async fn wait_voter(&self, node: usize, limit: Duration) -> bool {
+        let start = Instant::now();
+        while start.elapsed() < limit {
+            let mut all = true;
+            for n in 0..self.len() {
+                let voter = self.cluster_view(n).await.is_some_and(|v| {
+                    v["members"].as_array().is_some_and(|ms| {
+                        ms.iter()
+                            .any(|m| m["id"] == json!(node + 1) && m["role"] == "voter")
+                    })
+                });
+                all &= voter;
+            }
+            if all {
+                return true;
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        false
+    }
+
+    /// Per node: how many times it died without the harness killing it.
+    pub fn crashes(&self) -> Vec<u64> {
+        match &self.backend {
+            Backend::Docker(d) => d.crashes(),
+            Backend::Process(p) => p.crashes(),
+        }
+    }
+
+    /// Heals everything, stops the cluster and copies every node's log into `out`.
+    pub fn stop(&self, out: &Path, keep: bool) {
+        match &self.backend {
+            Backend::Process(p) => p.stop(),
+            Backend::Docker(d) => d.down(out, keep),
+        }
+    }
+}

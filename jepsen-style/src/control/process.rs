@@ -1,0 +1,214 @@
+//! Process mode: nodes as local processes on loopback ports, with the faults a process can
+//! suffer (SIGKILL then restart from its data dir, SIGSTOP/SIGCONT).
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::Mutex;
+
+use super::Endpoints;
+
+fn binary() -> PathBuf {
+    if let Some(p) = std::env::var_os("TOLLGATE_BIN") {
+        return PathBuf::from(p);
+    }
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..");
+    let release = root.join("target/release/tollgate");
+    if release.exists() {
+        release
+    } else {
+        root.join("target/debug/tollgate")
+    }
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .unwrap_or(0)
+}
+
+struct NodeProc {
+    args: Vec<String>,
+    log: PathBuf,
+    child: Mutex<Option<Child>>,
+    endpoints: Endpoints,
+}
+
+/// Local node processes and an echo backend.
+pub struct Processes {
+    nodes: Vec<NodeProc>,
+    echo: Mutex<Option<Child>>,
+}
+
+fn spawn(args: &[String], log: &Path) -> anyhow::Result<Child> {
+    let out = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(log)?;
+    Ok(Command::new(binary())
+        .args(args)
+        .env("TOLLGATE_LOG_LEVEL", "info,openraft=warn")
+        .stdin(Stdio::null())
+        .stdout(out.try_clone()?)
+        .stderr(out)
+        .spawn()?)
+}
+
+fn signal(child: &Child, sig: i32) {
+    // SAFETY: kill(2) on our own child's pid.
+    unsafe {
+        libc::kill(child.id() as libc::pid_t, sig);
+    }
+}
+
+impl Processes {
+    /// Starts `n` nodes that bootstrap one cluster, plus an echo backend; logs go to `out`.
+    /// Returns the nodes' endpoints and the echo backend's URL.
+    pub fn start(n: usize, out: &Path) -> anyhow::Result<(Processes, Vec<Endpoints>, String)> {
+        let ports: Vec<[u16; 4]> = (0..n)
+            .map(|_| [free_port(), free_port(), free_port(), free_port()])
+            .collect();
+        let seeds = ports
+            .iter()
+            .map(|p| format!("127.0.0.1:{}", p[3]))
+            .collect::<Vec<_>>()
+            .join(",");
+        let mut nodes = Vec::new();
+        for (i, p) in ports.iter().enumerate() {
+            let args: Vec<String> = [
+                "node".to_string(),
+                "--id".into(),
+                (i + 1).to_string(),
+                "--data-dir".into(),
+                out.join(format!("node{}-data", i + 1))
+                    .display()
+                    .to_string(),
+                "--proxy-listen".into(),
+                format!("127.0.0.1:{}", p[0]),
+                "--admin-listen".into(),
+                format!("127.0.0.1:{}", p[1]),
+                "--cluster-listen".into(),
+                format!("127.0.0.1:{}", p[2]),
+                "--gossip-listen".into(),
+                format!("127.0.0.1:{}", p[3]),
+                "--seeds".into(),
+                seeds.clone(),
+                "--bootstrap-expect".into(),
+                n.to_string(),
+            ]
+            .to_vec();
+            let log = out.join(format!("node{}.log", i + 1));
+            let child = spawn(&args, &log)?;
+            nodes.push(NodeProc {
+                args,
+                log,
+                child: Mutex::new(Some(child)),
+                endpoints: Endpoints {
+                    admin: format!("http://127.0.0.1:{}", p[1]),
+                    proxy: format!("http://127.0.0.1:{}", p[0]),
+                },
+            });
+        }
+        let echo_port = free_port();
+        let echo = spawn(
+            &[
+                "echo".into(),
+                "--listen".into(),
+                format!("127.0.0.1:{echo_port}"),
+                "--name".into(),
+                "echo".into(),
+            ],
+            &out.join("echo.log"),
+        )?;
+        let endpoints = nodes.iter().map(|n| n.endpoints.clone()).collect();
+        Ok((
+            Processes {
+                nodes,
+                echo: Mutex::new(Some(echo)),
+            },
+            endpoints,
+            format!("http://127.0.0.1:{echo_port}"),
+        ))
+    }
+
+    /// SIGKILL.
+    pub fn kill(&self, node: usize) -> anyhow::Result<()> {
+        let n = &self.nodes[node];
+        if let Some(mut c) = n.child.lock().unwrap_or_else(|e| e.into_inner()).take() {
+            c.kill()?;
+            c.wait()?;
+        }
+        Ok(())
+    }
+
+    /// SIGTERM, then waits for the exit.
+    pub fn terminate(&self, node: usize) -> anyhow::Result<()> {
+        let n = &self.nodes[node];
+        if let Some(mut c) = n.child.lock().unwrap_or_else(|e| e.into_inner()).take() {
+            signal(&c, libc::SIGTERM);
+            c.wait()?;
+        }
+        Ok(())
+    }
+
+    /// Starts a killed node again from its data dir.
+    pub fn restart(&self, node: usize) -> anyhow::Result<Endpoints> {
+        let n = &self.nodes[node];
+        let child = spawn(&n.args, &n.log)?;
+        *n.child.lock().unwrap_or_else(|e| e.into_inner()) = Some(child);
+        Ok(n.endpoints.clone())
+    }
+
+    /// SIGSTOP: the process freezes with its sockets open.
+    pub fn pause(&self, node: usize) -> anyhow::Result<()> {
+        let n = &self.nodes[node];
+        if let Some(c) = n.child.lock().unwrap_or_else(|e| e.into_inner()).as_ref() {
+            signal(c, libc::SIGSTOP);
+        }
+        Ok(())
+    }
+
+    /// SIGCONT.
+    pub fn resume(&self, node: usize) -> anyhow::Result<()> {
+        let n = &self.nodes[node];
+        if let Some(c) = n.child.lock().unwrap_or_else(|e| e.into_inner()).as_ref() {
+            signal(c, libc::SIGCONT);
+        }
+        Ok(())
+    }
+
+    /// Per node, 1 when its process exited although the harness did not stop it.
+    pub fn crashes(&self) -> Vec<u64> {
+        self.nodes
+            .iter()
+            .map(|n| {
+                let mut c = n.child.lock().unwrap_or_else(|e| e.into_inner());
+                u64::from(
+                    c.as_mut()
+                        .is_some_and(|c| matches!(c.try_wait(), Ok(Some(_)))),
+                )
+            })
+            .collect()
+    }
+
+    /// Stops every process.
+    pub fn stop(&self) {
+        for n in &self.nodes {
+            if let Some(mut c) = n.child.lock().unwrap_or_else(|e| e.into_inner()).take() {
+                signal(&c, libc::SIGCONT);
+                let _ = c.kill();
+                let _ = c.wait();
+            }
+        }
+        if let Some(mut c) = self.echo.lock().unwrap_or_else(|e| e.into_inner()).take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+impl Drop for Processes {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
