@@ -175,10 +175,10 @@ impl Compose {
     pub fn partition(&self, groups: &[Vec<usize>]) -> anyhow::Result<()> {
         let ips = self.ips.lock().unwrap_or_else(|e| e.into_inner()).clone();
         for a in 0..NODES {
-            for b in 0..NODES {
+            for (b, ip) in ips.iter().enumerate() {
                 let together = groups.iter().any(|g| g.contains(&a) && g.contains(&b));
                 if a != b && !together {
-                    self.iptables(a, &["-A", "INPUT", "-s", &ips[b], "-j", "DROP"])?;
+                    self.iptables(a, &["-A", "INPUT", "-s", ip, "-j", "DROP"])?;
                 }
             }
         }
