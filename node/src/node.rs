@@ -139,10 +139,14 @@ pub async fn run(args: NodeArgs) -> anyhow::Result<()> {
         .await
         .with_context(|| format!("cannot start Raft on {}", store_dir.display()))?;
     let rpc_node = cluster.clone();
+    // The cluster listener outlives the proxy and Admin API drains: an Admin API request in
+    // flight at SIGTERM (a forwarded write waiting for its local apply, a consistent read)
+    // still needs the leader's appends to arrive here.
+    let (cluster_stop, cluster_shutdown) = watch::channel(false);
     let cluster_task = tokio::spawn(serve(
         cluster_listener,
         move |req, _peer| tollgate_cluster::rpc::handle(rpc_node.clone(), req),
-        shutdown.clone(),
+        cluster_shutdown,
         "cluster",
         None,
     ));
@@ -244,6 +248,7 @@ pub async fn run(args: NodeArgs) -> anyhow::Result<()> {
     );
 
     let _ = tokio::join!(proxy_task, admin_task);
+    let _ = cluster_stop.send(true);
     cluster.shutdown().await;
     let _ = cluster_task.await;
     if let Ok(d) = Arc::try_unwrap(disc) {
