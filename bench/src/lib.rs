@@ -44,10 +44,28 @@ impl Drop for Proc {
     }
 }
 
+impl Proc {
+    pub fn pid(&self) -> u32 {
+        self.0.id()
+    }
+}
+
 pub fn spawn(args: &[String]) -> Proc {
+    spawn_on(None, args)
+}
+
+/// Spawns the binary pinned to the CPU list `cpus` (taskset syntax, e.g. "0") when given.
+pub fn spawn_on(cpus: Option<&str>, args: &[String]) -> Proc {
+    let mut cmd = match cpus {
+        Some(c) => {
+            let mut cmd = Command::new("taskset");
+            cmd.args(["-c", c]).arg(binary());
+            cmd
+        }
+        None => Command::new(binary()),
+    };
     Proc(
-        Command::new(binary())
-            .args(args)
+        cmd.args(args)
             .env("TOLLGATE_LOG_LEVEL", "error")
             .stdin(Stdio::null())
             .stdout(Stdio::null())
@@ -71,6 +89,16 @@ pub async fn cluster(n: usize, dir: &std::path::Path) -> Vec<Node> {
 
 /// [`cluster`], with extra arguments for every node.
 pub async fn cluster_with(n: usize, dir: &std::path::Path, extra: &[&str]) -> Vec<Node> {
+    cluster_pinned(n, dir, extra, &[]).await
+}
+
+/// [`cluster_with`], node `i` pinned to the CPU list `cpus[i]` when given.
+pub async fn cluster_pinned(
+    n: usize,
+    dir: &std::path::Path,
+    extra: &[&str],
+    cpus: &[&str],
+) -> Vec<Node> {
     let ports: Vec<(u16, u16, u16, u16)> = (0..n)
         .map(|_| (free_port(), free_port(), free_port(), free_port()))
         .collect();
@@ -105,7 +133,7 @@ pub async fn cluster_with(n: usize, dir: &std::path::Path, extra: &[&str]) -> Ve
         .chain(extra.iter().map(|s| s.to_string()))
         .collect();
         nodes.push(Node {
-            _proc: spawn(&args),
+            _proc: spawn_on(cpus.get(i).copied(), &args),
             admin: format!("http://127.0.0.1:{ap}"),
             proxy: format!("http://127.0.0.1:{pp}"),
         });

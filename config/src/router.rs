@@ -12,6 +12,13 @@
 //!
 //! A route with several paths becomes one matcher per path, each ranked on its own, as Kong
 //! splits such routes. Routes of disabled services are left out.
+//!
+//! Matching does not walk every matcher: an index narrows the candidates to the matchers whose
+//! prefix path is a prefix of the request path (one hash lookup per distinct prefix length),
+//! those whose exact hosts include the request host, and the few that no index can narrow
+//! (regex paths, wildcard hosts, routes on methods or headers only). Each candidate list is in
+//! precedence order, so the answer is the best first-accepting candidate across the lists:
+//! the same route the full walk finds.
 
 use std::collections::HashMap;
 
@@ -133,6 +140,58 @@ pub struct Match {
 pub struct Router {
     routes: Vec<Uuid>,
     matchers: Vec<Matcher>,
+    index: Index,
+}
+
+/// Candidate lists of matcher positions, each ascending (= precedence order).
+#[derive(Debug, Default)]
+struct Index {
+    /// Matchers with a prefix path, by the prefix's bytes.
+    by_prefix: HashMap<Box<[u8]>, Vec<u32>>,
+    /// The distinct prefix lengths, ascending.
+    prefix_lens: Vec<usize>,
+    /// Matchers without a prefix path whose hosts are all exact names, by host name.
+    by_host: HashMap<String, Vec<u32>>,
+    /// Every other matcher: always a candidate.
+    always: Vec<u32>,
+}
+
+impl Index {
+    fn build(matchers: &[Matcher]) -> Index {
+        let mut ix = Index::default();
+        for (i, m) in matchers.iter().enumerate() {
+            let i = i as u32;
+            let exact_hosts: Option<Vec<&str>> = (!m.hosts.is_empty())
+                .then(|| {
+                    m.hosts
+                        .iter()
+                        .map(|h| match &h.rule {
+                            HostRule::Exact(name) => Some(name.as_str()),
+                            _ => None,
+                        })
+                        .collect()
+                })
+                .flatten();
+            match (&m.path, exact_hosts) {
+                (PathRule::Prefix(p), _) => {
+                    ix.by_prefix.entry(p.as_bytes().into()).or_default().push(i)
+                }
+                (_, Some(hosts)) => {
+                    let mut hosts = hosts;
+                    hosts.dedup();
+                    for h in hosts {
+                        ix.by_host.entry(h.to_string()).or_default().push(i);
+                    }
+                }
+                _ => ix.always.push(i),
+            }
+        }
+        let mut lens: Vec<usize> = ix.by_prefix.keys().map(|k| k.len()).collect();
+        lens.sort_unstable();
+        lens.dedup();
+        ix.prefix_lens = lens;
+        ix
+    }
 }
 
 fn compile_regex(re: &str) -> Option<Regex> {
@@ -162,7 +221,12 @@ impl Router {
             compile_route(r, idx, &mut matchers);
         }
         matchers.sort_by(|a, b| b.rank.cmp(&a.rank));
-        Router { routes, matchers }
+        let index = Index::build(&matchers);
+        Router {
+            routes,
+            matchers,
+            index,
+        }
     }
 
     /// Route ids, in the order [`Match::route`] indexes.
@@ -181,42 +245,77 @@ impl Router {
 
     /// The highest-precedence route accepting the request.
     pub fn find(&self, req: &RequestView<'_>) -> Option<Match> {
-        for m in &self.matchers {
-            if !m.methods.is_empty() && !m.methods.iter().any(|x| x == req.method) {
-                continue;
-            }
-            if !m.hosts.is_empty() && !m.hosts.iter().any(|h| h.matches(req.host, req.port)) {
-                continue;
-            }
-            let matched_len = match &m.path {
-                PathRule::Any => 0,
-                PathRule::Prefix(p) => {
-                    if !req.path.starts_with(p.as_str()) {
-                        continue;
-                    }
-                    p.len()
+        let mut best: Option<(u32, usize)> = None;
+        let mut consider = |list: &[u32]| {
+            for &i in list {
+                if best.is_some_and(|(b, _)| b < i) {
+                    return;
                 }
-                PathRule::Regex(re) => match re.find(req.path) {
-                    Some(found) => found.end(),
-                    None => continue,
-                },
-            };
-            if !m.headers.iter().all(|(name, rules)| {
-                req.headers.any_value(name, &mut |v| {
-                    rules.iter().any(|r| match r {
-                        ValueRule::Plain(p) => p.eq_ignore_ascii_case(v.trim()),
-                        ValueRule::Regex(re) => re.is_match(v),
-                    })
-                })
-            }) {
-                continue;
+                if let Some(len) = self.matchers[i as usize].accepts(req) {
+                    best = Some((i, len));
+                    return;
+                }
             }
-            return Some(Match {
+        };
+        let path = req.path.as_bytes();
+        for &len in &self.index.prefix_lens {
+            if len > path.len() {
+                break;
+            }
+            if let Some(list) = self.index.by_prefix.get(&path[..len]) {
+                consider(list);
+            }
+        }
+        if let Some(list) = self.index.by_host.get(req.host) {
+            consider(list);
+        }
+        consider(&self.index.always);
+        best.map(|(i, matched_len)| Match {
+            route: self.matchers[i as usize].route,
+            matched_len,
+        })
+    }
+
+    /// The full walk the index stands in for (tests compare the two).
+    #[cfg(test)]
+    fn find_linear(&self, req: &RequestView<'_>) -> Option<Match> {
+        self.matchers.iter().find_map(|m| {
+            m.accepts(req).map(|matched_len| Match {
                 route: m.route,
                 matched_len,
-            });
+            })
+        })
+    }
+}
+
+impl Matcher {
+    /// Whether the request meets every criterion; the matched path length if so.
+    fn accepts(&self, req: &RequestView<'_>) -> Option<usize> {
+        if !self.methods.is_empty() && !self.methods.iter().any(|x| x == req.method) {
+            return None;
         }
-        None
+        if !self.hosts.is_empty() && !self.hosts.iter().any(|h| h.matches(req.host, req.port)) {
+            return None;
+        }
+        let matched_len = match &self.path {
+            PathRule::Any => 0,
+            PathRule::Prefix(p) => {
+                if !req.path.starts_with(p.as_str()) {
+                    return None;
+                }
+                p.len()
+            }
+            PathRule::Regex(re) => re.find(req.path)?.end(),
+        };
+        let headers_ok = self.headers.iter().all(|(name, rules)| {
+            req.headers.any_value(name, &mut |v| {
+                rules.iter().any(|r| match r {
+                    ValueRule::Plain(p) => p.eq_ignore_ascii_case(v.trim()),
+                    ValueRule::Regex(re) => re.is_match(v),
+                })
+            })
+        });
+        headers_ok.then_some(matched_len)
     }
 }
 
@@ -387,6 +486,53 @@ mod tests {
             })?;
             let id = router.routes()[m.route];
             self.state.routes()[&id].name.clone()
+        }
+    }
+
+    #[test]
+    fn the_index_finds_what_the_full_walk_finds() {
+        let mut seed = 0x9e37_79b9_7f4a_7c15_u64;
+        let mut next = move |n: usize| {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            (seed % n as u64) as usize
+        };
+        let paths = [
+            "/", "/a", "/ab", "/a/b", "/b", "~/a/\\d+", "~/b.*", "/a/b/c",
+        ];
+        let hosts = ["x.com", "y.com", "*.x.com", "x.*"];
+        let mut f = Fixture::new();
+        for i in 0..400 {
+            let (np, nh, nm) = (next(3), next(3), next(3));
+            let p: Vec<String> = (0..np).map(|_| paths[next(paths.len())].into()).collect();
+            let h: Vec<String> = (0..nh).map(|_| hosts[next(hosts.len())].into()).collect();
+            let method = ["GET", "POST"][next(2)];
+            let header = next(4) == 0;
+            f.add(&format!("r{i}"), |r| {
+                r.paths = (!p.is_empty()).then_some(p);
+                r.hosts = (!h.is_empty()).then_some(h);
+                r.methods = (nm == 0).then(|| vec![method.to_string()]);
+                if header {
+                    r.headers = Some(BTreeMap::from([("x-v".to_string(), vec!["1".to_string()])]));
+                }
+            });
+        }
+        let router = Router::build(&f.state);
+        let req_paths = ["/", "/a", "/ab/c", "/a/b/c", "/a/12", "/b/z", "/c", "/abc"];
+        let req_hosts = ["x.com", "y.com", "a.x.com", "x.org", "z.net"];
+        let mut with = HashMap::new();
+        with.insert("x-v".to_string(), vec!["1".to_string()]);
+        let without: HashMap<String, Vec<String>> = HashMap::new();
+        for _ in 0..5000 {
+            let req = RequestView {
+                method: ["GET", "POST", "PUT"][next(3)],
+                host: req_hosts[next(req_hosts.len())],
+                port: None,
+                path: req_paths[next(req_paths.len())],
+                headers: if next(2) == 0 { &with } else { &without },
+            };
+            assert_eq!(router.find(&req), router.find_linear(&req), "{}", req.path);
         }
     }
 
