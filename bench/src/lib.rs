@@ -123,13 +123,23 @@ pub async fn cluster_pinned(
             &format!("127.0.0.1:{cp}"),
             "--gossip-listen",
             &format!("127.0.0.1:{gp}"),
-            "--seeds",
-            &seeds,
-            "--bootstrap-expect",
-            &n.to_string(),
         ]
         .iter()
         .map(|s| s.to_string())
+        // One node forms its own cluster; seeds and an expectation are for several.
+        .chain(
+            (n > 1)
+                .then(|| {
+                    [
+                        "--seeds".to_string(),
+                        seeds.clone(),
+                        "--bootstrap-expect".to_string(),
+                        n.to_string(),
+                    ]
+                })
+                .into_iter()
+                .flatten(),
+        )
         .chain(extra.iter().map(|s| s.to_string()))
         .collect();
         nodes.push(Node {

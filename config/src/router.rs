@@ -172,10 +172,21 @@ impl Index {
                         .collect()
                 })
                 .flatten();
+            let regex_prefix = match &m.path {
+                PathRule::Regex(re) => literal_prefix(re.as_str()),
+                _ => "",
+            };
             match (&m.path, exact_hosts) {
                 (PathRule::Prefix(p), _) => {
                     ix.by_prefix.entry(p.as_bytes().into()).or_default().push(i)
                 }
+                // Regex paths are anchored: the path must start with the literal text the
+                // regex starts with.
+                (PathRule::Regex(_), _) if regex_prefix.len() > 1 => ix
+                    .by_prefix
+                    .entry(regex_prefix.as_bytes().into())
+                    .or_default()
+                    .push(i),
                 (_, Some(hosts)) => {
                     let mut hosts = hosts;
                     hosts.dedup();
@@ -192,6 +203,42 @@ impl Index {
         ix.prefix_lens = lens;
         ix
     }
+}
+
+/// The literal text every match of a compiled, anchored regex path starts with: the
+/// characters before the first metacharacter, less the last one if a quantifier follows it;
+/// nothing when the regex has an alternation at its top level.
+fn literal_prefix(compiled: &str) -> &str {
+    let Some(body) = compiled
+        .strip_prefix("^(?:")
+        .and_then(|b| b.strip_suffix(')'))
+    else {
+        return "";
+    };
+    let (mut depth, mut escaped, mut class) = (0i32, false, false);
+    for c in body.chars() {
+        match c {
+            _ if escaped => escaped = false,
+            '\\' => escaped = true,
+            '[' => class = true,
+            ']' => class = false,
+            '(' if !class => depth += 1,
+            ')' if !class => depth -= 1,
+            '|' if !class && depth == 0 => return "",
+            _ => {}
+        }
+    }
+    let mut end = body
+        .find(|c: char| "\\.+*?()|[]{}^$ \t\n".contains(c))
+        .unwrap_or(body.len());
+    if body[end..].starts_with(['*', '?', '{']) {
+        end = body[..end]
+            .char_indices()
+            .last()
+            .map(|(i, _)| i)
+            .unwrap_or(0);
+    }
+    &body[..end]
 }
 
 fn compile_regex(re: &str) -> Option<Regex> {
@@ -490,6 +537,18 @@ mod tests {
     }
 
     #[test]
+    fn regex_literal_prefixes() {
+        let p = |re: &str| literal_prefix(compile_regex(re).unwrap().as_str()).to_string();
+        assert_eq!(p("/re-1/v[0-9]+"), "/re-1/v");
+        assert_eq!(p("/ab?c"), "/a");
+        assert_eq!(p("/a/\\d+"), "/a/");
+        assert_eq!(p("(?i)/a"), "");
+        assert_eq!(p("/x|/y"), "");
+        assert_eq!(p("/a/(b|c)"), "/a/");
+        assert_eq!(p("/files.json"), "/files");
+    }
+
+    #[test]
     fn the_index_finds_what_the_full_walk_finds() {
         let mut seed = 0x9e37_79b9_7f4a_7c15_u64;
         let mut next = move |n: usize| {
@@ -499,7 +558,17 @@ mod tests {
             (seed % n as u64) as usize
         };
         let paths = [
-            "/", "/a", "/ab", "/a/b", "/b", "~/a/\\d+", "~/b.*", "/a/b/c",
+            "/",
+            "/a",
+            "/ab",
+            "/a/b",
+            "/b",
+            "~/a/\\d+",
+            "~/b.*",
+            "/a/b/c",
+            "~/ab?c",
+            "~/a|/b",
+            "~/a/(1|b)",
         ];
         let hosts = ["x.com", "y.com", "*.x.com", "x.*"];
         let mut f = Fixture::new();
@@ -519,7 +588,9 @@ mod tests {
             });
         }
         let router = Router::build(&f.state);
-        let req_paths = ["/", "/a", "/ab/c", "/a/b/c", "/a/12", "/b/z", "/c", "/abc"];
+        let req_paths = [
+            "/", "/a", "/ab/c", "/a/b/c", "/a/12", "/b/z", "/c", "/abc", "/ac", "/a/1x",
+        ];
         let req_hosts = ["x.com", "y.com", "a.x.com", "x.org", "z.net"];
         let mut with = HashMap::new();
         with.insert("x-v".to_string(), vec!["1".to_string()]);
