@@ -241,14 +241,39 @@ fn literal_prefix(compiled: &str) -> &str {
     &body[..end]
 }
 
+/// Kong anchors regex paths at the start of the path.
+fn anchored(re: &str) -> String {
+    format!("^(?:{re})")
+}
+
 fn compile_regex(re: &str) -> Option<Regex> {
-    // Kong anchors regex paths at the start of the path.
-    Regex::new(&format!("^(?:{re})")).ok()
+    Regex::new(&anchored(re)).ok()
 }
 
 impl Router {
     /// Compiles every route of `state` whose service is enabled.
     pub fn build(state: &State) -> Router {
+        Router::build_reusing(state, &Router::default())
+    }
+
+    /// [`Router::build`], taking the compiled regexes `prev` already has (compiling regexes is
+    /// most of a rebuild when many routes use them).
+    pub fn build_reusing(state: &State, prev: &Router) -> Router {
+        let known: HashMap<&str, &Regex> = prev
+            .matchers
+            .iter()
+            .filter_map(|m| match &m.path {
+                PathRule::Regex(re) => Some((re.as_str(), re)),
+                _ => None,
+            })
+            .collect();
+        let regex = |re: &str| {
+            let anchored = anchored(re);
+            match known.get(anchored.as_str()) {
+                Some(r) => Some((*r).clone()),
+                None => Regex::new(&anchored).ok(),
+            }
+        };
         let mut routes = Vec::new();
         let mut matchers = Vec::new();
         for r in state.routes().values() {
@@ -265,7 +290,7 @@ impl Router {
             }
             let idx = routes.len();
             routes.push(r.id);
-            compile_route(r, idx, &mut matchers);
+            compile_route(r, idx, &mut matchers, &regex);
         }
         matchers.sort_by(|a, b| b.rank.cmp(&a.rank));
         let index = Index::build(&matchers);
@@ -366,7 +391,12 @@ impl Matcher {
     }
 }
 
-fn compile_route(r: &Route, idx: usize, out: &mut Vec<Matcher>) {
+fn compile_route(
+    r: &Route,
+    idx: usize,
+    out: &mut Vec<Matcher>,
+    path_regex: &dyn Fn(&str) -> Option<Regex>,
+) {
     let methods = r.methods.clone().unwrap_or_default();
     let hosts: Vec<HostMatcher> = r
         .hosts
@@ -422,7 +452,7 @@ fn compile_route(r: &Route, idx: usize, out: &mut Vec<Matcher>) {
             for p in paths {
                 match p.strip_prefix('~') {
                     Some(re) => {
-                        if let Some(re) = compile_regex(re) {
+                        if let Some(re) = path_regex(re) {
                             out.push(base(PathRule::Regex(re), true, r.regex_priority, 0));
                         }
                     }

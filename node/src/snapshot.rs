@@ -282,7 +282,22 @@ impl Snapshot {
             }
         }
 
-        let router = Router::build(state);
+        let router = Router::build_reusing(state, &prev.router);
+        // Plugins by scope, so each route looks only at its own, its service's and the
+        // global ones (not every plugin: configs with a plugin per route are common).
+        type Scoped<'a> = Vec<(&'a Uuid, &'a (Instance, &'a PluginEntity))>;
+        let mut by_route: HashMap<Uuid, Scoped> = HashMap::new();
+        let mut by_service: HashMap<Uuid, Scoped> = HashMap::new();
+        let mut everywhere: Scoped = Vec::new();
+        for (id, entry) in instances.iter().filter(|(_, (_, p))| p.consumer.is_none()) {
+            let p = entry.1;
+            match (p.route, p.service) {
+                (Some(r), _) => by_route.entry(r.id).or_default().push((id, entry)),
+                (None, Some(s)) => by_service.entry(s.id).or_default().push((id, entry)),
+                (None, None) => everywhere.push((id, entry)),
+            }
+        }
+        let none: Scoped = Vec::new();
         let routes = router
             .routes()
             .iter()
@@ -300,10 +315,17 @@ impl Snapshot {
                         },
                     );
                 }
-                for (inst, p) in instances.values() {
-                    if p.consumer.is_some() {
-                        continue;
-                    }
+                let mut mine: Scoped = by_route
+                    .get(&r.id)
+                    .unwrap_or(&none)
+                    .iter()
+                    .chain(sid.and_then(|s| by_service.get(&s)).unwrap_or(&none))
+                    .chain(&everywhere)
+                    .copied()
+                    .collect();
+                // The order a walk over every plugin (by id) would see them in.
+                mine.sort_by_key(|(id, _)| **id);
+                for (_, (inst, p)) in mine {
                     let pr = p.route.map(|f| f.id);
                     let ps = p.service.map(|f| f.id);
                     if pr.is_some() && pr != Some(r.id) || ps.is_some() && ps != sid {
