@@ -48,8 +48,8 @@ pub struct Deps {
 pub struct ServiceRuntime {
     pub id: Uuid,
     pub label: String,
-    /// `http://host:port`, the prefix of every upstream URI.
-    pub origin: String,
+    /// `host:port` of every upstream URI (scheme http), parsed once.
+    pub authority: http::uri::Authority,
     /// The Host header sent upstream unless the route preserves the client's.
     pub host_header: HeaderValue,
     pub path: Option<String>,
@@ -81,6 +81,17 @@ pub struct RouteRuntime {
     pub slots: Vec<Slot>,
     /// Whether some plugin here needs the request body before access.
     pub needs_body: bool,
+    /// This route's metric series, looked up on its first request (not at build: a route
+    /// that never serves a request exports no series, and rebuilds stay cheap).
+    pub metrics: std::sync::OnceLock<RouteMetrics>,
+}
+
+/// A route's metric handles, so a request does no label lookup.
+pub struct RouteMetrics {
+    pub latency: prometheus::Histogram,
+    pub upstream: prometheus::Histogram,
+    /// `tollgate_requests_total` with code 200, the common case.
+    pub ok: prometheus::IntCounter,
 }
 
 struct ConsumerPlugin {
@@ -252,7 +263,9 @@ impl Snapshot {
                 Arc::new(ServiceRuntime {
                     id: s.id,
                     label: s.name.clone().unwrap_or_else(|| s.id.to_string()),
-                    origin: format!("http://{host_for_uri}:{}", s.port),
+                    authority: format!("{host_for_uri}:{}", s.port)
+                        .parse()
+                        .unwrap_or_else(|_| http::uri::Authority::from_static("invalid.")),
                     host_header: header(&host_header).unwrap_or(HeaderValue::from_static("")),
                     path: s.path.clone(),
                     retries: s.retries,
@@ -362,6 +375,7 @@ impl Snapshot {
                     service,
                     slots,
                     needs_body,
+                    metrics: std::sync::OnceLock::new(),
                 }
             })
             .collect();

@@ -24,7 +24,7 @@ use tollgate_config::router::RequestView;
 
 use crate::metrics::Metrics;
 use crate::plugins::{error_response, Ctx, Flow, Instance};
-use crate::snapshot::{RouteRuntime, SnapshotHandle, UpstreamBody};
+use crate::snapshot::{RouteMetrics, RouteRuntime, SnapshotHandle, UpstreamBody};
 use body::ReadTimeout;
 use headers::{join_path, split_host, strip_hop_by_hop, Lookup};
 
@@ -101,15 +101,16 @@ impl Proxy {
             .unwrap_or(0.0);
         let (mut parts, body) = req.into_parts();
 
-        let raw_host = parts
-            .headers
-            .get(header::HOST)
+        // Cheap clones (shared bytes) that outlive the plugins' mutable access to `parts`.
+        let original_uri = parts.uri.clone();
+        let host_value = parts.headers.get(header::HOST).cloned();
+        let raw_host: &str = host_value
+            .as_ref()
             .and_then(|v| v.to_str().ok())
-            .map(str::to_string)
-            .or_else(|| parts.uri.authority().map(|a| a.as_str().to_string()))
+            .or_else(|| original_uri.authority().map(|a| a.as_str()))
             .unwrap_or_default();
-        let original_path = parts.uri.path().to_string();
-        let norm = normalize_path(&original_path).into_owned();
+        let original_path = original_uri.path();
+        let norm = normalize_path(original_path);
 
         let mut ctx = Ctx {
             snapshot: &snap,
@@ -129,7 +130,7 @@ impl Proxy {
             }
         }
 
-        let (host, port) = split_host(&raw_host);
+        let (host, port) = split_host(raw_host);
         let found = snap.router.find(&RequestView {
             method: parts.method.as_str(),
             host: &host,
@@ -145,7 +146,7 @@ impl Proxy {
         ctx.route = Some(route);
 
         if !route.accepts_http {
-            let r = https_redirect(route, &raw_host, &parts.uri);
+            let r = https_redirect(route, raw_host, &parts.uri);
             return self.finish(&mut ctx, generated(r), &[], start, None);
         }
 
@@ -188,18 +189,33 @@ impl Proxy {
         } else {
             &norm[..]
         };
-        let mut target = service.origin.clone();
-        target.push_str(&join_path(service.path.as_deref(), rest));
-        if let Some(q) = parts.uri.query() {
-            target.push('?');
-            target.push_str(q);
-        }
-        let uri: Uri = match target.parse() {
-            Ok(u) => u,
-            Err(_) => {
-                let r = error_response(StatusCode::BAD_REQUEST, "Bad request");
-                return self.finish(&mut ctx, generated(r), &ran, start, None);
+        // The client's path and query go upstream as they are when nothing changes them (no
+        // service path, nothing stripped, already normal): no string is built.
+        let unchanged = service.path.is_none()
+            && rest.len() == original_path.len()
+            && matches!(norm, std::borrow::Cow::Borrowed(_))
+            && parts.uri.path() == original_path;
+        let path_and_query = match parts.uri.path_and_query() {
+            Some(pq) if unchanged => Ok(pq.clone()),
+            _ => {
+                let mut target = join_path(service.path.as_deref(), rest);
+                if let Some(q) = parts.uri.query() {
+                    target.push('?');
+                    target.push_str(q);
+                }
+                http::uri::PathAndQuery::try_from(target)
             }
+        };
+        let uri = path_and_query.ok().and_then(|pq| {
+            let mut up = http::uri::Parts::default();
+            up.scheme = Some(http::uri::Scheme::HTTP);
+            up.authority = Some(service.authority.clone());
+            up.path_and_query = Some(pq);
+            Uri::from_parts(up).ok()
+        });
+        let Some(uri) = uri else {
+            let r = error_response(StatusCode::BAD_REQUEST, "Bad request");
+            return self.finish(&mut ctx, generated(r), &ran, start, None);
         };
 
         let client_host = parts.headers.get(header::HOST).cloned();
@@ -220,11 +236,18 @@ impl Proxy {
             h.insert(X_REAL_IP.clone(), v);
         }
         h.insert(X_FORWARDED_PROTO.clone(), HeaderValue::from_static("http"));
-        if let Ok(v) = HeaderValue::from_str(&host) {
+        let forwarded_host = match &host_value {
+            // The client's Host header is already the name alone: share its bytes.
+            Some(v) if port.is_none() && matches!(host, std::borrow::Cow::Borrowed(_)) => {
+                Some(v.clone())
+            }
+            _ => HeaderValue::from_str(&host).ok(),
+        };
+        if let Some(v) = forwarded_host {
             h.insert(X_FORWARDED_HOST.clone(), v);
         }
         h.insert(X_FORWARDED_PORT.clone(), self.port_header.clone());
-        if let Ok(v) = HeaderValue::from_str(&original_path) {
+        if let Ok(v) = HeaderValue::from_str(original_path) {
             h.insert(X_FORWARDED_PATH.clone(), v);
         }
         if route.strip_path && m.matched_len > 0 {
@@ -357,19 +380,31 @@ fn record(
     total: Duration,
     upstream: Option<Duration>,
 ) {
-    let (svc, rt) = route
-        .map(|r| (r.service_label.as_str(), r.label.as_str()))
-        .unwrap_or(("", ""));
-    m.requests
-        .with_label_values(&[svc, rt, status.as_str()])
-        .inc();
-    m.request_latency
-        .with_label_values(&[svc, rt])
-        .observe(total.as_secs_f64());
+    let Some(route) = route else {
+        m.requests
+            .with_label_values(&["", "", status.as_str()])
+            .inc();
+        m.request_latency
+            .with_label_values(&["", ""])
+            .observe(total.as_secs_f64());
+        return;
+    };
+    let (svc, rt) = (route.service_label.as_str(), route.label.as_str());
+    let rm = route.metrics.get_or_init(|| RouteMetrics {
+        latency: m.request_latency.with_label_values(&[svc, rt]),
+        upstream: m.upstream_latency.with_label_values(&[svc, rt]),
+        ok: m.requests.with_label_values(&[svc, rt, "200"]),
+    });
+    if status == StatusCode::OK {
+        rm.ok.inc();
+    } else {
+        m.requests
+            .with_label_values(&[svc, rt, status.as_str()])
+            .inc();
+    }
+    rm.latency.observe(total.as_secs_f64());
     if let Some(up) = upstream {
-        m.upstream_latency
-            .with_label_values(&[svc, rt])
-            .observe(up.as_secs_f64());
+        rm.upstream.observe(up.as_secs_f64());
     }
 }
 
