@@ -12,14 +12,23 @@ fn main() -> anyhow::Result<()> {
         return Ok(());
     };
     tollgate::cli::init_logging(&cli.log_format, &cli.log_level)?;
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .worker_threads(cli.worker_threads.unwrap_or_else(|| {
-            std::thread::available_parallelism()
-                .map(|n| n.get())
-                .unwrap_or(1)
-        }))
-        .build()?;
+    let workers = cli.worker_threads.unwrap_or_else(|| {
+        std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(1)
+    });
+    // One worker: the current-thread scheduler (no work-stealing machinery, wakeups stay
+    // local), like one nginx worker process.
+    let rt = if workers == 1 {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?
+    } else {
+        tokio::runtime::Builder::new_multi_thread()
+            .enable_all()
+            .worker_threads(workers)
+            .build()?
+    };
     rt.block_on(async move {
         match cmd {
             Command::Node(args) => tollgate::node::run(*args).await,
