@@ -42,8 +42,13 @@ fn stamp(s: &mut dyn Stamps) -> Stamp {
 
 /// Parses a YAML or JSON declarative file into a complete state.
 pub fn parse(text: &str, stamps: &mut dyn Stamps) -> Result<StateData, DeclarativeError> {
-    let doc: Value =
-        serde_yaml::from_str(text).map_err(|e| DeclarativeError::Syntax(e.to_string()))?;
+    // JSON is YAML too, but the JSON parser is an order of magnitude faster on the large
+    // files an API-ops pipeline pushes.
+    let doc: Value = if text.trim_start().starts_with('{') {
+        serde_json::from_str(text).map_err(|e| DeclarativeError::Syntax(e.to_string()))?
+    } else {
+        serde_yaml::from_str(text).map_err(|e| DeclarativeError::Syntax(e.to_string()))?
+    };
     let Some(root) = doc.as_object() else {
         return Err(DeclarativeError::Syntax(
             "expected a mapping at the top".into(),
