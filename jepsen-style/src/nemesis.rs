@@ -104,6 +104,12 @@ pub async fn inject(
             return Ok(faults);
         }
         "membership" => {
+            // Half the time the leader itself: removing it is the harder change.
+            let node = if rng.random_bool(0.5) {
+                cluster.leader().await.unwrap_or(node)
+            } else {
+                node
+            };
             let status = cluster.remove_member(node).await?;
             if !cluster.wait_voter(node, Duration::from_secs(60)).await {
                 problem = Some(format!(
