@@ -1,11 +1,6 @@
 //! The `tollgate` binary: parses the command line and runs a node or the echo backend.
 
 use clap::Parser;
-
-// The request path allocates small, short-lived buffers (hyper's heads, header maps); glibc's
-// allocator was about a tenth of the proxy's CPU under load.
-#[global_allocator]
-static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 use tollgate::cli::{Cli, Command};
 
 fn main() -> anyhow::Result<()> {
