@@ -35,13 +35,10 @@ async fn three_nodes_bootstrap_replicate_fail_over_and_restart() {
     let _serial = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
     let echo = Echo::start("backend").await;
     let spec = ClusterSpec::new(3);
+    let mut nodes = spec.bootstrap(3, &[]).await;
+    // Restarts use the same arguments as the bootstrap.
     let seeds = spec.seeds(3);
     let args = ["--seeds", seeds.as_str(), "--bootstrap-expect", "3"];
-    let mut nodes = vec![
-        spec.start(0, &args).await,
-        spec.start(1, &args).await,
-        spec.start(2, &args).await,
-    ];
     let leader = nodes[0].wait_for_cluster(3).await;
     for n in &nodes {
         assert_eq!(
@@ -186,13 +183,7 @@ async fn late_joiner_catches_up_through_a_snapshot() {
     let _serial = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
     let spec = ClusterSpec::new(4);
     let seeds = spec.seeds(3);
-    let args = ["--seeds", seeds.as_str(), "--bootstrap-expect", "3"];
-    let nodes = [
-        spec.start(0, &args).await,
-        spec.start(1, &args).await,
-        spec.start(2, &args).await,
-    ];
-    nodes[0].wait_for_cluster(3).await;
+    let nodes = spec.bootstrap(3, &[]).await;
 
     // 2,100 writes, spread over the three nodes, 8 at a time.
     const WRITES: usize = 2100;
@@ -273,14 +264,7 @@ async fn late_joiner_catches_up_through_a_snapshot() {
 async fn the_leader_can_remove_itself_and_is_added_back() {
     let _serial = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
     let spec = ClusterSpec::new(3);
-    let seeds = spec.seeds(3);
-    let args = ["--seeds", seeds.as_str(), "--bootstrap-expect", "3"];
-    let nodes = [
-        spec.start(0, &args).await,
-        spec.start(1, &args).await,
-        spec.start(2, &args).await,
-    ];
-    nodes[0].wait_for_cluster(3).await;
+    let nodes = spec.bootstrap(3, &[]).await;
     let leader = eventually("a leader", || async {
         nodes[0].cluster().await["leader_id"].as_u64()
     })

@@ -12,19 +12,6 @@ use serde_json::json;
 // Each test owns its runtime and thread; blocking it while another test runs is the point.
 static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
 
-async fn three_nodes(spec: &ClusterSpec, extra: &[&str]) -> Vec<Node> {
-    let seeds = spec.seeds(3);
-    let mut args = vec!["--seeds", seeds.as_str(), "--bootstrap-expect", "3"];
-    args.extend_from_slice(extra);
-    let nodes = vec![
-        spec.start(0, &args).await,
-        spec.start(1, &args).await,
-        spec.start(2, &args).await,
-    ];
-    nodes[0].wait_for_cluster(3).await;
-    nodes
-}
-
 async fn served_everywhere(nodes: &[Node], path: &str) {
     for n in nodes {
         eventually("route served", || async {
@@ -70,7 +57,7 @@ async fn cluster_and_redis_policies_admit_about_the_limit_across_nodes() {
     let _serial = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
     let echo = Echo::start("e").await;
     let spec = ClusterSpec::new(3);
-    let nodes = three_nodes(&spec, &[]).await;
+    let nodes = spec.bootstrap(3, &[]).await;
     nodes[0]
         .create("/services", json!({"name": "s", "url": echo.url()}))
         .await;
@@ -152,7 +139,7 @@ async fn a_dead_nodes_counts_are_honoured_and_new_windows_reset() {
     let _serial = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
     let echo = Echo::start("e").await;
     let spec = ClusterSpec::new(3);
-    let mut nodes = three_nodes(&spec, &[]).await;
+    let mut nodes = spec.bootstrap(3, &[]).await;
     nodes[0]
         .create("/services", json!({"name": "s", "url": echo.url()}))
         .await;
@@ -255,7 +242,7 @@ async fn many_distinct_keys_stay_within_the_memory_cap() {
     let _serial = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
     let echo = Echo::start("e").await;
     let spec = ClusterSpec::new(3);
-    let nodes = three_nodes(&spec, &["--ratelimit-max-keys", "5000"]).await;
+    let nodes = spec.bootstrap(3, &["--ratelimit-max-keys", "5000"]).await;
     nodes[0]
         .create("/services", json!({"name": "s", "url": echo.url()}))
         .await;

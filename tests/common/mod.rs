@@ -279,6 +279,26 @@ impl ClusterSpec {
             .join(",")
     }
 
+    /// Starts the first `k` nodes as one new cluster (`--bootstrap-expect k`, seeded with
+    /// each other) with `extra` arguments, and waits until node 1 sees a leader and `k` voters.
+    pub async fn bootstrap(&self, k: usize, extra: &[&str]) -> Vec<Node> {
+        let seeds = self.seeds(k);
+        let expect = k.to_string();
+        let mut args = vec![
+            "--seeds",
+            seeds.as_str(),
+            "--bootstrap-expect",
+            expect.as_str(),
+        ];
+        args.extend_from_slice(extra);
+        let mut nodes = Vec::with_capacity(k);
+        for i in 0..k {
+            nodes.push(self.start(i, &args).await);
+        }
+        nodes[0].wait_for_cluster(k).await;
+        nodes
+    }
+
     /// Starts node `i` (0-based) with `extra` arguments.
     pub async fn start(&self, i: usize, extra: &[&str]) -> Node {
         let (id, pp, ap, cp, gp) = self.ports[i];

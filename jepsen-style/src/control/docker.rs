@@ -112,25 +112,27 @@ impl Compose {
         Ok((compose, endpoints))
     }
 
-    fn ip(&self, node: usize) -> anyhow::Result<String> {
-        let ip = text(run(Command::new("docker").args([
+    /// `docker inspect -f format` of node `node`'s container.
+    fn inspect(&self, node: usize, format: &str) -> anyhow::Result<String> {
+        Ok(text(run(Command::new("docker").args([
             "inspect",
             "-f",
-            "{{range .NetworkSettings.Networks}}{{.IPAddress}}{{end}}",
+            format,
             &self.ids[node],
-        ]))?);
+        ]))?))
+    }
+
+    fn ip(&self, node: usize) -> anyhow::Result<String> {
+        let ip = self.inspect(
+            node,
+            "{{range .NetworkSettings.Networks}}{{.IPAddress}}{{end}}",
+        )?;
         anyhow::ensure!(!ip.is_empty(), "node{} has no address", node + 1);
         Ok(ip)
     }
 
     fn pid(&self, node: usize) -> anyhow::Result<u32> {
-        let pid = text(run(Command::new("docker").args([
-            "inspect",
-            "-f",
-            "{{.State.Pid}}",
-            &self.ids[node],
-        ]))?);
-        Ok(pid.parse()?)
+        Ok(self.inspect(node, "{{.State.Pid}}")?.parse()?)
     }
 
     fn docker(&self, verb: &[&str], node: usize) -> anyhow::Result<()> {
@@ -195,14 +197,11 @@ impl Compose {
     /// How many times the engine restarted a node on its own (a crash, since the harness's
     /// kills are manual stops that the restart policy ignores).
     pub fn crashes(&self) -> Vec<u64> {
-        self.ids
-            .iter()
-            .map(|id| {
-                Command::new("docker")
-                    .args(["inspect", "-f", "{{.RestartCount}}", id])
-                    .output()
+        (0..self.ids.len())
+            .map(|n| {
+                self.inspect(n, "{{.RestartCount}}")
                     .ok()
-                    .and_then(|o| String::from_utf8_lossy(&o.stdout).trim().parse().ok())
+                    .and_then(|c| c.parse().ok())
                     .unwrap_or(0)
             })
             .collect()
