@@ -33,7 +33,8 @@ pub struct Cli {
     )]
     pub log_level: String,
     /// Runtime worker threads (default: one per CPU).
-    #[arg(long, global = true, env = "TOLLGATE_WORKER_THREADS")]
+    #[arg(long, global = true, env = "TOLLGATE_WORKER_THREADS",
+          value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..))]
     pub worker_threads: Option<usize>,
 }
 
@@ -122,4 +123,16 @@ pub fn init_logging(format: &LogFormat, level: &str) -> anyhow::Result<()> {
         LogFormat::Json => builder.json().try_init(),
     }
     .map_err(|e| anyhow::anyhow!("cannot initialise logging: {e}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn worker_threads_must_be_positive() {
+        assert!(Cli::try_parse_from(["tollgate", "--worker-threads", "0", "node"]).is_err());
+        let cli = Cli::try_parse_from(["tollgate", "--worker-threads", "1", "node"]).unwrap();
+        assert_eq!(cli.worker_threads, Some(1));
+    }
 }
