@@ -50,9 +50,9 @@ struct Args {
     /// Seconds of workload with faults.
     #[arg(long, default_value_t = 60)]
     time_limit: u64,
-    /// Cluster size (process mode; the compose file has five nodes).
-    #[arg(long, default_value_t = 3)]
-    nodes: usize,
+    /// Cluster size in process mode (default 3); docker mode runs the compose file's five.
+    #[arg(long)]
+    nodes: Option<usize>,
     /// Random seed (fault schedule and client choices).
     #[arg(long, default_value_t = 1)]
     seed: u64,
@@ -89,7 +89,6 @@ async fn main() -> anyhow::Result<()> {
             args.seed
         ))
     });
-    std::fs::create_dir_all(&out)?;
     let docker = match args.mode {
         Mode::Docker => true,
         Mode::Process => false,
@@ -119,6 +118,15 @@ async fn main() -> anyhow::Result<()> {
         );
     }
 
+    anyhow::ensure!(
+        !docker || args.nodes.is_none_or(|n| n == 5),
+        "docker mode runs the compose file's five nodes: drop --nodes or use --mode process"
+    );
+    anyhow::ensure!(
+        args.nodes.is_none_or(|n| n >= 1),
+        "--nodes must be at least 1"
+    );
+    std::fs::create_dir_all(&out)?;
     eprintln!(
         "{} mode, nemeses {nemeses:?}, output in {}",
         if docker { "docker" } else { "process" },
@@ -127,7 +135,7 @@ async fn main() -> anyhow::Result<()> {
     let cluster = Arc::new(if docker {
         Cluster::docker(&out, args.debug_image).await?
     } else {
-        Cluster::processes(args.nodes, &out).await?
+        Cluster::processes(args.nodes.unwrap_or(3), &out).await?
     });
     let result = run(&args, &nemeses, cluster.clone(), &out, docker).await;
     cluster.stop(&out, args.keep);
