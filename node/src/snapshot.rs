@@ -4,7 +4,7 @@
 //! Requests load the current snapshot once and use it to the end, so a request never sees half
 //! of a change, and never waits for one. Everything a request needs is prepared here: the
 //! compiled router, per-route services and plugin slots (scope precedence worked out ahead),
-//! credentials indexed by key hash, upstream clients.
+//! credentials indexed by key hash, upstream connection pools.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
@@ -15,9 +15,6 @@ use bytes::Bytes;
 use http::HeaderValue;
 use http_body_util::{Either, Full};
 use hyper::body::Incoming;
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::client::legacy::Client;
-use hyper_util::rt::{TokioExecutor, TokioTimer};
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 use tollgate_config::entity::{Plugin as PluginEntity, Protocol};
@@ -30,12 +27,11 @@ use crate::metrics::Metrics;
 use crate::plugins::key_auth::{Anonymous, KeyAuth};
 use crate::plugins::rate_limiting::RateLimiting;
 use crate::plugins::{error_response, ConsumerInfo, CredentialInfo, Ctx, Flow, Instance, Plugin};
+use crate::proxy::upstream::Pool;
 use crate::ratelimit::{GCounters, LocalCounters};
 
 /// Body type sent upstream: the client's streamed body, or a buffered one.
 pub type UpstreamBody = Either<Incoming, Full<Bytes>>;
-/// Pooled keep-alive HTTP/1.1 client.
-pub type HttpClient = Client<HttpConnector, UpstreamBody>;
 
 /// Long-lived things snapshots point to.
 pub struct Deps {
@@ -48,8 +44,6 @@ pub struct Deps {
 pub struct ServiceRuntime {
     pub id: Uuid,
     pub label: String,
-    /// `host:port` of every upstream URI (scheme http), parsed once.
-    pub authority: http::uri::Authority,
     /// The Host header sent upstream unless the route preserves the client's.
     pub host_header: HeaderValue,
     pub path: Option<String>,
@@ -57,7 +51,8 @@ pub struct ServiceRuntime {
     pub connect_timeout: Duration,
     pub read_timeout: Duration,
     pub write_timeout: Duration,
-    pub client: HttpClient,
+    /// Keep-alive connections to `authority`, shared with other services that point there.
+    pub pool: Arc<Pool>,
 }
 
 /// One plugin name on a route, with the instances that may apply, most specific first.
@@ -111,7 +106,9 @@ pub struct Snapshot {
     consumers: HashMap<Uuid, Arc<ConsumerInfo>>,
     credentials: HashMap<[u8; 32], (Box<[u8]>, CredentialInfo)>,
     consumer_plugins: HashMap<Uuid, Vec<ConsumerPlugin>>,
-    clients: HashMap<u32, HttpClient>,
+    /// Upstream pools by `(host, port, connect_timeout)`, carried over to the next snapshot
+    /// so a configuration change keeps warm connections.
+    pools: HashMap<(String, u16, u32), Arc<Pool>>,
     /// Index of the configuration command this snapshot reflects.
     pub version: u64,
 }
@@ -149,22 +146,6 @@ fn key_hash(key: &[u8]) -> [u8; 32] {
     Sha256::digest(key).into()
 }
 
-fn make_client(connect_timeout: Duration) -> HttpClient {
-    let mut conn = HttpConnector::new();
-    conn.set_connect_timeout(Some(connect_timeout));
-    conn.set_nodelay(true);
-    conn.set_keepalive(Some(Duration::from_secs(60)));
-    conn.enforce_http(true);
-    Client::builder(TokioExecutor::new())
-        .timer(TokioTimer::new())
-        .pool_timer(TokioTimer::new())
-        // Below the 10 s idle limit of our own listeners (and common upstream keep-alive
-        // timeouts), so a pooled connection is dropped here before the server closes it.
-        .pool_idle_timeout(Duration::from_secs(8))
-        .pool_max_idle_per_host(1024)
-        .build(conn)
-}
-
 /// Precedence rank of a scope (Kong's order; lower wins).
 fn rank(route: bool, service: bool, consumer: bool) -> u8 {
     match (route, service, consumer) {
@@ -189,12 +170,12 @@ impl Snapshot {
             consumers: HashMap::new(),
             credentials: HashMap::new(),
             consumer_plugins: HashMap::new(),
-            clients: HashMap::new(),
+            pools: HashMap::new(),
             version: 0,
         }
     }
 
-    /// Builds the snapshot for `state`, reusing `prev`'s upstream clients (and so their pooled
+    /// Builds the snapshot for `state`, reusing `prev`'s upstream pools (and so their idle
     /// connections).
     pub fn build(state: &State, prev: &Snapshot, deps: &Deps, version: u64) -> Snapshot {
         let consumers: HashMap<Uuid, Arc<ConsumerInfo>> = state
@@ -234,45 +215,45 @@ impl Snapshot {
             .map(|p| (p.id, (instance(p, state, &consumers, deps), p)))
             .collect();
 
-        let mut clients: HashMap<u32, HttpClient> = HashMap::new();
+        let mut pools: HashMap<(String, u16, u32), Arc<Pool>> = HashMap::new();
         let mut services: HashMap<Uuid, Arc<ServiceRuntime>> = HashMap::new();
         for s in state.services().values() {
-            let client = clients
-                .entry(s.connect_timeout)
-                .or_insert_with(|| {
-                    prev.clients
-                        .get(&s.connect_timeout)
-                        .cloned()
-                        .unwrap_or_else(|| {
-                            make_client(Duration::from_millis(s.connect_timeout.into()))
-                        })
+            let key = (s.host.clone(), s.port, s.connect_timeout);
+            let pool = pools
+                .entry(key)
+                .or_insert_with_key(|k| {
+                    prev.pools.get(k).cloned().unwrap_or_else(|| {
+                        Pool::new(
+                            &s.host,
+                            s.port,
+                            Duration::from_millis(s.connect_timeout.into()),
+                        )
+                    })
                 })
                 .clone();
-            let host_header = if s.port == s.protocol.default_port() {
-                s.host.clone()
-            } else {
-                format!("{}:{}", s.host, s.port)
-            };
-            let host_for_uri = if s.host.contains(':') {
+            // An IPv6 literal is bracketed in a Host header, as in a URI.
+            let host = if s.host.contains(':') {
                 format!("[{}]", s.host)
             } else {
                 s.host.clone()
+            };
+            let host_header = if s.port == s.protocol.default_port() {
+                host
+            } else {
+                format!("{host}:{}", s.port)
             };
             services.insert(
                 s.id,
                 Arc::new(ServiceRuntime {
                     id: s.id,
                     label: s.name.clone().unwrap_or_else(|| s.id.to_string()),
-                    authority: format!("{host_for_uri}:{}", s.port)
-                        .parse()
-                        .unwrap_or_else(|_| http::uri::Authority::from_static("invalid.")),
                     host_header: header(&host_header).unwrap_or(HeaderValue::from_static("")),
                     path: s.path.clone(),
                     retries: s.retries,
                     connect_timeout: Duration::from_millis(s.connect_timeout.into()),
                     read_timeout: Duration::from_millis(s.read_timeout.into()),
                     write_timeout: Duration::from_millis(s.write_timeout.into()),
-                    client,
+                    pool,
                 }),
             );
         }
@@ -394,7 +375,7 @@ impl Snapshot {
             consumers,
             credentials,
             consumer_plugins,
-            clients,
+            pools,
             version,
         }
     }

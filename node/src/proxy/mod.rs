@@ -8,6 +8,7 @@
 
 pub mod body;
 pub mod headers;
+pub mod upstream;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -27,9 +28,10 @@ use crate::plugins::{error_response, Ctx, Flow, Instance};
 use crate::snapshot::{RouteMetrics, RouteRuntime, SnapshotHandle, UpstreamBody};
 use body::ReadTimeout;
 use headers::{join_path, split_host, strip_hop_by_hop, Lookup};
+use upstream::{PooledBody, SendError};
 
 /// Body type of responses to clients: the upstream's streamed body or a generated one.
-pub type ProxyBody = Either<ReadTimeout<Incoming>, Full<Bytes>>;
+pub type ProxyBody = Either<ReadTimeout<PooledBody>, Full<Bytes>>;
 
 /// Largest request body read into memory when a plugin needs it.
 pub const MAX_BUFFERED_BODY: usize = 8 * 1024 * 1024;
@@ -59,22 +61,6 @@ fn generated(r: Response<Full<Bytes>>) -> Response<ProxyBody> {
 enum UpstreamError {
     Timeout,
     Unreachable,
-}
-
-fn is_timeout(e: &(dyn std::error::Error + 'static)) -> bool {
-    let mut cur: Option<&(dyn std::error::Error + 'static)> = Some(e);
-    while let Some(err) = cur {
-        if let Some(io) = err.downcast_ref::<std::io::Error>() {
-            if io.kind() == std::io::ErrorKind::TimedOut {
-                return true;
-            }
-        }
-        if err.to_string().contains("timed out") {
-            return true;
-        }
-        cur = err.source();
-    }
-    false
 }
 
 impl Proxy {
@@ -206,13 +192,8 @@ impl Proxy {
                 http::uri::PathAndQuery::try_from(target)
             }
         };
-        let uri = path_and_query.ok().and_then(|pq| {
-            let mut up = http::uri::Parts::default();
-            up.scheme = Some(http::uri::Scheme::HTTP);
-            up.authority = Some(service.authority.clone());
-            up.path_and_query = Some(pq);
-            Uri::from_parts(up).ok()
-        });
+        // Origin form: the connection already goes to the service's address.
+        let uri = path_and_query.ok().map(Uri::from);
         let Some(uri) = uri else {
             let r = error_response(StatusCode::BAD_REQUEST, "Bad request");
             return self.finish(&mut ctx, generated(r), &ran, start, None);
@@ -259,20 +240,13 @@ impl Proxy {
         }
         h.append(header::VIA, self.via.clone());
 
-        // A body that is buffered or empty can be replayed, so connection failures are retried.
+        // A body read by a plugin goes upstream buffered, with its length; an empty one is
+        // complete already; anything else streams, and its write counts against the timeout.
         let buffered: Option<Bytes> = match (ctx.body.take(), body.as_ref()) {
             (Some(b), _) => Some(b),
             (None, Some(incoming)) if incoming.is_end_stream() => Some(Bytes::new()),
             _ => None,
         };
-        if let Some(b) = &buffered {
-            if route.needs_body {
-                parts.headers.remove(header::TRANSFER_ENCODING);
-                parts
-                    .headers
-                    .insert(header::CONTENT_LENGTH, HeaderValue::from(b.len()));
-            }
-        }
         let head_timeout = service.read_timeout
             + if buffered.is_some() {
                 Duration::ZERO
@@ -280,33 +254,46 @@ impl Proxy {
                 service.write_timeout
             }
             + service.connect_timeout;
+        let req_body: UpstreamBody = match (buffered, body.take()) {
+            (Some(b), _) => {
+                if route.needs_body {
+                    parts.headers.remove(header::TRANSFER_ENCODING);
+                    parts
+                        .headers
+                        .insert(header::CONTENT_LENGTH, HeaderValue::from(b.len()));
+                }
+                Either::Right(Full::new(b))
+            }
+            (None, Some(incoming)) => Either::Left(incoming),
+            (None, None) => Either::Right(Full::new(Bytes::new())),
+        };
 
         let upstream_start = Instant::now();
+        let mut up = Request::new(req_body);
+        *up.method_mut() = parts.method.clone();
+        *up.uri_mut() = uri;
+        *up.headers_mut() = std::mem::take(&mut parts.headers);
         let mut attempt = 0u32;
         let result = loop {
-            let req_body: UpstreamBody = match (&buffered, body.take()) {
-                (Some(b), _) => Either::Right(Full::new(b.clone())),
-                (None, Some(incoming)) => Either::Left(incoming),
-                (None, None) => Either::Right(Full::new(Bytes::new())),
-            };
-            let mut up = Request::new(req_body);
-            *up.method_mut() = parts.method.clone();
-            *up.uri_mut() = uri.clone();
-            *up.headers_mut() = parts.headers.clone();
-            match tokio::time::timeout(head_timeout, service.client.request(up)).await {
+            match tokio::time::timeout(head_timeout, service.pool.send(up)).await {
                 Err(_) => break Err(UpstreamError::Timeout),
                 Ok(Ok(resp)) => break Ok(resp),
-                Ok(Err(e)) => {
-                    let retryable =
-                        e.is_connect() && buffered.is_some() && attempt < service.retries;
-                    if is_timeout(&e) && !retryable {
-                        break Err(UpstreamError::Timeout);
-                    }
-                    if !retryable {
-                        tracing::debug!(service = %service.label, error = %e, "upstream request failed");
-                        break Err(UpstreamError::Unreachable);
-                    }
+                // Not sent: the request comes back whole and is resent while retries last
+                // (a streamed body was not read, so it can be resent too).
+                Ok(Err(SendError::Connect {
+                    request, source, ..
+                })) if attempt < service.retries => {
+                    tracing::debug!(service = %service.label, error = %source, "upstream connect failed, retrying");
+                    up = *request;
                     attempt += 1;
+                }
+                Ok(Err(e)) => {
+                    tracing::debug!(service = %service.label, error = %e, "upstream request failed");
+                    break Err(if e.is_timeout() {
+                        UpstreamError::Timeout
+                    } else {
+                        UpstreamError::Unreachable
+                    });
                 }
             }
         };

@@ -1,0 +1,442 @@
+//! Keep-alive connections to one upstream address (`host:port`), shared by every service that
+//! points there.
+//!
+//! A request takes the most recently used idle connection (LIFO: the warmest one, and the
+//! oldest ones age out), or opens a new one within `connect_timeout`. The connection goes back
+//! to the pool when the response body has been read to its end, as nginx's `keepalive` does; a
+//! body dropped early, an error or a `Connection: close` from the upstream closes it instead.
+//! Idle connections are closed after [`IDLE_TIMEOUT`], below the keep-alive timeout of common
+//! servers (nginx 75 s, Node 5 s is the exception: its close is seen and the connection
+//! dropped).
+//!
+//! A request that hyper hands back unsent (the idle connection was found closed as it was
+//! taken) is sent on the next connection: the client never sees that race. A connection that
+//! cannot be opened hands the request back too, so the proxy's `retries` resend it without
+//! a copy.
+
+use std::collections::VecDeque;
+use std::io;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex, Weak};
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http::{Request, Response};
+use http_body::{Body, Frame, SizeHint};
+use hyper::body::Incoming;
+use hyper::client::conn::http1::{self, SendRequest};
+use hyper_util::rt::TokioIo;
+use tokio::net::TcpStream;
+
+use crate::snapshot::UpstreamBody;
+
+/// How long an unused connection is kept.
+pub const IDLE_TIMEOUT: Duration = Duration::from_secs(8);
+/// Most idle connections kept per address (nginx's `keepalive` directive).
+pub const MAX_IDLE: usize = 1024;
+
+/// Why a request got no response head.
+#[derive(Debug, thiserror::Error)]
+pub enum SendError {
+    /// No connection could be opened; the request was not sent and comes back.
+    #[error("cannot connect to {addr}: {source}")]
+    Connect {
+        addr: String,
+        source: io::Error,
+        request: Box<Request<UpstreamBody>>,
+    },
+    /// The request was (or may have been) written, and the exchange failed.
+    #[error("upstream exchange failed: {0}")]
+    Exchange(#[from] hyper::Error),
+}
+
+impl SendError {
+    /// Whether the failure is a timeout (Kong answers 504 to those, 502 otherwise).
+    pub fn is_timeout(&self) -> bool {
+        match self {
+            SendError::Connect { source, .. } => source.kind() == io::ErrorKind::TimedOut,
+            SendError::Exchange(e) => e.is_timeout(),
+        }
+    }
+}
+
+struct Idle {
+    tx: SendRequest<UpstreamBody>,
+    since: Instant,
+}
+
+/// The connections to one `host:port`.
+pub struct Pool {
+    host: String,
+    port: u16,
+    connect_timeout: Duration,
+    idle: Mutex<VecDeque<Idle>>,
+}
+
+impl Pool {
+    /// A pool for `host:port`. Inside a tokio runtime it also starts the task that closes
+    /// idle connections past [`IDLE_TIMEOUT`]; that task ends with the pool.
+    pub fn new(host: &str, port: u16, connect_timeout: Duration) -> Arc<Pool> {
+        let pool = Arc::new(Pool {
+            host: host
+                .trim_start_matches('[')
+                .trim_end_matches(']')
+                .to_string(),
+            port,
+            connect_timeout,
+            idle: Mutex::new(VecDeque::new()),
+        });
+        if let Ok(rt) = tokio::runtime::Handle::try_current() {
+            rt.spawn(reap(Arc::downgrade(&pool)));
+        }
+        pool
+    }
+
+    /// Number of idle connections (for tests and diagnostics).
+    pub fn idle_count(&self) -> usize {
+        self.lock().len()
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, VecDeque<Idle>> {
+        // A panic while holding this lock cannot leave the queue inconsistent.
+        self.idle.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn take_idle(&self) -> Option<SendRequest<UpstreamBody>> {
+        let mut idle = self.lock();
+        while let Some(i) = idle.pop_back() {
+            if !i.tx.is_closed() && i.since.elapsed() < IDLE_TIMEOUT {
+                return Some(i.tx);
+            }
+        }
+        None
+    }
+
+    fn put(&self, tx: SendRequest<UpstreamBody>) {
+        if tx.is_closed() {
+            return;
+        }
+        let mut idle = self.lock();
+        if idle.len() < MAX_IDLE {
+            idle.push_back(Idle {
+                tx,
+                since: Instant::now(),
+            });
+        }
+    }
+
+    fn evict_expired(&self) {
+        let mut idle = self.lock();
+        while idle
+            .front()
+            .is_some_and(|i| i.tx.is_closed() || i.since.elapsed() >= IDLE_TIMEOUT)
+        {
+            idle.pop_front();
+        }
+    }
+
+    async fn connect(&self) -> io::Result<SendRequest<UpstreamBody>> {
+        let deadline = tokio::time::Instant::now() + self.connect_timeout;
+        let timed_out = || io::Error::new(io::ErrorKind::TimedOut, "connect timed out");
+        // An IP literal resolves without a lookup; a name goes through the system resolver.
+        let addrs = tokio::time::timeout_at(
+            deadline,
+            tokio::net::lookup_host((self.host.as_str(), self.port)),
+        )
+        .await
+        .map_err(|_| timed_out())??;
+        let mut last = io::Error::new(io::ErrorKind::NotFound, "name resolved to no address");
+        for addr in addrs {
+            match tokio::time::timeout_at(deadline, TcpStream::connect(addr)).await {
+                Err(_) => return Err(timed_out()),
+                Ok(Err(e)) => last = e,
+                Ok(Ok(stream)) => {
+                    stream.set_nodelay(true)?;
+                    let keepalive = socket2::TcpKeepalive::new().with_time(Duration::from_secs(60));
+                    let _ = socket2::SockRef::from(&stream).set_tcp_keepalive(&keepalive);
+                    let (tx, conn) = http1::Builder::new()
+                        .handshake(TokioIo::new(stream))
+                        .await
+                        .map_err(io::Error::other)?;
+                    tokio::spawn(async move {
+                        if let Err(e) = conn.await {
+                            tracing::debug!(error = %e, "upstream connection ended with error");
+                        }
+                    });
+                    return Ok(tx);
+                }
+            }
+        }
+        Err(last)
+    }
+
+    /// Sends `req` (origin-form URI, Host header set) and returns the response head; the
+    /// connection returns to the pool when the body has been read.
+    pub async fn send(
+        self: &Arc<Self>,
+        mut req: Request<UpstreamBody>,
+    ) -> Result<Response<PooledBody>, SendError> {
+        loop {
+            let (mut tx, reused) = match self.take_idle() {
+                Some(tx) => (tx, true),
+                None => match self.connect().await {
+                    Ok(tx) => (tx, false),
+                    Err(source) => {
+                        return Err(SendError::Connect {
+                            addr: format!("{}:{}", self.host, self.port),
+                            source,
+                            request: Box::new(req),
+                        })
+                    }
+                },
+            };
+            if let Err(e) = tx.ready().await {
+                if reused {
+                    continue;
+                }
+                return Err(SendError::Exchange(e));
+            }
+            match tx.try_send_request(req).await {
+                Ok(resp) => {
+                    let lease = Lease {
+                        pool: Arc::downgrade(self),
+                        tx,
+                    };
+                    return Ok(resp.map(|body| PooledBody {
+                        inner: body,
+                        lease: Some(lease),
+                    }));
+                }
+                Err(mut e) => match e.take_message() {
+                    // Never written: the connection closed as it was taken. Try another.
+                    Some(back) if reused => req = back,
+                    _ => return Err(SendError::Exchange(e.into_error())),
+                },
+            }
+        }
+    }
+}
+
+async fn reap(pool: Weak<Pool>) {
+    let mut tick = tokio::time::interval(IDLE_TIMEOUT / 2);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        match pool.upgrade() {
+            Some(p) => p.evict_expired(),
+            None => return,
+        }
+    }
+}
+
+/// A connection on loan to one response.
+struct Lease {
+    pool: Weak<Pool>,
+    tx: SendRequest<UpstreamBody>,
+}
+
+/// The upstream response body; its end gives the connection back to the pool.
+pub struct PooledBody {
+    inner: Incoming,
+    lease: Option<Lease>,
+}
+
+impl PooledBody {
+    fn give_back(&mut self) {
+        if let Some(l) = self.lease.take() {
+            if let Some(pool) = l.pool.upgrade() {
+                pool.put(l.tx);
+            }
+        }
+    }
+}
+
+impl Body for PooledBody {
+    type Data = Bytes;
+    type Error = hyper::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+        let polled = Pin::new(&mut self.inner).poll_frame(cx);
+        match &polled {
+            Poll::Ready(None) => self.give_back(),
+            // A broken body leaves the connection in an unknown state: close it.
+            Poll::Ready(Some(Err(_))) => self.lease = None,
+            _ => {}
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+impl Drop for PooledBody {
+    fn drop(&mut self) {
+        // A body with nothing left (e.g. a 204, or a HEAD response, which the server never
+        // polls) still frees its connection; one dropped halfway closes it.
+        if self.inner.is_end_stream() {
+            self.give_back();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use http_body_util::{BodyExt, Either, Full};
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::net::TcpListener;
+
+    /// An upstream that counts its connections and answers every request with `reply`
+    /// (a full HTTP/1.1 response), keeping the connection open unless `close_after` is set.
+    async fn upstream(reply: &'static str, close_after: bool) -> (u16, Arc<AtomicUsize>) {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let accepted = Arc::new(AtomicUsize::new(0));
+        let count = accepted.clone();
+        tokio::spawn(async move {
+            while let Ok((mut s, _)) = listener.accept().await {
+                count.fetch_add(1, Ordering::SeqCst);
+                tokio::spawn(async move {
+                    let mut buf = vec![0u8; 4096];
+                    let mut seen = Vec::new();
+                    loop {
+                        let Ok(n) = s.read(&mut buf).await else {
+                            return;
+                        };
+                        if n == 0 {
+                            return;
+                        }
+                        seen.extend_from_slice(&buf[..n]);
+                        while let Some(end) = seen.windows(4).position(|w| w == b"\r\n\r\n") {
+                            seen.drain(..end + 4);
+                            if s.write_all(reply.as_bytes()).await.is_err() || close_after {
+                                return;
+                            }
+                        }
+                    }
+                });
+            }
+        });
+        (port, accepted)
+    }
+
+    const OK: &str = "HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok";
+
+    fn get(method: &str) -> Request<UpstreamBody> {
+        Request::builder()
+            .method(method)
+            .uri("/x")
+            .header("host", "upstream")
+            .body(Either::Right(Full::new(Bytes::new())))
+            .unwrap()
+    }
+
+    async fn read_all(resp: Response<PooledBody>) -> Bytes {
+        resp.into_body().collect().await.unwrap().to_bytes()
+    }
+
+    async fn until(what: &str, mut cond: impl FnMut() -> bool) {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while !cond() {
+            assert!(Instant::now() < deadline, "timed out waiting for {what}");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+
+    #[tokio::test]
+    async fn sequential_requests_share_one_connection() {
+        let (port, accepted) = upstream(OK, false).await;
+        let pool = Pool::new("127.0.0.1", port, Duration::from_secs(2));
+        for _ in 0..5 {
+            let resp = pool.send(get("GET")).await.unwrap();
+            assert_eq!(read_all(resp).await, "ok");
+        }
+        assert_eq!(accepted.load(Ordering::SeqCst), 1);
+        assert_eq!(pool.idle_count(), 1);
+    }
+
+    #[tokio::test]
+    async fn a_body_dropped_halfway_closes_its_connection() {
+        let (port, accepted) = upstream(
+            "HTTP/1.1 200 OK\r\ncontent-length: 100000\r\n\r\npartial",
+            false,
+        )
+        .await;
+        let pool = Pool::new("127.0.0.1", port, Duration::from_secs(2));
+        let resp = pool.send(get("GET")).await.unwrap();
+        drop(resp);
+        assert_eq!(pool.idle_count(), 0);
+        let resp = pool.send(get("GET")).await.unwrap();
+        drop(resp);
+        assert_eq!(accepted.load(Ordering::SeqCst), 2);
+    }
+
+    #[tokio::test]
+    async fn an_empty_body_never_polled_still_frees_its_connection() {
+        let (port, accepted) = upstream("HTTP/1.1 204 No Content\r\n\r\n", false).await;
+        let pool = Pool::new("127.0.0.1", port, Duration::from_secs(2));
+        for _ in 0..3 {
+            let resp = pool.send(get("GET")).await.unwrap();
+            assert_eq!(resp.status(), 204);
+            drop(resp);
+        }
+        assert_eq!(accepted.load(Ordering::SeqCst), 1);
+    }
+
+    #[tokio::test]
+    async fn a_connection_the_upstream_closed_is_not_used_again() {
+        let (port, accepted) = upstream(OK, true).await;
+        let pool = Pool::new("127.0.0.1", port, Duration::from_secs(2));
+        let resp = pool.send(get("GET")).await.unwrap();
+        assert_eq!(read_all(resp).await, "ok");
+        until("the closed connection to be noticed", || {
+            pool.lock().iter().all(|i| i.tx.is_closed())
+        })
+        .await;
+        let resp = pool.send(get("GET")).await.unwrap();
+        assert_eq!(read_all(resp).await, "ok");
+        assert_eq!(accepted.load(Ordering::SeqCst), 2);
+    }
+
+    #[tokio::test]
+    async fn a_failed_connect_hands_the_request_back_unsent() {
+        let port = {
+            let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+            l.local_addr().unwrap().port()
+        };
+        let pool = Pool::new("127.0.0.1", port, Duration::from_secs(2));
+        match pool.send(get("DELETE")).await {
+            Err(SendError::Connect { request, .. }) => {
+                assert_eq!(request.method(), "DELETE");
+                assert_eq!(request.uri(), "/x");
+                assert_eq!(request.headers()["host"], "upstream");
+            }
+            other => panic!(
+                "expected a connect error, got {:?}",
+                other.map(|r| r.status())
+            ),
+        }
+    }
+
+    #[test]
+    fn only_a_connect_timeout_counts_as_a_timeout() {
+        let connect = |kind| SendError::Connect {
+            addr: "a:1".into(),
+            source: io::Error::new(kind, "x"),
+            request: Box::new(get("GET")),
+        };
+        assert!(connect(io::ErrorKind::TimedOut).is_timeout());
+        assert!(!connect(io::ErrorKind::ConnectionRefused).is_timeout());
+    }
+}
