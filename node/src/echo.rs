@@ -25,7 +25,7 @@ pub async fn run(args: EchoArgs) -> anyhow::Result<()> {
     let shutdown = crate::node::shutdown_signal();
     crate::serve::serve(
         listener,
-        move |req, peer| handle(req, peer, name.clone()),
+        move |req, peer: &crate::serve::Peer| handle(req, peer.addr, name.clone()),
         shutdown,
         "echo",
         None,

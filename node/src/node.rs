@@ -17,7 +17,7 @@ use crate::cli::NodeArgs;
 use crate::metrics::Metrics;
 use crate::proxy::Proxy;
 use crate::ratelimit::GCounters;
-use crate::serve::{serve, Shutdown};
+use crate::serve::{serve, Peer, Shutdown};
 use crate::snapshot::{Deps, Snapshot, SnapshotHandle};
 
 /// A receiver that flips to `true` on SIGTERM or SIGINT.
@@ -183,10 +183,7 @@ pub async fn run(args: NodeArgs) -> anyhow::Result<()> {
     let proxy = Arc::new(Proxy::new(snapshots.clone(), metrics.clone(), proxy_addr));
     let proxy_task = tokio::spawn(serve(
         proxy_listener,
-        move |req, peer| {
-            let p = proxy.clone();
-            p.handle(req, peer)
-        },
+        move |req, peer: &Peer| proxy.clone().handle(req, peer.clone()),
         shutdown.clone(),
         "proxy",
         Some(metrics.connections_accepted.clone()),

@@ -13,7 +13,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use http::{Request, Response};
+use http::{HeaderValue, Request, Response};
 use http_body::Body;
 use hyper::body::Incoming;
 use hyper::server::conn::http1;
@@ -29,6 +29,22 @@ pub const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
 /// A signal that flips to `true` once, when the process should stop.
 pub type Shutdown = watch::Receiver<bool>;
 
+/// The client end of a connection, worked out once per connection rather than per request.
+#[derive(Clone)]
+pub struct Peer {
+    pub addr: SocketAddr,
+    /// The client's IP as a header value (`X-Real-IP`, `X-Forwarded-For`).
+    pub ip_header: HeaderValue,
+}
+
+impl Peer {
+    pub fn new(addr: SocketAddr) -> Peer {
+        let ip_header = HeaderValue::from_str(&addr.ip().to_string())
+            .expect("an IP address is a valid header value");
+        Peer { addr, ip_header }
+    }
+}
+
 /// Serves `handler` on `listener` until `shutdown` fires, then drains.
 pub async fn serve<H, F, B>(
     listener: TcpListener,
@@ -37,7 +53,7 @@ pub async fn serve<H, F, B>(
     what: &'static str,
     accepted: Option<prometheus::IntCounter>,
 ) where
-    H: Fn(Request<Incoming>, SocketAddr) -> F + Clone + Send + Sync + 'static,
+    H: Fn(Request<Incoming>, &Peer) -> F + Clone + Send + Sync + 'static,
     F: Future<Output = Response<B>> + Send + 'static,
     B: Body<Data = Bytes> + Send + 'static,
     B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
@@ -65,8 +81,9 @@ pub async fn serve<H, F, B>(
             c.inc();
         }
         let h = handler.clone();
+        let client = Peer::new(peer);
         let svc = hyper::service::service_fn(move |req| {
-            let fut = h(req, peer);
+            let fut = h(req, &client);
             async move { Ok::<_, Infallible>(fut.await) }
         });
         let conn = http1::Builder::new()

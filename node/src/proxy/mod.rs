@@ -25,6 +25,7 @@ use tollgate_config::router::RequestView;
 
 use crate::metrics::Metrics;
 use crate::plugins::{error_response, Ctx, Flow, Instance};
+use crate::serve::Peer;
 use crate::snapshot::{RouteMetrics, RouteRuntime, SnapshotHandle, UpstreamBody};
 use body::ReadTimeout;
 use headers::{join_path, split_host, strip_hop_by_hop, Lookup};
@@ -77,7 +78,7 @@ impl Proxy {
     pub async fn handle(
         self: Arc<Self>,
         req: Request<Incoming>,
-        peer: SocketAddr,
+        peer: Peer,
     ) -> Response<ProxyBody> {
         let start = Instant::now();
         let snap = self.snapshots.load_full();
@@ -101,7 +102,7 @@ impl Proxy {
         let mut ctx = Ctx {
             snapshot: &snap,
             route: None,
-            client_ip: peer.ip(),
+            client_ip: peer.addr.ip(),
             now,
             path: &norm,
             consumer: None,
@@ -205,17 +206,20 @@ impl Proxy {
         if !route.preserve_host || client_host.is_none() {
             h.insert(header::HOST, service.host_header.clone());
         }
-        let ip = peer.ip().to_string();
+        // Room for the forwarding headers at once, instead of growing the map as they go in.
+        h.reserve(8);
         let xff = match h.get(&X_FORWARDED_FOR).and_then(|v| v.to_str().ok()) {
-            Some(prev) => format!("{prev}, {ip}"),
-            None => ip.clone(),
+            Some(prev) => peer
+                .ip_header
+                .to_str()
+                .ok()
+                .and_then(|ip| HeaderValue::from_str(&format!("{prev}, {ip}")).ok()),
+            None => Some(peer.ip_header.clone()),
         };
-        if let Ok(v) = HeaderValue::from_str(&xff) {
+        if let Some(v) = xff {
             h.insert(X_FORWARDED_FOR.clone(), v);
         }
-        if let Ok(v) = HeaderValue::from_str(&ip) {
-            h.insert(X_REAL_IP.clone(), v);
-        }
+        h.insert(X_REAL_IP.clone(), peer.ip_header);
         h.insert(X_FORWARDED_PROTO.clone(), HeaderValue::from_static("http"));
         let forwarded_host = match &host_value {
             // The client's Host header is already the name alone: share its bytes.
@@ -338,15 +342,13 @@ impl Proxy {
         parts.headers.append(header::VIA, self.via.clone());
         let total = start.elapsed();
         if let Some(up) = upstream {
-            parts.headers.insert(
-                X_UPSTREAM_LATENCY.clone(),
-                HeaderValue::from(up.as_millis() as u64),
-            );
+            parts
+                .headers
+                .insert(X_UPSTREAM_LATENCY.clone(), millis_header(up));
             let own = total.saturating_sub(up);
-            parts.headers.insert(
-                X_PROXY_LATENCY.clone(),
-                HeaderValue::from(own.as_millis() as u64),
-            );
+            parts
+                .headers
+                .insert(X_PROXY_LATENCY.clone(), millis_header(own));
         }
         for inst in ran {
             inst.header_filter(ctx, &mut parts);
@@ -357,6 +359,19 @@ impl Proxy {
             inst.log(ctx, status);
         }
         Response::from_parts(parts, body)
+    }
+}
+
+/// A duration in whole milliseconds as a header value; the common small ones come from a
+/// table instead of being formatted and allocated for every response.
+fn millis_header(d: Duration) -> HeaderValue {
+    static SMALL: std::sync::OnceLock<Vec<HeaderValue>> = std::sync::OnceLock::new();
+    let ms = d.as_millis();
+    let small = SMALL.get_or_init(|| (0..100u64).map(HeaderValue::from).collect());
+    if ms < 100 {
+        small[ms as usize].clone()
+    } else {
+        HeaderValue::from(u64::try_from(ms).unwrap_or(u64::MAX))
     }
 }
 
@@ -415,4 +430,22 @@ fn https_redirect(route: &RouteRuntime, host: &str, uri: &Uri) -> Response<Full<
         r.headers_mut().insert(header::LOCATION, v);
     }
     r
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn millis_headers_read_as_whole_milliseconds() {
+        for (d, want) in [
+            (Duration::ZERO, "0"),
+            (Duration::from_micros(1_999), "1"),
+            (Duration::from_millis(99), "99"),
+            (Duration::from_millis(100), "100"),
+            (Duration::from_secs(60), "60000"),
+        ] {
+            assert_eq!(millis_header(d), want);
+        }
+    }
 }
