@@ -110,6 +110,17 @@ pub async fn run(args: NodeArgs) -> anyhow::Result<()> {
         metrics: metrics.clone(),
     };
 
+    // Idle upstream connections past their idle timeout are closed, a few seconds late at most.
+    let reaper_snapshots = snapshots.clone();
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(crate::proxy::upstream::IDLE_TIMEOUT / 4);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tick.tick().await;
+            reaper_snapshots.load().evict_idle_connections();
+        }
+    });
+
     // After every applied change: build the data plane's snapshot and swap it in.
     let hook_snapshots = snapshots.clone();
     let hook_metrics = metrics.clone();

@@ -161,6 +161,13 @@ fn rank(route: bool, service: bool, consumer: bool) -> u8 {
 }
 
 impl Snapshot {
+    /// Closes idle upstream connections that expired or that their upstream closed.
+    pub fn evict_idle_connections(&self) {
+        for pool in self.pools.values() {
+            pool.evict_expired();
+        }
+    }
+
     /// An empty snapshot (before recovery finishes).
     pub fn empty() -> Snapshot {
         Snapshot {

@@ -19,7 +19,9 @@ use std::io;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex, Weak};
 use std::task::{Context, Poll};
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+use tokio::time::Instant;
 
 use bytes::Bytes;
 use http::{Request, Response};
@@ -75,10 +77,10 @@ pub struct Pool {
 }
 
 impl Pool {
-    /// A pool for `host:port`. Inside a tokio runtime it also starts the task that closes
-    /// idle connections past [`IDLE_TIMEOUT`]; that task ends with the pool.
+    /// A pool for `host:port`. Idle connections past [`IDLE_TIMEOUT`] are skipped when
+    /// taken; [`Pool::evict_expired`], called periodically, closes them.
     pub fn new(host: &str, port: u16, connect_timeout: Duration) -> Arc<Pool> {
-        let pool = Arc::new(Pool {
+        Arc::new(Pool {
             host: host
                 .trim_start_matches('[')
                 .trim_end_matches(']')
@@ -86,11 +88,7 @@ impl Pool {
             port,
             connect_timeout,
             idle: Mutex::new(VecDeque::new()),
-        });
-        if let Ok(rt) = tokio::runtime::Handle::try_current() {
-            rt.spawn(reap(Arc::downgrade(&pool)));
-        }
-        pool
+        })
     }
 
     /// Number of idle connections (for tests and diagnostics).
@@ -126,7 +124,8 @@ impl Pool {
         }
     }
 
-    fn evict_expired(&self) {
+    /// Closes the idle connections past [`IDLE_TIMEOUT`] and those the upstream closed.
+    pub fn evict_expired(&self) {
         let mut idle = self.lock();
         while idle
             .front()
@@ -214,18 +213,6 @@ impl Pool {
                     _ => return Err(SendError::Exchange(e.into_error())),
                 },
             }
-        }
-    }
-}
-
-async fn reap(pool: Weak<Pool>) {
-    let mut tick = tokio::time::interval(IDLE_TIMEOUT / 2);
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        tick.tick().await;
-        match pool.upgrade() {
-            Some(p) => p.evict_expired(),
-            None => return,
         }
     }
 }
@@ -364,6 +351,34 @@ mod tests {
         }
         assert_eq!(accepted.load(Ordering::SeqCst), 1);
         assert_eq!(pool.idle_count(), 1);
+        // Not yet expired: kept.
+        pool.evict_expired();
+        assert_eq!(pool.idle_count(), 1);
+    }
+
+    #[tokio::test]
+    async fn idle_connections_expire() {
+        let (port, accepted) = upstream(OK, false).await;
+        let pool = Pool::new("127.0.0.1", port, Duration::from_secs(2));
+        let resp = pool.send(get("GET")).await.unwrap();
+        assert_eq!(read_all(resp).await, "ok");
+        assert_eq!(pool.idle_count(), 1);
+
+        // The clock jumps past the idle timeout, then runs on (a paused clock would also
+        // jump over the connect timeout while a connect waits for the network).
+        tokio::time::pause();
+        tokio::time::advance(IDLE_TIMEOUT + Duration::from_secs(1)).await;
+        tokio::time::resume();
+        // An expired connection is not taken even before the reaper runs.
+        let resp = pool.send(get("GET")).await.unwrap();
+        assert_eq!(read_all(resp).await, "ok");
+        assert_eq!(accepted.load(Ordering::SeqCst), 2);
+        assert_eq!(pool.idle_count(), 1);
+
+        tokio::time::pause();
+        tokio::time::advance(IDLE_TIMEOUT + Duration::from_secs(1)).await;
+        pool.evict_expired();
+        assert_eq!(pool.idle_count(), 0);
     }
 
     #[tokio::test]
