@@ -498,3 +498,90 @@ async fn consumer_scoped_plugin_overrides_route_plugin() {
     assert_eq!(lim("b").await.as_deref(), Some("2"));
     assert_eq!(lim("g").await.as_deref(), Some("100"));
 }
+
+/// A raw HTTP/1.1 upstream on its own thread: answers every request head with `reply` and
+/// counts the connections it accepted. With `close`, it closes each connection after answering.
+fn counting_upstream(
+    reply: &'static [u8],
+    close: bool,
+) -> (
+    std::net::SocketAddr,
+    std::sync::Arc<std::sync::atomic::AtomicUsize>,
+) {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    let accepted = std::sync::Arc::new(AtomicUsize::new(0));
+    let count = accepted.clone();
+    std::thread::spawn(move || {
+        for conn in listener.incoming() {
+            let Ok(mut conn) = conn else { return };
+            count.fetch_add(1, Ordering::SeqCst);
+            std::thread::spawn(move || {
+                let mut seen = Vec::new();
+                let mut buf = [0u8; 4096];
+                loop {
+                    let n = match conn.read(&mut buf) {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => n,
+                    };
+                    seen.extend_from_slice(&buf[..n]);
+                    while let Some(end) = seen.windows(4).position(|w| w == b"\r\n\r\n") {
+                        seen.drain(..end + 4);
+                        if conn.write_all(reply).is_err() || close {
+                            return;
+                        }
+                    }
+                }
+            });
+        }
+    });
+    (addr, accepted)
+}
+
+#[tokio::test]
+async fn upstream_connections_are_reused_and_closed_ones_never_are() {
+    use std::sync::atomic::Ordering;
+    let node = Node::start().await;
+    let (keep, keep_accepted) =
+        counting_upstream(b"HTTP/1.1 200 OK\r\ncontent-length: 4\r\n\r\nkept", false);
+    let (close, close_accepted) = counting_upstream(
+        b"HTTP/1.1 200 OK\r\nconnection: close\r\ncontent-length: 6\r\n\r\nclosed",
+        true,
+    );
+    for (name, addr) in [("keep", keep), ("close", close)] {
+        node.create(
+            "/services",
+            json!({"name": name, "url": format!("http://{addr}")}),
+        )
+        .await;
+        node.create(
+            &format!("/services/{name}/routes"),
+            json!({"paths": [format!("/{name}")]}),
+        )
+        .await;
+    }
+    common::eventually("both routes to serve", || async {
+        let a = proxy_get(&node, "/keep", &[]).await.status() == 200;
+        let b = proxy_get(&node, "/close", &[]).await.status() == 200;
+        (a && b).then_some(())
+    })
+    .await;
+    let (keep_before, close_before) = (
+        keep_accepted.load(Ordering::SeqCst),
+        close_accepted.load(Ordering::SeqCst),
+    );
+
+    for _ in 0..20 {
+        let r = proxy_get(&node, "/keep", &[]).await;
+        assert_eq!(r.status(), 200);
+        assert_eq!(r.text().await.unwrap(), "kept");
+        let r = proxy_get(&node, "/close", &[]).await;
+        assert_eq!(r.status(), 200);
+        assert_eq!(r.text().await.unwrap(), "closed");
+    }
+    // Sequential requests reuse the one warm connection; an upstream that closes after every
+    // response gets a new connection each time, and no request failed on a closed one.
+    assert_eq!(keep_accepted.load(Ordering::SeqCst), keep_before);
+    assert_eq!(close_accepted.load(Ordering::SeqCst), close_before + 20);
+}
