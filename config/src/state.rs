@@ -6,6 +6,7 @@
 //! same state and give the same answers, which is what replication relies on.
 
 use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
@@ -57,7 +58,12 @@ pub struct State {
     data: StateData,
     idx: Indexes,
     changes: Vec<Change>,
+    routing: u64,
 }
+
+/// Source of routing generations, unique within the process, so two states (say, one rebuilt
+/// from a snapshot) never share a generation unless one is a clone of the other.
+static ROUTING_GENERATIONS: AtomicU64 = AtomicU64::new(1);
 
 fn plugin_key(p: &Plugin) -> PluginKey {
     (
@@ -160,6 +166,17 @@ impl State {
             .keys
             .get(key)
             .and_then(|id| self.data.keyauth_credentials.get(id))
+    }
+
+    /// Changes whenever something the router reads changes: a route, or whether a service is
+    /// enabled. Equal generations mean equal routing input, so a router built for one serves
+    /// the other (0 is the empty state's).
+    pub fn routing_generation(&self) -> u64 {
+        self.routing
+    }
+
+    fn routing_changed(&mut self) {
+        self.routing = ROUTING_GENERATIONS.fetch_add(1, Ordering::Relaxed);
     }
 
     /// The entity-level changes made by the last [`State::apply`] (empty when it failed).
@@ -316,13 +333,19 @@ impl State {
                 if let Some(n) = &s.name {
                     ix.service_names.insert(n.clone(), id);
                 }
-                self.data.services.insert(id, s);
+                let enabled = s.enabled;
+                if let Some(old) = self.data.services.insert(id, s) {
+                    if old.enabled != enabled {
+                        self.routing_changed();
+                    }
+                }
             }
             Entity::Route(r) => {
                 if let Some(n) = &r.name {
                     ix.route_names.insert(n.clone(), id);
                 }
                 self.data.routes.insert(id, r);
+                self.routing_changed();
             }
             Entity::Consumer(c) => {
                 if let Some(n) = &c.username {
@@ -435,6 +458,7 @@ impl State {
                 }
                 EntityKind::Route => {
                     d.routes.remove(&i);
+                    self.routing_changed();
                 }
                 EntityKind::Consumer => {
                     d.consumers.remove(&i);
@@ -545,6 +569,57 @@ mod tests {
             st.resolve(EntityKind::Service, "b"),
             Some(Uuid::from_u128(3))
         );
+    }
+
+    #[test]
+    fn routing_generation_moves_only_with_what_the_router_reads() {
+        let mut st = State::default();
+        let mut seen = vec![st.routing_generation()];
+        let mut step = |st: &mut State, cmd: Command, moves: bool| {
+            st.apply(cmd).unwrap();
+            let g = st.routing_generation();
+            assert_eq!(!seen.contains(&g), moves, "generation {g} after {seen:?}");
+            seen.push(g);
+        };
+        // A new service has no routes yet; a route, and a service turned off, change routing.
+        step(&mut st, create(svc(1, "a")), false);
+        step(&mut st, create(route(10, 1)), true);
+        let mut off = svc(1, "a");
+        if let Entity::Service(s) = &mut off {
+            s.enabled = false;
+        }
+        let update = |e| Command::Put {
+            entity: e,
+            mode: PutMode::Update,
+        };
+        step(&mut st, update(off), true);
+        let mut renamed = svc(1, "b");
+        if let Entity::Service(s) = &mut renamed {
+            s.enabled = false;
+        }
+        step(&mut st, update(renamed), false);
+        let consumer = Entity::Consumer(Consumer {
+            id: Uuid::from_u128(20),
+            username: Some("u".into()),
+            custom_id: None,
+            tags: None,
+            created_at: 1,
+            updated_at: 1,
+        });
+        step(&mut st, create(consumer), false);
+        let del = |kind, id| Command::Delete {
+            kind,
+            id: Uuid::from_u128(id),
+        };
+        step(&mut st, del(EntityKind::Consumer, 20), false);
+        step(&mut st, del(EntityKind::Route, 10), true);
+
+        // A state rebuilt from the same data is another state: it never shares a generation.
+        let mut again = st.clone();
+        again.apply(create(route(11, 1))).unwrap();
+        let rebuilt = State::from_data(again.data().clone()).unwrap();
+        assert_ne!(rebuilt.routing_generation(), again.routing_generation());
+        assert_eq!(st.clone().routing_generation(), st.routing_generation());
     }
 
     #[test]

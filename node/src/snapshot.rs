@@ -99,7 +99,9 @@ struct ConsumerPlugin {
 
 /// Everything the data plane needs, immutable.
 pub struct Snapshot {
-    pub router: Router,
+    pub router: Arc<Router>,
+    /// The [`State::routing_generation`] the router was built for.
+    routing_generation: u64,
     pub routes: Vec<RouteRuntime>,
     /// Global plugins, by descending priority (the rewrite phase).
     pub global: Vec<Instance>,
@@ -171,7 +173,8 @@ impl Snapshot {
     /// An empty snapshot (before recovery finishes).
     pub fn empty() -> Snapshot {
         Snapshot {
-            router: Router::default(),
+            router: Arc::new(Router::default()),
+            routing_generation: 0,
             routes: Vec::new(),
             global: Vec::new(),
             consumers: HashMap::new(),
@@ -283,7 +286,13 @@ impl Snapshot {
             }
         }
 
-        let router = Router::build_reusing(state, &prev.router);
+        // Most changes (consumers, credentials, plugins, service settings) leave routing as it
+        // was: the previous router serves as it is, and only a route change rebuilds it.
+        let router = if state.routing_generation() == prev.routing_generation {
+            prev.router.clone()
+        } else {
+            Arc::new(Router::build_reusing(state, &prev.router))
+        };
         // Plugins by scope, so each route looks only at its own, its service's and the
         // global ones (not every plugin: configs with a plugin per route are common).
         type Scoped<'a> = Vec<(&'a Uuid, &'a (Instance, &'a PluginEntity))>;
@@ -377,6 +386,7 @@ impl Snapshot {
 
         Snapshot {
             router,
+            routing_generation: state.routing_generation(),
             routes,
             global,
             consumers,
@@ -487,5 +497,91 @@ impl SnapshotHandle {
 
     pub fn store(&self, s: Snapshot) {
         self.0.store(Arc::new(s))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tollgate_config::declarative::{self, Stamps};
+    use tollgate_config::entity::Timestamp;
+    use tollgate_config::router::RequestView;
+    use tollgate_config::{input, Command, PutMode};
+
+    struct Seq(u128);
+    impl Stamps for Seq {
+        fn id(&mut self) -> Uuid {
+            self.0 += 1;
+            Uuid::from_u128(self.0)
+        }
+        fn key(&mut self) -> String {
+            format!("k{}", self.0)
+        }
+        fn now(&self) -> Timestamp {
+            1
+        }
+    }
+
+    fn deps() -> Deps {
+        Deps {
+            counters: Arc::new(crate::ratelimit::local_counters(100)),
+            cluster_counters: Arc::new(GCounters::new(1, 100)),
+            metrics: Arc::new(Metrics::new()),
+        }
+    }
+
+    fn state(routes: &[&str]) -> State {
+        let paths: Vec<String> = routes.iter().map(|p| format!("[\"{p}\"]")).collect();
+        let routes: Vec<String> = paths.iter().map(|p| format!("{{paths: {p}}}")).collect();
+        let doc = format!(
+            "_format_version: \"3.0\"\nservices: [{{name: s, url: \"http://127.0.0.1:9\", routes: [{}]}}]\n",
+            routes.join(", ")
+        );
+        State::from_data(declarative::parse(&doc, &mut Seq(0)).unwrap()).unwrap()
+    }
+
+    fn routes_to(snap: &Snapshot, path: &str) -> bool {
+        let headers = http::HeaderMap::new();
+        snap.router
+            .find(&RequestView {
+                method: "GET",
+                host: "x",
+                port: None,
+                path,
+                headers: &crate::proxy::headers::Lookup(&headers),
+            })
+            .is_some()
+    }
+
+    #[test]
+    fn the_router_is_rebuilt_only_when_routing_changes() {
+        let deps = deps();
+        let mut st = state(&["/a"]);
+        let first = Snapshot::build(&st, &Snapshot::empty(), &deps, 1);
+        assert!(routes_to(&first, "/a"));
+
+        // A consumer leaves routing alone: the same router serves.
+        let stamp = input::Stamp {
+            id: Uuid::from_u128(99),
+            now: 1,
+            created_at: None,
+            generated_key: String::new(),
+        };
+        let consumer = input::consumer(&serde_json::json!({"username": "u"}), &stamp).unwrap();
+        st.apply(Command::Put {
+            entity: tollgate_config::entity::Entity::Consumer(consumer),
+            mode: PutMode::Create,
+        })
+        .unwrap();
+        let second = Snapshot::build(&st, &first, &deps, 2);
+        assert!(Arc::ptr_eq(&first.router, &second.router));
+        assert_eq!(second.consumers.len(), 1);
+
+        // New routes: a new router that finds them.
+        let st = state(&["/a", "/b"]);
+        let third = Snapshot::build(&st, &second, &deps, 3);
+        assert!(!Arc::ptr_eq(&second.router, &third.router));
+        assert!(routes_to(&third, "/b"));
+        assert_eq!(third.routes.len(), 2);
     }
 }

@@ -154,12 +154,24 @@ async fn through_node(n: usize) -> anyhow::Result<()> {
     let one = t.elapsed();
     anyhow::ensure!(r.status() == 201, "POST route: {}", r.status());
     let last = rebuild_seconds(admin).await?;
+    // A change routing does not read (a consumer) reuses the router.
+    let t = Instant::now();
+    let r = client()
+        .post(format!("{admin}/consumers"))
+        .json(&serde_json::json!({"username": "one-more"}))
+        .send()
+        .await?;
+    let consumer = t.elapsed();
+    anyhow::ensure!(r.status() == 201, "POST consumer: {}", r.status());
+    let end = rebuild_seconds(admin).await?;
     println!(
-        "{n:>6} routes through a node: POST /config {:?} (data-plane rebuild {:.0} ms); one more route {:?} (rebuild {:.1} ms)",
+        "{n:>6} routes through a node: POST /config {:?} (data-plane rebuild {:.0} ms); one more route {:?} (rebuild {:.1} ms); one more consumer {:?} (rebuild {:.1} ms)",
         full,
         (after.0 - before.0) * 1e3,
         one,
         (last.0 - after.0) * 1e3,
+        consumer,
+        (end.0 - last.0) * 1e3,
     );
     Ok(())
 }
