@@ -16,6 +16,7 @@ use xxhash_rust::xxh3::xxh3_64_with_seed;
 
 use super::{error_response, Ctx, Flow, Plugin};
 use crate::metrics::Metrics;
+use crate::proxy::headers::number_header;
 use crate::ratelimit::{CounterKey, Counters, Decision};
 
 pub const PRIORITY: u32 = 910;
@@ -185,7 +186,7 @@ impl Plugin for RateLimiting {
         }
         if !self.cfg.hide_client_headers {
             // RateLimit-* describe the period with the least left; ties go to the longer one.
-            let mut tightest: Option<(&Limit, Decision)> = None;
+            let mut tightest: Option<(&Limit, Decision, HeaderValue)> = None;
             for l in &self.limits {
                 let Some(d) = decisions[l.period] else {
                     continue;
@@ -195,27 +196,33 @@ impl Plugin for RateLimiting {
                 } else {
                     0
                 };
+                let remaining = number_header(d_rem);
                 ctx.response_headers
                     .push((l.limit_name.clone(), l.limit_header.clone()));
                 ctx.response_headers
-                    .push((l.remaining_name.clone(), HeaderValue::from(d_rem)));
-                if tightest.map(|(_, t)| d_rem <= t.remaining).unwrap_or(true) {
+                    .push((l.remaining_name.clone(), remaining.clone()));
+                if tightest
+                    .as_ref()
+                    .map(|(_, t, _)| d_rem <= t.remaining)
+                    .unwrap_or(true)
+                {
                     tightest = Some((
                         l,
                         Decision {
                             remaining: d_rem,
                             ..d
                         },
+                        remaining,
                     ));
                 }
             }
-            if let Some((l, d)) = tightest {
+            if let Some((l, d, remaining)) = tightest {
                 ctx.response_headers
                     .push((RATELIMIT_LIMIT.clone(), l.limit_header.clone()));
                 ctx.response_headers
-                    .push((RATELIMIT_REMAINING.clone(), HeaderValue::from(d.remaining)));
+                    .push((RATELIMIT_REMAINING.clone(), remaining));
                 ctx.response_headers
-                    .push((RATELIMIT_RESET.clone(), HeaderValue::from(d.reset)));
+                    .push((RATELIMIT_RESET.clone(), number_header(d.reset)));
             }
         }
         if !rejected {
@@ -230,7 +237,7 @@ impl Plugin for RateLimiting {
             .unwrap_or(1);
         if !self.cfg.hide_client_headers {
             ctx.response_headers
-                .push((http::header::RETRY_AFTER, HeaderValue::from(retry_after)));
+                .push((http::header::RETRY_AFTER, number_header(retry_after)));
         }
         let route = ctx.route.map(|r| r.label.as_str()).unwrap_or("");
         self.metrics

@@ -1,7 +1,7 @@
 //! Header rewriting between client and upstream: hop-by-hop removal (RFC 9110 §7.6.1),
 //! forwarding headers, and upstream path joining.
 
-use http::header::{self, HeaderMap, HeaderName};
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use tollgate_config::router::HeaderLookup;
 
 const HOP_BY_HOP: [HeaderName; 9] = [
@@ -55,6 +55,20 @@ pub fn strip_hop_by_hop(h: &mut HeaderMap) {
         if present & (1 << i) != 0 {
             h.remove(name);
         }
+    }
+}
+
+/// A number as a header value. Small ones (latencies in ms, seconds to a window's reset) are
+/// common on every response: they come from a table instead of being formatted into a new
+/// allocation each time.
+pub fn number_header(n: u64) -> HeaderValue {
+    static SMALL: std::sync::OnceLock<Vec<HeaderValue>> = std::sync::OnceLock::new();
+    const TABLE: u64 = 100;
+    if n < TABLE {
+        let small = SMALL.get_or_init(|| (0..TABLE).map(HeaderValue::from).collect());
+        small[n as usize].clone()
+    } else {
+        HeaderValue::from(n)
     }
 }
 
@@ -158,6 +172,13 @@ mod tests {
         h.insert("x-kept", "1".parse().unwrap());
         strip_hop_by_hop(&mut h);
         assert_eq!(h.len(), 1);
+    }
+
+    #[test]
+    fn numbers_read_the_same_from_the_table_or_not() {
+        for n in [0u64, 1, 59, 99, 100, 12_345, u64::MAX] {
+            assert_eq!(number_header(n), n.to_string().as_str());
+        }
     }
 
     #[test]

@@ -28,7 +28,7 @@ use crate::plugins::{error_response, Ctx, Flow, Instance};
 use crate::serve::Peer;
 use crate::snapshot::{RouteMetrics, RouteRuntime, SnapshotHandle, UpstreamBody};
 use body::ReadTimeout;
-use headers::{join_path, split_host, strip_hop_by_hop, Lookup};
+use headers::{join_path, number_header, split_host, strip_hop_by_hop, Lookup};
 use upstream::{PooledBody, SendError};
 
 /// Body type of responses to clients: the upstream's streamed body or a generated one.
@@ -362,17 +362,9 @@ impl Proxy {
     }
 }
 
-/// A duration in whole milliseconds as a header value; the common small ones come from a
-/// table instead of being formatted and allocated for every response.
+/// A duration in whole milliseconds as a header value.
 fn millis_header(d: Duration) -> HeaderValue {
-    static SMALL: std::sync::OnceLock<Vec<HeaderValue>> = std::sync::OnceLock::new();
-    let ms = d.as_millis();
-    let small = SMALL.get_or_init(|| (0..100u64).map(HeaderValue::from).collect());
-    if ms < 100 {
-        small[ms as usize].clone()
-    } else {
-        HeaderValue::from(u64::try_from(ms).unwrap_or(u64::MAX))
-    }
+    number_header(u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
 }
 
 fn record(
