@@ -31,6 +31,23 @@ pub trait Stamps {
     fn now(&self) -> Timestamp;
 }
 
+/// Deterministic stamps for tests and tools: ids counting up from the one after `.0`, keys
+/// `k1`, `k2`, …, and the time 1, so two parses of the same file give the same state.
+pub struct Sequence(pub u128);
+
+impl Stamps for Sequence {
+    fn id(&mut self) -> Uuid {
+        self.0 += 1;
+        Uuid::from_u128(self.0)
+    }
+    fn key(&mut self) -> String {
+        format!("k{}", self.0)
+    }
+    fn now(&self) -> Timestamp {
+        1
+    }
+}
+
 fn stamp(s: &mut dyn Stamps) -> Stamp {
     Stamp {
         id: s.id(),
@@ -368,19 +385,7 @@ pub fn export(st: &State) -> Value {
 mod tests {
     use super::*;
 
-    struct Seq(u128);
-    impl Stamps for Seq {
-        fn id(&mut self) -> Uuid {
-            self.0 += 1;
-            Uuid::from_u128(self.0)
-        }
-        fn key(&mut self) -> String {
-            format!("k{}", self.0)
-        }
-        fn now(&self) -> Timestamp {
-            1
-        }
-    }
+    use Sequence as Seq;
 
     const KONG_FILE: &str = r#"
 _format_version: "3.0"

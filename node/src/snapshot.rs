@@ -503,24 +503,9 @@ impl SnapshotHandle {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use tollgate_config::declarative::{self, Stamps};
-    use tollgate_config::entity::Timestamp;
+    use tollgate_config::declarative::{self, Sequence};
     use tollgate_config::router::RequestView;
     use tollgate_config::{input, Command, PutMode};
-
-    struct Seq(u128);
-    impl Stamps for Seq {
-        fn id(&mut self) -> Uuid {
-            self.0 += 1;
-            Uuid::from_u128(self.0)
-        }
-        fn key(&mut self) -> String {
-            format!("k{}", self.0)
-        }
-        fn now(&self) -> Timestamp {
-            1
-        }
-    }
 
     fn deps() -> Deps {
         Deps {
@@ -537,7 +522,7 @@ mod tests {
             "_format_version: \"3.0\"\nservices: [{{name: s, url: \"http://127.0.0.1:9\", routes: [{}]}}]\n",
             routes.join(", ")
         );
-        State::from_data(declarative::parse(&doc, &mut Seq(0)).unwrap()).unwrap()
+        State::from_data(declarative::parse(&doc, &mut Sequence(0)).unwrap()).unwrap()
     }
 
     fn routes_to(snap: &Snapshot, path: &str) -> bool {

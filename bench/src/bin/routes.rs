@@ -34,21 +34,6 @@ fn doc(n: usize) -> String {
     .to_string()
 }
 
-struct Stamps(u128);
-
-impl declarative::Stamps for Stamps {
-    fn id(&mut self) -> uuid::Uuid {
-        self.0 += 1;
-        uuid::Uuid::from_u128(self.0)
-    }
-    fn key(&mut self) -> String {
-        format!("k{}", self.0)
-    }
-    fn now(&self) -> i64 {
-        0
-    }
-}
-
 fn pct(v: &mut [Duration], p: f64) -> Duration {
     v.sort();
     v[((v.len() - 1) as f64 * p) as usize]
@@ -57,7 +42,7 @@ fn pct(v: &mut [Duration], p: f64) -> Duration {
 fn in_process(n: usize) -> anyhow::Result<()> {
     let text = doc(n);
     let t = Instant::now();
-    let data = declarative::parse(&text, &mut Stamps(1))?;
+    let data = declarative::parse(&text, &mut declarative::Sequence(1))?;
     let parse = t.elapsed();
     let t = Instant::now();
     let state = State::from_data(data).map_err(|e| anyhow::anyhow!("{e}"))?;
