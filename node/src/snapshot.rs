@@ -51,7 +51,8 @@ pub struct ServiceRuntime {
     pub connect_timeout: Duration,
     pub read_timeout: Duration,
     pub write_timeout: Duration,
-    /// Keep-alive connections to `authority`, shared with other services that point there.
+    /// Keep-alive connections to the service's host and port, shared with the other services
+    /// that point there.
     pub pool: Arc<Pool>,
 }
 

@@ -114,6 +114,15 @@ async fn rebuild_seconds(admin: &str) -> anyhow::Result<(f64, f64)> {
     ))
 }
 
+/// Times one Admin API create, which returns once the change is applied on the node.
+async fn created(url: &str, body: serde_json::Value) -> anyhow::Result<Duration> {
+    let t = Instant::now();
+    let r = client().post(url).json(&body).send().await?;
+    let took = t.elapsed();
+    anyhow::ensure!(r.status() == 201, "POST {url}: {}", r.status());
+    Ok(took)
+}
+
 async fn through_node(n: usize) -> anyhow::Result<()> {
     let dir = tempfile::tempdir()?;
     let nodes = cluster(1, dir.path()).await;
@@ -130,24 +139,18 @@ async fn through_node(n: usize) -> anyhow::Result<()> {
     let full = t.elapsed();
     anyhow::ensure!(r.status() == 201, "POST /config: {}", r.status());
     let after = rebuild_seconds(admin).await?;
-    let t = Instant::now();
-    let r = client()
-        .post(format!("{admin}/services/s/routes"))
-        .json(&serde_json::json!({"name": "one-more", "paths": ["/one-more"]}))
-        .send()
-        .await?;
-    let one = t.elapsed();
-    anyhow::ensure!(r.status() == 201, "POST route: {}", r.status());
+    let one = created(
+        &format!("{admin}/services/s/routes"),
+        serde_json::json!({"name": "one-more", "paths": ["/one-more"]}),
+    )
+    .await?;
     let last = rebuild_seconds(admin).await?;
     // A change routing does not read (a consumer) reuses the router.
-    let t = Instant::now();
-    let r = client()
-        .post(format!("{admin}/consumers"))
-        .json(&serde_json::json!({"username": "one-more"}))
-        .send()
-        .await?;
-    let consumer = t.elapsed();
-    anyhow::ensure!(r.status() == 201, "POST consumer: {}", r.status());
+    let consumer = created(
+        &format!("{admin}/consumers"),
+        serde_json::json!({"username": "one-more"}),
+    )
+    .await?;
     let end = rebuild_seconds(admin).await?;
     println!(
         "{n:>6} routes through a node: POST /config {:?} (data-plane rebuild {:.0} ms); one more route {:?} (rebuild {:.1} ms); one more consumer {:?} (rebuild {:.1} ms)",

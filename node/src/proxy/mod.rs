@@ -200,10 +200,10 @@ impl Proxy {
             return self.finish(&mut ctx, generated(r), &ran, start, None);
         };
 
-        let client_host = parts.headers.get(header::HOST).cloned();
         let h = &mut parts.headers;
+        let client_host = h.contains_key(header::HOST);
         strip_hop_by_hop(h);
-        if !route.preserve_host || client_host.is_none() {
+        if !route.preserve_host || !client_host {
             h.insert(header::HOST, service.host_header.clone());
         }
         // Room for the forwarding headers at once, instead of growing the map as they go in.

@@ -68,6 +68,13 @@ struct Idle {
     since: Instant,
 }
 
+impl Idle {
+    /// Still open at the upstream and not past [`IDLE_TIMEOUT`].
+    fn usable(&self) -> bool {
+        !self.tx.is_closed() && self.since.elapsed() < IDLE_TIMEOUT
+    }
+}
+
 /// The connections to one `host:port`.
 pub struct Pool {
     host: String,
@@ -77,14 +84,12 @@ pub struct Pool {
 }
 
 impl Pool {
-    /// A pool for `host:port`. Idle connections past [`IDLE_TIMEOUT`] are skipped when
-    /// taken; [`Pool::evict_expired`], called periodically, closes them.
+    /// A pool for `host:port` (an IPv6 host without brackets, as services store it). Idle
+    /// connections past [`IDLE_TIMEOUT`] are skipped when taken; [`Pool::evict_expired`],
+    /// called periodically, closes them.
     pub fn new(host: &str, port: u16, connect_timeout: Duration) -> Arc<Pool> {
         Arc::new(Pool {
-            host: host
-                .trim_start_matches('[')
-                .trim_end_matches(']')
-                .to_string(),
+            host: host.to_string(),
             port,
             connect_timeout,
             idle: Mutex::new(VecDeque::new()),
@@ -104,7 +109,7 @@ impl Pool {
     fn take_idle(&self) -> Option<SendRequest<UpstreamBody>> {
         let mut idle = self.lock();
         while let Some(i) = idle.pop_back() {
-            if !i.tx.is_closed() && i.since.elapsed() < IDLE_TIMEOUT {
+            if i.usable() {
                 return Some(i.tx);
             }
         }
@@ -127,10 +132,7 @@ impl Pool {
     /// Closes the idle connections past [`IDLE_TIMEOUT`] and those the upstream closed.
     pub fn evict_expired(&self) {
         let mut idle = self.lock();
-        while idle
-            .front()
-            .is_some_and(|i| i.tx.is_closed() || i.since.elapsed() >= IDLE_TIMEOUT)
-        {
+        while idle.front().is_some_and(|i| !i.usable()) {
             idle.pop_front();
         }
     }
