@@ -570,4 +570,21 @@ mod tests {
         assert!(routes_to(&third, "/b"));
         assert_eq!(third.routes.len(), 2);
     }
+
+    #[test]
+    fn an_ipv6_service_host_is_bracketed_in_the_host_header() {
+        let doc = "_format_version: \"3.0\"\nservices:\n- {name: v6, url: \"http://[::1]:8080\", routes: [{paths: [\"/\"]}]}\n- {name: v6-default-port, url: \"http://[::1]\", routes: [{paths: [\"/d\"]}]}\n";
+        let st = State::from_data(declarative::parse(doc, &mut Sequence(0)).unwrap()).unwrap();
+        let snap = Snapshot::build(&st, &Snapshot::empty(), &deps(), 1);
+        let mut hosts: Vec<String> = snap
+            .routes
+            .iter()
+            .map(|r| {
+                let s = r.service.as_ref().unwrap();
+                s.host_header.to_str().unwrap().to_string()
+            })
+            .collect();
+        hosts.sort();
+        assert_eq!(hosts, ["[::1]", "[::1]:8080"]);
+    }
 }
