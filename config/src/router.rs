@@ -3,7 +3,10 @@
 //!
 //! Precedence (Kong 3.x `traditional_compatible`), highest first:
 //! 1. number of criteria set (methods, hosts, headers, paths);
-//! 2. routes whose hosts are all plain before those with a wildcard host;
+//! 2. routes that have hosts, all of them plain, before the rest (a route without hosts does
+//!    not get this bonus: otherwise a public `paths: ["/"]` route would outrank a hosts-only
+//!    route with authentication, as Kong's `get_priority` in `kong/router/transform.lua` does
+//!    not allow);
 //! 3. number of headers;
 //! 4. a regex path before a prefix path;
 //! 5. for regex paths, `regex_priority` (higher first);
@@ -404,7 +407,11 @@ fn compile_route(
         .flatten()
         .map(|h| HostMatcher::parse(h))
         .collect();
-    let plain_hosts = r.hosts.iter().flatten().all(|h| !h.contains('*'));
+    // Kong: `plain_host_only = type(hosts) == "table"` and then no `*` in any of them.
+    let plain_hosts = r
+        .hosts
+        .as_ref()
+        .is_some_and(|hs| hs.iter().all(|h| !h.contains('*')));
     let headers: Vec<(String, Vec<ValueRule>)> = r
         .headers
         .iter()
@@ -750,6 +757,260 @@ mod tests {
             f.find("GET", "x", "/a", &[("x-version", "v3")]).as_deref(),
             Some("any")
         );
+    }
+
+    /// Security finding: a hosts-only route (with authentication on it) lost to a public
+    /// `paths: ["/"]` or methods-only route, so `Host: api.example.com` skipped key-auth.
+    #[test]
+    fn a_hosts_only_route_beats_a_public_catch_all() {
+        let mut f = Fixture::new();
+        f.add("public-root", |r| r.paths = Some(vec!["/".into()]));
+        f.add("public-get", |r| r.methods = Some(vec!["GET".into()]));
+        f.add("private-host", |r| {
+            r.hosts = Some(vec!["api.example.com".into()])
+        });
+        assert_eq!(
+            f.find("GET", "api.example.com", "/anything", &[])
+                .as_deref(),
+            Some("private-host")
+        );
+        // Among the public routes, the path's length (1) ranks above no path at all.
+        assert_eq!(
+            f.find("GET", "other.example.com", "/anything", &[])
+                .as_deref(),
+            Some("public-root")
+        );
+        assert_eq!(
+            f.find("POST", "api.example.com", "/x", &[]).as_deref(),
+            Some("private-host")
+        );
+    }
+
+    /// Kong's precedence written out directly from `get_priority` and
+    /// `split_routes_and_services_by_path` (kong/router/transform.lua, 3.9.3): each route is
+    /// split into one group per prefix length plus one for its regexes, each group gets a
+    /// 64-bit priority, and the first group by priority (then age) that matches wins.
+    mod kong_reference {
+        use super::super::*;
+
+        pub struct Group {
+            pub route: Uuid,
+            pub priority: u64,
+            pub created_at: i64,
+            methods: Option<Vec<String>>,
+            hosts: Option<Vec<String>>,
+            headers: Option<Vec<(String, Vec<String>)>>,
+            paths: Option<Vec<(String, Option<Regex>)>>,
+        }
+
+        pub fn groups(r: &Route) -> Vec<Group> {
+            let path_groups: Vec<Option<Vec<String>>> = match &r.paths {
+                None => vec![None],
+                Some(ps) => {
+                    let mut out: Vec<(usize, Vec<String>)> = Vec::new();
+                    for p in ps {
+                        let k = if p.starts_with('~') { 0 } else { p.len() };
+                        match out.iter_mut().find(|(key, _)| *key == k) {
+                            Some((_, g)) => g.push(p.clone()),
+                            None => out.push((k, vec![p.clone()])),
+                        }
+                    }
+                    out.into_iter().map(|(_, g)| Some(g)).collect()
+                }
+            };
+            path_groups
+                .into_iter()
+                .map(|paths| {
+                    let mut weight = 0u64;
+                    weight += r.methods.is_some() as u64;
+                    weight += r.hosts.is_some() as u64;
+                    let headers = r.headers.as_ref().map(|h| h.len()).unwrap_or(0) as u64;
+                    weight += (headers > 0) as u64;
+                    let plain = r
+                        .hosts
+                        .as_ref()
+                        .is_some_and(|hs| hs.iter().all(|h| !h.contains('*')));
+                    let (mut regex, mut len) = (false, 0u64);
+                    if let Some(ps) = &paths {
+                        weight += 1;
+                        regex = ps[0].starts_with('~');
+                        if !regex {
+                            len = ps[0].len() as u64;
+                        }
+                    }
+                    let regex_priority = if regex { r.regex_priority as u64 } else { 0 };
+                    let priority = (weight << 61)
+                        | ((plain as u64) << 60)
+                        | (headers.min(255) << 52)
+                        | ((regex as u64) << 51)
+                        | (regex_priority << 19)
+                        | (len & 0x7FFFF);
+                    Group {
+                        route: r.id,
+                        priority,
+                        created_at: r.created_at,
+                        methods: r.methods.clone(),
+                        hosts: r.hosts.clone(),
+                        headers: r
+                            .headers
+                            .as_ref()
+                            .map(|h| h.iter().map(|(k, v)| (k.clone(), v.clone())).collect()),
+                        paths: paths.map(|ps| {
+                            ps.into_iter()
+                                .map(|p| {
+                                    let re = p
+                                        .strip_prefix('~')
+                                        .map(|re| Regex::new(&format!("^(?:{re})")).unwrap());
+                                    (p, re)
+                                })
+                                .collect()
+                        }),
+                    }
+                })
+                .collect()
+        }
+
+        impl Group {
+            pub fn matches(
+                &self,
+                method: &str,
+                host: &str,
+                path: &str,
+                hdrs: &[(&str, &str)],
+            ) -> bool {
+                if let Some(ms) = &self.methods {
+                    if !ms.iter().any(|m| m == method) {
+                        return false;
+                    }
+                }
+                if let Some(hs) = &self.hosts {
+                    let ok = hs.iter().any(|h| {
+                        if let Some(suffix) = h.strip_prefix('*') {
+                            host.len() > suffix.len() && host.ends_with(suffix)
+                        } else if let Some(prefix) = h.strip_suffix('*') {
+                            host.len() > prefix.len() && host.starts_with(prefix)
+                        } else {
+                            h == host
+                        }
+                    });
+                    if !ok {
+                        return false;
+                    }
+                }
+                if let Some(hh) = &self.headers {
+                    for (name, values) in hh {
+                        let ok = hdrs.iter().any(|(n, v)| {
+                            n.eq_ignore_ascii_case(name)
+                                && values.iter().any(|want| want.eq_ignore_ascii_case(v))
+                        });
+                        if !ok {
+                            return false;
+                        }
+                    }
+                }
+                match &self.paths {
+                    None => true,
+                    Some(ps) => ps.iter().any(|(p, re)| match re {
+                        Some(re) => re.is_match(path),
+                        None => path.starts_with(p.as_str()),
+                    }),
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn the_router_agrees_with_kongs_precedence_on_random_route_sets() {
+        let mut seed = 0x2545_f491_4f6c_dd1d_u64;
+        let mut next = move |n: usize| {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            (seed % n as u64) as usize
+        };
+        let paths = [
+            "/", "/a", "/ab", "/a/b", "/b", "~/a/\\d+", "~/b.*", "/a/b/c",
+        ];
+        let hosts = ["x.com", "y.com", "*.x.com", "x.*"];
+        let req_paths = ["/", "/a", "/ab/c", "/a/b/c", "/a/12", "/b/z", "/c"];
+        let req_hosts = ["x.com", "y.com", "a.x.com", "x.org", "z.net"];
+        for set in 0..60 {
+            let mut f = Fixture::new();
+            let n = 2 + next(12);
+            for i in 0..n {
+                // Shapes: hosts-only, methods-only, headers-only, paths-only, or a random mix.
+                let shape = next(5);
+                let pick = |k: usize, next: &mut dyn FnMut(usize) -> usize| -> bool {
+                    shape == k || (shape == 4 && next(2) == 0)
+                };
+                let with_hosts = pick(0, &mut next);
+                let with_methods = pick(1, &mut next);
+                let with_headers = pick(2, &mut next);
+                let mut with_paths = pick(3, &mut next);
+                if !(with_hosts || with_methods || with_headers || with_paths) {
+                    with_paths = true;
+                }
+                let h: Vec<String> = (0..1 + next(2))
+                    .map(|_| hosts[next(hosts.len())].into())
+                    .collect();
+                let p: Vec<String> = (0..1 + next(2))
+                    .map(|_| paths[next(paths.len())].into())
+                    .collect();
+                let method = ["GET", "POST"][next(2)].to_string();
+                let version = ["1", "2"][next(2)].to_string();
+                let regex_priority = next(3) as i64;
+                f.add(&format!("s{set}r{i}"), |r| {
+                    r.hosts = with_hosts.then_some(h);
+                    r.paths = with_paths.then_some(p);
+                    r.methods = with_methods.then(|| vec![method]);
+                    r.headers =
+                        with_headers.then(|| BTreeMap::from([("x-v".to_string(), vec![version])]));
+                    r.regex_priority = regex_priority;
+                });
+            }
+            let router = Router::build(&f.state);
+            let mut reference: Vec<kong_reference::Group> = f
+                .state
+                .routes()
+                .values()
+                .flat_map(kong_reference::groups)
+                .collect();
+            reference.sort_by(|a, b| {
+                b.priority
+                    .cmp(&a.priority)
+                    .then(a.created_at.cmp(&b.created_at))
+                    .then(a.route.cmp(&b.route))
+            });
+            for _ in 0..200 {
+                let method = ["GET", "POST", "PUT"][next(3)];
+                let host = req_hosts[next(req_hosts.len())];
+                let path = req_paths[next(req_paths.len())];
+                let hv = ["1", "2", "3"][next(3)];
+                let hdrs: Vec<(&str, &str)> = if next(2) == 0 {
+                    vec![("x-v", hv)]
+                } else {
+                    vec![]
+                };
+                let want = reference
+                    .iter()
+                    .find(|g| g.matches(method, host, path, &hdrs))
+                    .map(|g| g.route);
+                let mut hm: HashMap<String, Vec<String>> = HashMap::new();
+                for (k, v) in &hdrs {
+                    hm.entry(k.to_string()).or_default().push(v.to_string());
+                }
+                let got = router
+                    .find(&RequestView {
+                        method,
+                        host,
+                        port: None,
+                        path,
+                        headers: &hm,
+                    })
+                    .map(|m| router.routes()[m.route]);
+                assert_eq!(got, want, "set {set}: {method} {host}{path} {hdrs:?}");
+            }
+        }
     }
 
     #[test]
