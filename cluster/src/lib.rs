@@ -26,5 +26,5 @@ pub mod raft;
 pub mod rpc;
 pub mod seeds;
 
-pub use raft::{ClusterNode, NodeAddrs, ProposeError};
+pub use raft::{ClusterNode, NodeAddrs, ProposeError, MAX_ENTRY_BYTES};
 pub use seeds::{parse_seeds, SeedError};

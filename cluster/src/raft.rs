@@ -21,6 +21,15 @@ pub const WRITE_TIMEOUT: Duration = Duration::from_secs(5);
 /// client's next read on this node sees it.
 pub const APPLY_WAIT: Duration = Duration::from_secs(5);
 
+/// Largest command one log entry may carry (bincode bytes). Every node holds, fsyncs and
+/// replicates each entry whole: past this size a write is refused (413) instead of stalling
+/// every other write behind it. Peers refuse larger appends too (see [`crate::rpc`]).
+pub const MAX_ENTRY_BYTES: usize = 16 * 1024 * 1024;
+
+/// Commands above this size (declarative loads, mostly) are committed one at a time on the
+/// leader, so that two of them never hold the log at once while small writes queue behind.
+const LARGE_ENTRY_BYTES: usize = 256 * 1024;
+
 /// Where a node listens, and the addresses other nodes and operators reach it at.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct NodeAddrs {
@@ -47,6 +56,9 @@ pub enum ProposeError {
     Unavailable(String),
     #[error("internal error: {0}")]
     Internal(String),
+    /// The command is larger than [`MAX_ENTRY_BYTES`]: nothing was proposed.
+    #[error("configuration change too large: {size} bytes encoded, the limit is {max}")]
+    TooLarge { size: usize, max: usize },
 }
 
 pub type RaftNode = Raft<TypeConfig>;
@@ -57,6 +69,7 @@ pub struct ClusterNode {
     pub sm: StateMachineStore,
     pub addrs: NodeAddrs,
     pub(crate) client: Client,
+    large_writes: tokio::sync::Semaphore,
 }
 
 /// What the leader answers to a forwarded write.
@@ -105,6 +118,7 @@ impl ClusterNode {
             sm,
             addrs,
             client,
+            large_writes: tokio::sync::Semaphore::new(1),
         }))
     }
 
@@ -167,6 +181,18 @@ impl ClusterNode {
                 ));
             }
         }
+        let _large = if cmd.encode().len() > LARGE_ENTRY_BYTES {
+            match tokio::time::timeout(WRITE_TIMEOUT, self.large_writes.acquire()).await {
+                Ok(Ok(permit)) => Some(permit),
+                _ => {
+                    return Err(ProposeError::Unavailable(
+                        "busy: another large configuration change is being committed".into(),
+                    ))
+                }
+            }
+        } else {
+            None
+        };
         match tokio::time::timeout(WRITE_TIMEOUT, self.raft.client_write(cmd)).await {
             Err(_) => Err(ProposeError::Unavailable(format!(
                 "no quorum: the write was not committed within {} s",
@@ -189,6 +215,13 @@ impl ClusterNode {
     /// Proposes `cmd` to the cluster and returns what applying it produced, once this node has
     /// applied it too (read-your-writes).
     pub async fn propose(&self, cmd: Command) -> Result<Applied, ProposeError> {
+        let size = cmd.encode().len();
+        if size > MAX_ENTRY_BYTES {
+            return Err(ProposeError::TooLarge {
+                size,
+                max: MAX_ENTRY_BYTES,
+            });
+        }
         let deadline = tokio::time::Instant::now() + WRITE_TIMEOUT;
         loop {
             let is_leader = self.raft.metrics().borrow().state == ServerState::Leader;

@@ -118,7 +118,26 @@ fn resolve_fk(
     }
 }
 
+/// Longest name, username, custom_id or key (characters). Kong sets none; without one a 1 MB
+/// name was stored, replicated and echoed in errors.
+pub const MAX_NAME_LEN: usize = 512;
+/// Most tags on one entity, and the longest tag (characters).
+pub const MAX_TAGS: usize = 128;
+pub const MAX_TAG_LEN: usize = 512;
+
+/// Refuses a string field longer than `max` characters; true if it was refused.
+fn check_len(field: &str, v: Option<&str>, max: usize, errs: &mut FieldErrors) -> bool {
+    let over = v.is_some_and(|v| v.len() > max && v.chars().nth(max).is_some());
+    if over {
+        errs.add(field, format!("length must be at most {max}"));
+    }
+    over
+}
+
 fn check_name(field: &str, name: &Option<String>, errs: &mut FieldErrors) {
+    if check_len(field, name.as_deref(), MAX_NAME_LEN, errs) {
+        return;
+    }
     if let Some(n) = name {
         if n.is_empty()
             || !n
@@ -134,7 +153,14 @@ fn check_name(field: &str, name: &Option<String>, errs: &mut FieldErrors) {
 }
 
 fn check_tags(tags: &Option<Vec<String>>, errs: &mut FieldErrors) {
+    if tags.as_ref().is_some_and(|t| t.len() > MAX_TAGS) {
+        errs.add("tags", format!("length must be at most {MAX_TAGS}"));
+        return;
+    }
     for t in tags.iter().flatten() {
+        if check_len("tags", Some(t), MAX_TAG_LEN, errs) {
+            return;
+        }
         if t.is_empty() || t.contains(',') || t.contains('/') || t.chars().any(|c| c.is_control()) {
             errs.add("tags", format!("invalid tag '{t}': expected printable ascii (except `,` and `/`) or valid utf-8 sequences"));
         }
@@ -636,6 +662,13 @@ pub fn consumer(v: &Value, stamp: &Stamp) -> Result<Consumer, FieldErrors> {
     let mut errs = FieldErrors::new();
     let id = check_id(&inp.id, stamp, &mut errs);
     check_tags(&inp.tags, &mut errs);
+    check_len("username", inp.username.as_deref(), MAX_NAME_LEN, &mut errs);
+    check_len(
+        "custom_id",
+        inp.custom_id.as_deref(),
+        MAX_NAME_LEN,
+        &mut errs,
+    );
     let username = inp.username.filter(|s| !s.is_empty());
     let custom_id = inp.custom_id.filter(|s| !s.is_empty());
     if username.is_none() && custom_id.is_none() {
@@ -686,6 +719,7 @@ pub fn key_auth(
             errs.add("key", "length must be at least 1");
             k
         }
+        Some(k) if check_len("key", Some(&k), MAX_NAME_LEN, &mut errs) => k,
         Some(k) => k,
     };
     let ttl = match inp.ttl {
@@ -956,6 +990,28 @@ mod tests {
         let base = json!({"name": "rate-limiting", "config": {"minute": 5, "hour": 100}});
         let m = merge_patch(&base, &json!({"config": {"minute": 10}}));
         assert_eq!(m["config"], json!({"minute": 10, "hour": 100}));
+    }
+
+    #[test]
+    fn names_and_tags_have_length_limits() {
+        let long = "a".repeat(MAX_NAME_LEN + 1);
+        let e = service(&json!({"name": long, "host": "h"}), &stamp()).unwrap_err();
+        assert_eq!(e.to_json()["name"], "length must be at most 512");
+        let ok = "a".repeat(MAX_NAME_LEN);
+        assert!(service(&json!({"name": ok, "host": "h"}), &stamp()).is_ok());
+        let e = consumer(&json!({"username": "u".repeat(1_000_000)}), &stamp()).unwrap_err();
+        assert_eq!(e.to_json()["username"], "length must be at most 512");
+        let many: Vec<String> = (0..100_000).map(|i| format!("t{i}")).collect();
+        let e = consumer(&json!({"username": "u", "tags": many}), &stamp()).unwrap_err();
+        assert_eq!(e.to_json()["tags"], "length must be at most 128");
+        let e = consumer(
+            &json!({"username": "u", "tags": ["x".repeat(513)]}),
+            &stamp(),
+        )
+        .unwrap_err();
+        assert_eq!(e.to_json()["tags"], "length must be at most 512");
+        let e = key_auth(&json!({"key": "k".repeat(513)}), &stamp(), Uuid::nil()).unwrap_err();
+        assert_eq!(e.to_json()["key"], "length must be at most 512");
     }
 
     #[test]

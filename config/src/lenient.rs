@@ -9,10 +9,32 @@
 use serde::{Deserialize, Deserializer};
 use serde_json::{Map, Value};
 
+/// Deepest nesting a dotted form key may ask for (`config.redis.host` is 3). Insertion
+/// recurses once per level, and so does everything that later walks or drops the value: a
+/// 58 KiB key of `a.a.a…` overflowed the stack before this bound.
+pub const MAX_FORM_DEPTH: usize = 16;
+
+/// A form body that cannot be turned into JSON.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum FormError {
+    #[error("form key '{key}…' nests deeper than {max} levels")]
+    TooDeep { key: String, max: usize },
+}
+
 /// Turns `key=value` pairs into a JSON object the way Kong's Admin API reads form bodies.
-pub fn form_to_json<'a>(pairs: impl IntoIterator<Item = (&'a str, &'a str)>) -> Value {
+pub fn form_to_json<'a>(
+    pairs: impl IntoIterator<Item = (&'a str, &'a str)>,
+) -> Result<Value, FormError> {
     let mut root = Map::new();
     for (raw_key, raw_val) in pairs {
+        if raw_key.split('.').nth(MAX_FORM_DEPTH).is_some() {
+            let mut key: String = raw_key.chars().take(40).collect();
+            key.truncate(key.trim_end_matches('.').len());
+            return Err(FormError::TooDeep {
+                key,
+                max: MAX_FORM_DEPTH,
+            });
+        }
         let (key, is_array) = match raw_key.strip_suffix("[]") {
             Some(k) => (k, true),
             None => (raw_key, false),
@@ -28,7 +50,7 @@ pub fn form_to_json<'a>(pairs: impl IntoIterator<Item = (&'a str, &'a str)>) -> 
         let parts: Vec<&str> = key.split('.').collect();
         insert(&mut root, &parts, val, is_array);
     }
-    Value::Object(root)
+    Ok(Value::Object(root))
 }
 
 fn scalar(s: &str) -> Value {
@@ -144,7 +166,8 @@ mod tests {
             ("config.policy", "local"),
             ("config.hide_client_headers", "false"),
             ("key", "007"),
-        ]);
+        ])
+        .unwrap();
         assert_eq!(
             v,
             json!({"name": "svc", "paths": ["/a", "/b"], "hosts": "x.com",
@@ -155,7 +178,19 @@ mod tests {
 
     #[test]
     fn repeated_plain_keys_make_arrays() {
-        let v = form_to_json([("methods", "GET"), ("methods", "POST")]);
+        let v = form_to_json([("methods", "GET"), ("methods", "POST")]).unwrap();
         assert_eq!(v, json!({"methods": ["GET", "POST"]}));
+    }
+
+    #[test]
+    fn deeply_dotted_keys_are_refused_not_recursed() {
+        // The security finding: 58 KiB of `a.` aborted the node with a stack overflow.
+        let key = "a.".repeat(29 * 1024) + "a";
+        let e = form_to_json([(key.as_str(), "1")]).unwrap_err();
+        assert!(e.to_string().contains("deeper than 16 levels"), "{e}");
+        let ok = "a.".repeat(MAX_FORM_DEPTH - 1) + "a";
+        assert!(form_to_json([(ok.as_str(), "1")]).is_ok());
+        let over = "a.".repeat(MAX_FORM_DEPTH) + "a";
+        assert!(form_to_json([(over.as_str(), "1")]).is_err());
     }
 }

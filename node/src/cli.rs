@@ -69,6 +69,15 @@ pub struct NodeArgs {
     /// Token required on every Admin API request (`Kong-Admin-Token` or `Authorization: Bearer`).
     #[arg(long, env = "TOLLGATE_ADMIN_TOKEN", hide_env_values = true)]
     pub admin_token: Option<String>,
+    /// Host names the Admin API answers to, comma-separated, besides IP literals, `localhost`
+    /// and --advertise-addr (a request naming another host is refused: DNS rebinding). `*`
+    /// accepts any.
+    #[arg(long, env = "TOLLGATE_ADMIN_HOSTS", value_delimiter = ',')]
+    pub admin_hosts: Vec<String>,
+    /// Browser origins allowed to write through the Admin API (`https://manager.example.com`),
+    /// comma-separated. Writes from any other origin are refused (cross-site requests).
+    #[arg(long, env = "TOLLGATE_ADMIN_ORIGINS", value_delimiter = ',')]
+    pub admin_origins: Vec<String>,
     /// Raft listener between nodes.
     #[arg(
         long,

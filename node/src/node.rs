@@ -206,7 +206,16 @@ pub async fn run(args: NodeArgs) -> anyhow::Result<()> {
         discovery: disc.clone(),
         metrics: metrics.clone(),
         snapshots: snapshots.clone(),
-        token: args.admin_token.clone().filter(|t| !t.is_empty()),
+        guard: admin::guard::Guard::new(
+            args.admin_token.as_deref(),
+            &args
+                .admin_hosts
+                .iter()
+                .chain(args.advertise_addr.iter())
+                .cloned()
+                .collect::<Vec<_>>(),
+            &args.admin_origins,
+        ),
         proxy_listen: proxy_addr.to_string(),
         admin_listen: admin_addr.to_string(),
     });

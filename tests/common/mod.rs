@@ -355,3 +355,20 @@ impl Node {
         .await
     }
 }
+
+/// Sends `bytes` on a new connection to `url`'s address (`http://host:port`) and returns all
+/// the answer, read until the server closes (or 30 s): for requests no HTTP client would send.
+pub async fn raw(url: &str, bytes: Vec<u8>) -> String {
+    use std::io::{Read, Write};
+    let addr = url.trim_start_matches("http://").to_string();
+    tokio::task::spawn_blocking(move || {
+        let mut s = std::net::TcpStream::connect(&addr).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+        let _ = s.write_all(&bytes);
+        let mut out = Vec::new();
+        let _ = s.read_to_end(&mut out);
+        String::from_utf8_lossy(&out).to_string()
+    })
+    .await
+    .unwrap()
+}

@@ -6,7 +6,7 @@ use serde_json::Value;
 use tollgate_config::lenient::form_to_json;
 
 /// Why a body could not be read, with Kong's message.
-pub struct BodyError(pub &'static str);
+pub struct BodyError(pub String);
 
 /// Parses a body into a JSON object. An empty body is an empty object.
 pub fn parse(headers: &HeaderMap, bytes: &Bytes) -> Result<Value, BodyError> {
@@ -20,19 +20,86 @@ pub fn parse(headers: &HeaderMap, bytes: &Bytes) -> Result<Value, BodyError> {
     }
     if ct.starts_with("application/x-www-form-urlencoded") {
         let pairs: Vec<(String, String)> = form_urlencoded::parse(bytes).into_owned().collect();
-        return Ok(form_to_json(
-            pairs.iter().map(|(k, v)| (k.as_str(), v.as_str())),
-        ));
+        return form_to_json(pairs.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+            .map_err(|e| BodyError(e.to_string()));
     }
     if ct.starts_with("multipart/") {
-        return Err(BodyError(
+        return Err(BodyError::from(
             "multipart bodies are not supported; send JSON or form-encoded data",
         ));
     }
     // JSON, declared or not (curl -d without a content type sends form encoding, handled above).
     match serde_json::from_slice::<Value>(bytes) {
         Ok(v @ Value::Object(_)) => Ok(v),
-        Ok(_) => Err(BodyError("Cannot parse JSON body: expected an object")),
-        Err(_) => Err(BodyError("Cannot parse JSON body")),
+        Ok(_) => Err(BodyError::from(
+            "Cannot parse JSON body: expected an object",
+        )),
+        Err(_) => Err(BodyError::from("Cannot parse JSON body")),
+    }
+}
+
+impl From<&str> for BodyError {
+    fn from(m: &str) -> BodyError {
+        BodyError(m.to_string())
+    }
+}
+
+/// Largest body of an entity write (POST/PUT/PATCH of one entity). Kong's Admin API takes up
+/// to 10 MB (`nginx_admin_client_max_body_size`); one entity needs far less, and the bound
+/// keeps every write small enough not to stall the Raft log for other writers.
+pub const MAX_ENTITY_BODY: usize = 1024 * 1024;
+
+/// Largest `POST /config` body (Kong: 10 MB): declarative files of 30,000 routes fit.
+pub const MAX_CONFIG_BODY: usize = 16 * 1024 * 1024;
+
+/// Longest a client may take to send a body: slow clients cannot hold a connection forever.
+pub const BODY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
+
+/// A request body read whole, up to `N` bytes within [`BODY_TIMEOUT`]; past the size, 413 in
+/// Kong's JSON shape, past the time, 408.
+pub struct Limited<const N: usize>(pub Bytes);
+
+impl<S: Send + Sync, const N: usize> axum::extract::FromRequest<S> for Limited<N> {
+    type Rejection = axum::response::Response;
+
+    async fn from_request(req: axum::extract::Request, _: &S) -> Result<Self, Self::Rejection> {
+        use axum::response::IntoResponse;
+        use http_body_util::BodyExt;
+        let refuse = |status: http::StatusCode, msg: String| {
+            let body = serde_json::json!({ "message": msg }).to_string();
+            (
+                status,
+                [(header::CONTENT_TYPE, "application/json; charset=utf-8")],
+                body,
+            )
+                .into_response()
+        };
+        let too_large = || {
+            refuse(
+                http::StatusCode::PAYLOAD_TOO_LARGE,
+                format!("Request body too large: the limit is {N} bytes"),
+            )
+        };
+        let declared = req
+            .headers()
+            .get(header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<u64>().ok());
+        if declared.is_some_and(|n| n > N as u64) {
+            return Err(too_large());
+        }
+        let read = http_body_util::Limited::new(req.into_body(), N).collect();
+        match tokio::time::timeout(BODY_TIMEOUT, read).await {
+            Err(_) => Err(refuse(
+                http::StatusCode::REQUEST_TIMEOUT,
+                "Timed out reading the request body".into(),
+            )),
+            Ok(Ok(c)) => Ok(Limited(c.to_bytes())),
+            Ok(Err(e)) if e.is::<http_body_util::LengthLimitError>() => Err(too_large()),
+            Ok(Err(_)) => Err(refuse(
+                http::StatusCode::BAD_REQUEST,
+                "Cannot read the request body".into(),
+            )),
+        }
     }
 }

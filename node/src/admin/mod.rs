@@ -11,19 +11,20 @@
 #![allow(clippy::result_large_err)]
 
 mod body;
+pub mod guard;
 
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use axum::body::Bytes;
-use axum::extract::{DefaultBodyLimit, Path, Query, RawQuery, State as AxState};
+use axum::extract::{Path, Query, RawQuery, State as AxState};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, MethodRouter};
 use axum::Router;
+use body::{Limited, MAX_CONFIG_BODY, MAX_ENTITY_BODY};
 use rand::distr::{Alphanumeric, SampleString};
 use serde_json::{json, Value};
-use subtle::ConstantTimeEq;
 use tollgate_cluster::discovery::Discovery;
 use tollgate_cluster::{ClusterNode, ProposeError};
 use tollgate_config::declarative;
@@ -43,15 +44,15 @@ pub struct AdminCtx {
     pub discovery: Arc<Discovery>,
     pub metrics: Arc<Metrics>,
     pub snapshots: Arc<SnapshotHandle>,
-    pub token: Option<String>,
+    pub guard: guard::Guard,
     pub proxy_listen: String,
     pub admin_listen: String,
 }
 
 type Ctx = Arc<AdminCtx>;
 
-/// Largest Admin API body (declarative loads of tens of thousands of entities fit).
-const MAX_BODY: usize = 64 * 1024 * 1024;
+/// An entity write's body.
+type EntityBody = Limited<MAX_ENTITY_BODY>;
 
 fn json_response(status: StatusCode, v: &Value) -> Response {
     let mut r = (status, v.to_string()).into_response();
@@ -79,6 +80,7 @@ fn propose_error(e: ProposeError) -> Response {
     match e {
         ProposeError::Rejected(e) => apply_error(&e),
         ProposeError::Unavailable(m) => message(StatusCode::SERVICE_UNAVAILABLE, &m),
+        e @ ProposeError::TooLarge { .. } => message(StatusCode::PAYLOAD_TOO_LARGE, &e.to_string()),
         ProposeError::Internal(m) => {
             tracing::error!(error = %m, "configuration write failed");
             message(
@@ -326,7 +328,7 @@ async fn create(
 ) -> Response {
     let body = match body::parse(&headers, &bytes) {
         Ok(b) => b,
-        Err(e) => return message(StatusCode::BAD_REQUEST, e.0),
+        Err(e) => return message(StatusCode::BAD_REQUEST, &e.0),
     };
     let built = ctx
         .replicator
@@ -392,7 +394,7 @@ async fn update(
 ) -> Response {
     let mut body = match body::parse(&headers, &bytes) {
         Ok(b) => b,
-        Err(e) => return message(StatusCode::BAD_REQUEST, e.0),
+        Err(e) => return message(StatusCode::BAD_REQUEST, &e.0),
     };
     let built = ctx
         .replicator
@@ -486,7 +488,11 @@ fn collection(router: Router<Ctx>, base: &str, c: Collection) -> Router<Ctx> {
                 list(ctx, c, None, q, list_path.clone())
             },
         )
-        .post(move |AxState(ctx): AxState<Ctx>, h: HeaderMap, b: Bytes| create(ctx, c, None, h, b)),
+        .post(
+            move |AxState(ctx): AxState<Ctx>, h: HeaderMap, b: EntityBody| {
+                create(ctx, c, None, h, b.0)
+            },
+        ),
         Some(_) => {
             let base = base.to_string();
             get(
@@ -498,9 +504,10 @@ fn collection(router: Router<Ctx>, base: &str, c: Collection) -> Router<Ctx> {
                 },
             )
             .post(
-                move |AxState(ctx): AxState<Ctx>, Path(p): Path<String>, h: HeaderMap, b: Bytes| {
-                    create(ctx, c, Some(p), h, b)
-                },
+                move |AxState(ctx): AxState<Ctx>,
+                      Path(p): Path<String>,
+                      h: HeaderMap,
+                      b: EntityBody| { create(ctx, c, Some(p), h, b.0) },
             )
         }
     };
@@ -511,14 +518,16 @@ fn collection(router: Router<Ctx>, base: &str, c: Collection) -> Router<Ctx> {
             },
         )
         .patch(
-            move |AxState(ctx): AxState<Ctx>, Path(k): Path<String>, h: HeaderMap, b: Bytes| {
-                update(ctx, c, None, k, h, b, false)
-            },
+            move |AxState(ctx): AxState<Ctx>,
+                  Path(k): Path<String>,
+                  h: HeaderMap,
+                  b: EntityBody| { update(ctx, c, None, k, h, b.0, false) },
         )
         .put(
-            move |AxState(ctx): AxState<Ctx>, Path(k): Path<String>, h: HeaderMap, b: Bytes| {
-                update(ctx, c, None, k, h, b, true)
-            },
+            move |AxState(ctx): AxState<Ctx>,
+                  Path(k): Path<String>,
+                  h: HeaderMap,
+                  b: EntityBody| { update(ctx, c, None, k, h, b.0, true) },
         )
         .delete(move |AxState(ctx): AxState<Ctx>, Path(k): Path<String>| remove(ctx, c, None, k)),
         Some(_) => get(
@@ -530,13 +539,13 @@ fn collection(router: Router<Ctx>, base: &str, c: Collection) -> Router<Ctx> {
             move |AxState(ctx): AxState<Ctx>,
                   Path((p, k)): Path<(String, String)>,
                   h: HeaderMap,
-                  b: Bytes| { update(ctx, c, Some(p), k, h, b, false) },
+                  b: EntityBody| { update(ctx, c, Some(p), k, h, b.0, false) },
         )
         .put(
             move |AxState(ctx): AxState<Ctx>,
                   Path((p, k)): Path<(String, String)>,
                   h: HeaderMap,
-                  b: Bytes| { update(ctx, c, Some(p), k, h, b, true) },
+                  b: EntityBody| { update(ctx, c, Some(p), k, h, b.0, true) },
         )
         .delete(
             move |AxState(ctx): AxState<Ctx>, Path((p, k)): Path<(String, String)>| {
@@ -701,7 +710,10 @@ impl declarative::Stamps for AdminStamps {
 
 /// Kong's `POST /config`: replaces the whole configuration with a declarative file, given raw
 /// (YAML or JSON) or as `{"config": "<file text>"}`.
-async fn config_post(AxState(ctx): AxState<Ctx>, bytes: Bytes) -> Response {
+async fn config_post(
+    AxState(ctx): AxState<Ctx>,
+    Limited(bytes): Limited<MAX_CONFIG_BODY>,
+) -> Response {
     let text = String::from_utf8_lossy(&bytes).into_owned();
     let text = match serde_json::from_str::<Value>(&text) {
         Ok(Value::Object(o)) if o.get("config").map(Value::is_string).unwrap_or(false) => {
@@ -727,28 +739,17 @@ async fn config_post(AxState(ctx): AxState<Ctx>, bytes: Bytes) -> Response {
     }
 }
 
-/// Requires the admin token, when one is configured, on every request.
-async fn auth(
+/// Runs [`guard::Guard`] on every request before its handler.
+async fn guard(
     AxState(ctx): AxState<Ctx>,
     req: axum::extract::Request,
     next: axum::middleware::Next,
 ) -> Response {
-    // /status stays open for health checks; it reveals no configuration.
-    let public = req.uri().path() == "/status" && req.method() == axum::http::Method::GET;
-    if let (Some(token), false) = (&ctx.token, public) {
-        let h = req.headers();
-        let given = h
-            .get("kong-admin-token")
-            .and_then(|v| v.to_str().ok())
-            .or_else(|| {
-                h.get(header::AUTHORIZATION)
-                    .and_then(|v| v.to_str().ok())
-                    .and_then(|v| v.strip_prefix("Bearer "))
-            })
-            .unwrap_or("");
-        if !bool::from(given.as_bytes().ct_eq(token.as_bytes())) {
-            return message(StatusCode::UNAUTHORIZED, "Invalid or missing admin token");
-        }
+    if let Err(refusal) = ctx
+        .guard
+        .check(req.method(), req.uri().path(), req.headers())
+    {
+        return message(refusal.status(), &refusal.message());
     }
     next.run(req).await
 }
@@ -801,7 +802,6 @@ pub fn router(ctx: Ctx) -> Router {
         .method_not_allowed_fallback(|| async {
             message(StatusCode::METHOD_NOT_ALLOWED, "Method not allowed")
         })
-        .layer(DefaultBodyLimit::max(MAX_BODY))
-        .layer(axum::middleware::from_fn_with_state(ctx.clone(), auth))
+        .layer(axum::middleware::from_fn_with_state(ctx.clone(), guard))
         .with_state(ctx)
 }
