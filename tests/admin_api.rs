@@ -387,6 +387,13 @@ fn cli_refuses_what_it_cannot_honour() {
     assert!(!out.status.success());
     // Listening on 0.0.0.0 for peers without saying where peers reach us cannot work.
     let dir = tempfile::tempdir().unwrap();
+    let secret = std::process::Command::new(common::BIN)
+        .args(["cluster", "secret"])
+        .output()
+        .unwrap()
+        .stdout;
+    let secret_file = dir.path().join("secret");
+    std::fs::write(&secret_file, secret).unwrap();
     let out = std::process::Command::new(common::BIN)
         .args([
             "node",
@@ -401,6 +408,8 @@ fn cli_refuses_what_it_cannot_honour() {
             "--gossip-listen",
             "0.0.0.0:0",
         ])
+        .arg("--cluster-secret-file")
+        .arg(&secret_file)
         .arg("--data-dir")
         .arg(dir.path())
         .output()

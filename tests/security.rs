@@ -100,3 +100,54 @@ async fn oversized_fields_and_bodies_are_refused() {
     assert_eq!(b["fields"]["tags"], "length must be at most 128");
     still_serving_and_unchanged(&node).await;
 }
+
+#[test]
+fn a_node_reachable_by_other_hosts_needs_cluster_credentials() {
+    let dir = tempfile::tempdir().unwrap();
+    let start = |extra: &[&str]| {
+        std::process::Command::new(common::BIN)
+            .args([
+                "node",
+                "--proxy-listen",
+                "127.0.0.1:0",
+                "--admin-listen",
+                "127.0.0.1:0",
+            ])
+            .args(["--advertise-addr", "127.0.0.1"])
+            .args(extra)
+            .arg("--data-dir")
+            .arg(dir.path())
+            .output()
+            .unwrap()
+    };
+    for listeners in [
+        [
+            "--cluster-listen",
+            "0.0.0.0:0",
+            "--gossip-listen",
+            "127.0.0.1:0",
+        ],
+        [
+            "--cluster-listen",
+            "127.0.0.1:0",
+            "--gossip-listen",
+            "0.0.0.0:0",
+        ],
+    ] {
+        let out = start(&listeners);
+        assert!(!out.status.success());
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains("--cluster-secret-file"), "{err}");
+    }
+    // A weak secret is refused too, naming the line.
+    let weak = dir.path().join("weak");
+    std::fs::write(&weak, "password\n").unwrap();
+    let out = start(&[
+        "--cluster-listen",
+        "0.0.0.0:0",
+        "--cluster-secret-file",
+        weak.to_str().unwrap(),
+    ]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("line 1: not a secret"));
+}

@@ -42,8 +42,12 @@ pub struct Discovery {
 }
 
 impl Discovery {
-    /// Joins the gossip cluster through `seeds`.
-    pub async fn start(node: &ClusterNode, seeds: Vec<String>) -> Result<Discovery, anyhow::Error> {
+    /// Joins the gossip cluster through `seeds`, sealing datagrams when `auth` has credentials.
+    pub async fn start(
+        node: &ClusterNode,
+        seeds: Vec<String>,
+        auth: &crate::auth::ClusterAuth,
+    ) -> Result<Discovery, anyhow::Error> {
         let a = &node.addrs;
         let generation = SystemTime::now()
             .duration_since(UNIX_EPOCH)
@@ -74,7 +78,16 @@ impl Discovery {
             ("initialized".to_string(), "false".to_string()),
             ("last_applied".to_string(), "0".to_string()),
         ];
-        let handle = spawn_chitchat(config, kv, &UdpTransport).await?;
+        let handle = match &auth.gossip {
+            Some(sealer) => {
+                let transport = crate::sealed_transport::SealedUdpTransport {
+                    sealer: sealer.clone(),
+                    rejections: auth.rejections.clone(),
+                };
+                spawn_chitchat(config, kv, &transport).await?
+            }
+            None => spawn_chitchat(config, kv, &UdpTransport).await?,
+        };
         Ok(Discovery { handle })
     }
 

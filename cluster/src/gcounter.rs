@@ -478,9 +478,13 @@ fn encode(items: &[Wire]) -> String {
 
 fn decode(s: &str) -> Option<Vec<Wire>> {
     let bytes = base64_decode(s)?;
-    bincode::serde::decode_from_slice(&bytes, bincode::config::standard())
-        .ok()
-        .map(|(v, _)| v)
+    // A value came in one gossip datagram: nothing in it can claim more than that.
+    bincode::serde::decode_from_slice(
+        &bytes,
+        bincode::config::standard().with_limit::<{ 64 * 1024 }>(),
+    )
+    .ok()
+    .map(|(v, _)| v)
 }
 
 // Gossip values are strings; counters are packed binary, so they travel as base64.
@@ -590,6 +594,29 @@ mod tests {
         b.merge(1, &six[0].1);
         b.merge(1, &five[0].1);
         assert_eq!(b.remote_counts(&K, 1), (6, 0));
+    }
+
+    #[test]
+    fn full_shards_decode_within_the_gossip_limit_and_lies_do_not() {
+        let a = GCounters::new(1, 100_000);
+        for i in 0..(SHARDS * MAX_PER_SHARD * 2) as u64 {
+            let key = CounterKey {
+                plugin: u128::MAX,
+                period: 5,
+                ident: u64::MAX - i,
+            };
+            a.try_acquire(key, 60, 10.0, 60.5, false);
+        }
+        let published = a.take_publication(60.5);
+        assert_eq!(published.len(), SHARDS);
+        for (_, v) in &published {
+            let items = decode(v).expect("a full shard decodes");
+            assert_eq!(items.len(), MAX_PER_SHARD);
+        }
+        // A value claiming 2^40 items is refused, not allocated.
+        let mut lie = vec![0xfdu8];
+        lie.extend_from_slice(&(1u64 << 40).to_le_bytes());
+        assert!(decode(&base64_encode(&lie)).is_none());
     }
 
     #[test]

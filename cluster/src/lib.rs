@@ -19,11 +19,13 @@
 //! - Without a quorum, writes fail within [`raft::WRITE_TIMEOUT`] with an error naming the
 //!   cause; reads and the data plane keep serving the last applied configuration.
 
+pub mod auth;
 pub mod discovery;
 pub mod gcounter;
 pub mod network;
 pub mod raft;
 pub mod rpc;
+pub mod sealed_transport;
 pub mod seeds;
 
 pub use raft::{ClusterNode, NodeAddrs, ProposeError, MAX_ENTRY_BYTES};

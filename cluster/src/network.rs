@@ -1,13 +1,21 @@
 //! The Raft network: openraft's RPCs (append, vote, snapshot) as HTTP/1.1 POSTs with bincode
-//! bodies to the peer's `--cluster-listen`, over one pooled keep-alive client. A refused
-//! connection or a timeout reports the peer unreachable (openraft backs off); an error the peer
-//! returns is passed through as a remote error.
+//! bodies to the peer's `--cluster-listen`, over one pooled keep-alive client: HTTPS with this
+//! node's cluster certificate when the cluster has credentials ([`crate::auth`]), plain HTTP
+//! on loopback without. A refused connection or a timeout reports the peer unreachable
+//! (openraft backs off); an error the peer returns is passed through as a remote error.
+//!
+//! Every size is bounded both ways: an append carries at most [`MAX_APPEND_BODY`] bytes (a
+//! longer batch is cut and reported as a partial success, which openraft continues from),
+//! answers are read up to [`MAX_ANSWER_BODY`], and bincode decodes with a byte limit, so a
+//! claimed length can never make a node allocate more than it received.
 
 use std::time::Duration;
 
 use bytes::Bytes;
 use http::Request;
+use http_body_util::Limited;
 use http_body_util::{BodyExt, Full};
+use hyper_rustls::HttpsConnector;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client as HyperClient;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
@@ -24,20 +32,68 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 use tollgate_storage::TypeConfig;
 
-/// HTTP client between nodes.
-pub type Client = HyperClient<HttpConnector, Full<Bytes>>;
+use crate::auth::RpcTls;
+use crate::raft::MAX_ENTRY_BYTES;
 
-/// A pooled client for calls between nodes.
-pub fn client() -> Client {
+/// Largest append request: one entry of the largest size always fits, with room for the
+/// request's own fields.
+pub const MAX_APPEND_BODY: usize = MAX_ENTRY_BYTES + 1024 * 1024;
+/// Largest answer read from a peer (a forwarded write's reply carries one entity).
+pub const MAX_ANSWER_BODY: usize = MAX_ENTRY_BYTES + 64 * 1024;
+
+/// HTTP(S) client between nodes.
+#[derive(Clone)]
+pub struct Client {
+    inner: HyperClient<HttpsConnector<HttpConnector>, Full<Bytes>>,
+    scheme: &'static str,
+}
+
+/// A pooled client for calls between nodes: HTTPS with `tls`, plain HTTP without.
+pub fn client(tls: Option<&RpcTls>) -> Client {
     let mut conn = HttpConnector::new();
     conn.set_connect_timeout(Some(Duration::from_secs(1)));
     conn.set_nodelay(true);
-    HyperClient::builder(TokioExecutor::new())
+    // Plain HTTP over TCP: the TLS layer is hyper-rustls's, in front of it.
+    conn.enforce_http(false);
+    let builder = hyper_rustls::HttpsConnectorBuilder::new();
+    let (connector, scheme) = match tls {
+        Some(t) => (
+            builder
+                .with_tls_config((*t.client).clone())
+                .https_only()
+                .with_server_name_resolver(hyper_rustls::FixedServerNameResolver::new(
+                    t.server_name.clone(),
+                ))
+                .enable_http1()
+                .wrap_connector(conn),
+            "https",
+        ),
+        None => {
+            // Never used for TLS (plain URLs only), but the builder wants a configuration.
+            let unused = rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(
+                rustls::crypto::ring::default_provider(),
+            ))
+            .with_safe_default_protocol_versions()
+            .expect("ring supports the default TLS versions")
+            .with_root_certificates(rustls::RootCertStore::empty())
+            .with_no_client_auth();
+            (
+                builder
+                    .with_tls_config(unused)
+                    .https_or_http()
+                    .enable_http1()
+                    .wrap_connector(conn),
+                "http",
+            )
+        }
+    };
+    let inner = HyperClient::builder(TokioExecutor::new())
         .timer(TokioTimer::new())
         .pool_timer(TokioTimer::new())
         // Below the peers' 10 s idle limit: never reuse a connection the peer is closing.
         .pool_idle_timeout(Duration::from_secs(8))
-        .build(conn)
+        .build(connector);
+    Client { inner, scheme }
 }
 
 /// A failure talking to a peer.
@@ -55,10 +111,16 @@ fn enc<T: Serialize>(v: &T) -> Vec<u8> {
     bincode::serde::encode_to_vec(v, bincode::config::standard()).unwrap_or_default()
 }
 
-fn dec<T: DeserializeOwned>(b: &[u8]) -> Result<T, String> {
-    bincode::serde::decode_from_slice(b, bincode::config::standard())
+/// Decodes bincode allowing at most `N` bytes of claimed lengths: a 16-byte message claiming
+/// a 2^45-byte string is an error, not an allocation.
+pub(crate) fn dec_limited<T: DeserializeOwned, const N: usize>(b: &[u8]) -> Result<T, String> {
+    bincode::serde::decode_from_slice(b, bincode::config::standard().with_limit::<N>())
         .map(|(v, _)| v)
         .map_err(|e| e.to_string())
+}
+
+fn dec<T: DeserializeOwned>(b: &[u8]) -> Result<T, String> {
+    dec_limited::<T, MAX_ANSWER_BODY>(b)
 }
 
 /// POSTs `body` to `http://{addr}{path}` and returns the answer's bytes.
@@ -69,18 +131,18 @@ pub async fn post(
     body: Vec<u8>,
     ttl: Duration,
 ) -> Result<Bytes, CallError> {
-    let req = Request::post(format!("http://{addr}{path}"))
+    let req = Request::post(format!("{}://{addr}{path}", client.scheme))
         .header(http::header::CONTENT_TYPE, "application/octet-stream")
         .body(Full::new(Bytes::from(body)))
         .map_err(|e| CallError::BadAnswer(addr.to_string(), e.to_string()))?;
     let fut = async {
         let resp = client
+            .inner
             .request(req)
             .await
-            .map_err(|e| CallError::Unreachable(addr.to_string(), e.to_string()))?;
+            .map_err(|e| CallError::Unreachable(addr.to_string(), error_chain(&e)))?;
         let status = resp.status();
-        let bytes = resp
-            .into_body()
+        let bytes = Limited::new(resp.into_body(), MAX_ANSWER_BODY)
             .collect()
             .await
             .map_err(|e| CallError::Unreachable(addr.to_string(), e.to_string()))?
@@ -96,6 +158,18 @@ pub async fn post(
     tokio::time::timeout(ttl, fut)
         .await
         .map_err(|_| CallError::Timeout(addr.to_string()))?
+}
+
+/// An error with its causes (a TLS refusal hides two levels down in hyper's error).
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut cur = e.source();
+    while let Some(c) = cur {
+        s.push_str(": ");
+        s.push_str(&c.to_string());
+        cur = c.source();
+    }
+    s
 }
 
 /// Creates connections to peers.
@@ -141,7 +215,20 @@ impl Connection {
         Resp: DeserializeOwned,
         E: std::error::Error + DeserializeOwned,
     {
-        let bytes = match post(&self.client, &self.addr, path, enc(req), ttl).await {
+        self.call_encoded(path, enc(req), ttl).await
+    }
+
+    async fn call_encoded<Resp, E>(
+        &self,
+        path: &str,
+        body: Vec<u8>,
+        ttl: Duration,
+    ) -> Result<Resp, RPCError<u64, BasicNode, E>>
+    where
+        Resp: DeserializeOwned,
+        E: std::error::Error + DeserializeOwned,
+    {
+        let bytes = match post(&self.client, &self.addr, path, body, ttl).await {
             Ok(b) => b,
             Err(e @ (CallError::Unreachable(..) | CallError::Timeout(_))) => {
                 return Err(RPCError::Unreachable(Unreachable::new(&e)))
@@ -161,10 +248,27 @@ impl Connection {
 impl RaftNetwork<TypeConfig> for Connection {
     async fn append_entries(
         &mut self,
-        rpc: AppendEntriesRequest<TypeConfig>,
+        mut rpc: AppendEntriesRequest<TypeConfig>,
         option: RPCOption,
     ) -> Result<AppendEntriesResponse<u64>, RPCError<u64, BasicNode, RaftError<u64>>> {
-        self.call("/raft/append", &rpc, option.hard_ttl()).await
+        // Peers refuse appends above MAX_APPEND_BODY: send the longest prefix of the batch
+        // that fits (one entry always does), and tell openraft how far it got.
+        let mut body = enc(&rpc);
+        let mut cut = false;
+        while body.len() > MAX_APPEND_BODY && rpc.entries.len() > 1 {
+            let keep = rpc.entries.len().div_ceil(2);
+            rpc.entries.truncate(keep);
+            body = enc(&rpc);
+            cut = true;
+        }
+        let last = rpc.entries.last().map(|e| e.log_id);
+        let resp = self
+            .call_encoded("/raft/append", body, option.hard_ttl())
+            .await?;
+        Ok(match resp {
+            AppendEntriesResponse::Success if cut => AppendEntriesResponse::PartialSuccess(last),
+            other => other,
+        })
     }
 
     async fn install_snapshot(
@@ -189,8 +293,4 @@ impl RaftNetwork<TypeConfig> for Connection {
 
 pub(crate) fn encode<T: Serialize>(v: &T) -> Vec<u8> {
     enc(v)
-}
-
-pub(crate) fn decode<T: DeserializeOwned>(b: &[u8]) -> Result<T, String> {
-    dec(b)
 }

@@ -70,6 +70,7 @@ pub struct ClusterNode {
     pub addrs: NodeAddrs,
     pub(crate) client: Client,
     large_writes: tokio::sync::Semaphore,
+    pub(crate) intake: crate::rpc::Intake,
 }
 
 /// What the leader answers to a forwarded write.
@@ -89,6 +90,7 @@ fn raft_config() -> Result<Config, anyhow::Error> {
         election_timeout_max: 2000,
         install_snapshot_timeout: 5000,
         snapshot_policy: SnapshotPolicy::LogsSinceLast(1000),
+        snapshot_max_chunk_size: crate::rpc::SNAPSHOT_CHUNK as u64,
         max_in_snapshot_log_to_keep: 200,
         purge_batch_size: 256,
         ..Default::default()
@@ -98,13 +100,15 @@ fn raft_config() -> Result<Config, anyhow::Error> {
 
 impl ClusterNode {
     /// Opens storage in `dir` and starts Raft (not yet initialised: see [`crate::discovery`]).
+    /// Calls to peers use `tls` when the cluster has credentials.
     pub async fn start(
         addrs: NodeAddrs,
         dir: &Path,
         hook: ApplyHook,
+        tls: Option<&crate::auth::RpcTls>,
     ) -> Result<Arc<ClusterNode>, anyhow::Error> {
         let (log, sm) = tollgate_storage::open(dir, hook)?;
-        let client = network::client();
+        let client = network::client(tls);
         let raft = Raft::new(
             addrs.id,
             Arc::new(raft_config()?),
@@ -119,6 +123,7 @@ impl ClusterNode {
             addrs,
             client,
             large_writes: tokio::sync::Semaphore::new(1),
+            intake: crate::rpc::Intake::default(),
         }))
     }
 
@@ -231,8 +236,7 @@ impl ClusterNode {
             match self.leader_addr() {
                 Some((leader, addr)) if leader != self.addrs.id => {
                     let ttl = deadline.saturating_duration_since(tokio::time::Instant::now());
-                    let body = serde_json::to_vec(&cmd)
-                        .map_err(|e| ProposeError::Internal(e.to_string()))?;
+                    let body = cmd.encode();
                     match network::post(&self.client, &addr, "/cluster/forward", body, ttl).await {
                         Ok(bytes) => {
                             let reply: ForwardReply =

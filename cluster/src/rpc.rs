@@ -1,22 +1,125 @@
-//! The cluster listener's endpoints: openraft's RPCs (bincode) and the internal calls nodes
-//! make to the leader (JSON): forwarded writes, read indexes and member removal.
+//! The cluster listener's endpoints: openraft's RPCs and the internal calls nodes make to the
+//! leader: forwarded writes, read indexes and member removal. All bincode but the answers to
+//! internal calls (JSON).
+//!
+//! Behind TLS with client certificates when the cluster has credentials (only members reach
+//! these handlers), and bounded either way:
+//! - each endpoint reads at most its own body size ([`limit`]), refused from the declared
+//!   length before reading, within [`BODY_TIMEOUT`];
+//! - bodies in flight across all connections share [`MAX_INFLIGHT_BYTES`]; past it a request
+//!   is answered 503 at once (the sender retries), so slow or many senders cannot grow memory;
+//! - bincode decodes with the endpoint's limit (a claimed length cannot allocate more);
+//! - snapshot chunks must continue what was received (no seek far past the end, which would
+//!   allocate the gap) and a snapshot stays under [`MAX_SNAPSHOT_BYTES`].
 
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use bytes::Bytes;
-use http::{Method, Request, Response, StatusCode};
+use http::{header, Method, Request, Response, StatusCode};
 use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::Incoming;
 use openraft::raft::{AppendEntriesRequest, InstallSnapshotRequest, VoteRequest};
 use serde::Serialize;
+use tokio::sync::Semaphore;
 use tollgate_config::Command;
 use tollgate_storage::TypeConfig;
 
-use crate::network::{decode, encode};
-use crate::raft::{ClusterNode, ForwardReply, ProposeError};
+use crate::network::{dec_limited, encode, MAX_APPEND_BODY};
+use crate::raft::{ClusterNode, ForwardReply, ProposeError, MAX_ENTRY_BYTES};
 
-/// Largest RPC body (snapshot chunks are 3 MiB by default; appends are bounded by openraft).
-const MAX_RPC_BODY: usize = 64 * 1024 * 1024;
+/// Snapshot chunk size the leader sends (openraft's `snapshot_max_chunk_size`).
+pub const SNAPSHOT_CHUNK: usize = 1024 * 1024;
+/// Largest snapshot a node accepts (it is held in memory while it arrives).
+pub const MAX_SNAPSHOT_BYTES: u64 = 1024 * 1024 * 1024;
+/// Bytes of request bodies held at once across every cluster connection.
+pub const MAX_INFLIGHT_BYTES: usize = 64 * 1024 * 1024;
+/// Longest a peer may take to send one body.
+pub const BODY_TIMEOUT: Duration = Duration::from_secs(30);
+
+const VOTE_BODY: usize = 64 * 1024;
+const SNAPSHOT_BODY: usize = SNAPSHOT_CHUNK + 64 * 1024;
+const FORWARD_BODY: usize = MAX_ENTRY_BYTES + 64 * 1024;
+const SMALL_BODY: usize = 1024;
+
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum Endpoint {
+    Append,
+    Vote,
+    Snapshot,
+    Forward,
+    ReadIndex,
+    Remove,
+}
+
+impl Endpoint {
+    fn of(path: &str) -> Option<Endpoint> {
+        Some(match path {
+            "/raft/append" => Endpoint::Append,
+            "/raft/vote" => Endpoint::Vote,
+            "/raft/snapshot" => Endpoint::Snapshot,
+            "/cluster/forward" => Endpoint::Forward,
+            "/cluster/read-index" => Endpoint::ReadIndex,
+            "/cluster/remove" => Endpoint::Remove,
+            _ => return None,
+        })
+    }
+}
+
+/// Largest body each endpoint reads.
+fn limit(e: Endpoint) -> usize {
+    match e {
+        Endpoint::Append => MAX_APPEND_BODY,
+        Endpoint::Vote => VOTE_BODY,
+        Endpoint::Snapshot => SNAPSHOT_BODY,
+        Endpoint::Forward => FORWARD_BODY,
+        Endpoint::ReadIndex | Endpoint::Remove => SMALL_BODY,
+    }
+}
+
+/// Shared bounds of the cluster listener.
+pub struct Intake {
+    /// In KiB, so one permit count covers [`MAX_INFLIGHT_BYTES`].
+    budget: Arc<Semaphore>,
+    /// Per snapshot id being received: how many bytes arrived in order.
+    snapshots: Mutex<HashMap<String, u64>>,
+}
+
+impl Default for Intake {
+    fn default() -> Intake {
+        Intake {
+            budget: Arc::new(Semaphore::new(MAX_INFLIGHT_BYTES / 1024)),
+            snapshots: Mutex::new(HashMap::new()),
+        }
+    }
+}
+
+impl Intake {
+    /// Whether a chunk may be written: it starts within what arrived (a retry may resend),
+    /// and the snapshot stays under the cap.
+    fn accept_chunk(&self, id: &str, offset: u64, len: usize) -> Result<(), String> {
+        let end = offset.saturating_add(len as u64);
+        if end > MAX_SNAPSHOT_BYTES {
+            return Err(format!(
+                "snapshot larger than {MAX_SNAPSHOT_BYTES} bytes refused"
+            ));
+        }
+        let mut m = self.snapshots.lock().unwrap_or_else(|e| e.into_inner());
+        let received = m.get(id).copied().unwrap_or(0);
+        if offset > received {
+            return Err(format!(
+                "snapshot chunk at {offset} leaves a gap after {received} bytes"
+            ));
+        }
+        if !m.contains_key(id) {
+            // One snapshot streams at a time; older ids are abandoned ones.
+            m.clear();
+        }
+        m.insert(id.to_string(), received.max(end));
+        Ok(())
+    }
+}
 
 fn reply(status: StatusCode, body: Vec<u8>) -> Response<Full<Bytes>> {
     let mut r = Response::new(Full::new(Bytes::from(body)));
@@ -28,31 +131,84 @@ fn json<T: Serialize>(v: &T) -> Response<Full<Bytes>> {
     reply(StatusCode::OK, serde_json::to_vec(v).unwrap_or_default())
 }
 
+/// Reads a body within `max` bytes, the shared budget and [`BODY_TIMEOUT`].
+async fn read_body(
+    intake: &Intake,
+    req: Request<Incoming>,
+    max: usize,
+) -> Result<(Bytes, tokio::sync::OwnedSemaphorePermit), Response<Full<Bytes>>> {
+    let declared = req
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > max as u64) {
+        return Err(reply(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            format!("body over {max} bytes").into_bytes(),
+        ));
+    }
+    // Reserve what the body may take: its declared length, else the endpoint's limit.
+    let kib = declared.unwrap_or(max as u64).div_ceil(1024).max(1) as u32;
+    let Ok(permit) = intake.budget.clone().try_acquire_many_owned(kib) else {
+        return Err(reply(
+            StatusCode::SERVICE_UNAVAILABLE,
+            b"cluster listener busy: too many bodies in flight".to_vec(),
+        ));
+    };
+    let read = Limited::new(req.into_body(), max).collect();
+    match tokio::time::timeout(BODY_TIMEOUT, read).await {
+        Ok(Ok(b)) => Ok((b.to_bytes(), permit)),
+        Ok(Err(_)) => Err(reply(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            format!("body over {max} bytes or cut short").into_bytes(),
+        )),
+        Err(_) => Err(reply(
+            StatusCode::REQUEST_TIMEOUT,
+            b"body not received in time".to_vec(),
+        )),
+    }
+}
+
 /// Handles one request on the cluster listener.
 pub async fn handle(node: Arc<ClusterNode>, req: Request<Incoming>) -> Response<Full<Bytes>> {
     if req.method() != Method::POST {
         return reply(StatusCode::METHOD_NOT_ALLOWED, b"POST only".to_vec());
     }
-    let path = req.uri().path().to_string();
-    let body = match Limited::new(req.into_body(), MAX_RPC_BODY).collect().await {
-        Ok(b) => b.to_bytes(),
-        Err(_) => return reply(StatusCode::PAYLOAD_TOO_LARGE, b"body too large".to_vec()),
+    let Some(endpoint) = Endpoint::of(req.uri().path()) else {
+        return reply(StatusCode::NOT_FOUND, b"unknown cluster endpoint".to_vec());
+    };
+    let (body, _permit) = match read_body(&node.intake, req, limit(endpoint)).await {
+        Ok(b) => b,
+        Err(r) => return r,
     };
     let bad = |e: String| reply(StatusCode::BAD_REQUEST, e.into_bytes());
-    match path.as_str() {
-        "/raft/append" => match decode::<AppendEntriesRequest<TypeConfig>>(&body) {
-            Ok(r) => reply(StatusCode::OK, encode(&node.raft.append_entries(r).await)),
-            Err(e) => bad(e),
-        },
-        "/raft/vote" => match decode::<VoteRequest<u64>>(&body) {
+    match endpoint {
+        Endpoint::Append => {
+            match dec_limited::<AppendEntriesRequest<TypeConfig>, MAX_APPEND_BODY>(&body) {
+                Ok(r) => reply(StatusCode::OK, encode(&node.raft.append_entries(r).await)),
+                Err(e) => bad(e),
+            }
+        }
+        Endpoint::Vote => match dec_limited::<VoteRequest<u64>, VOTE_BODY>(&body) {
             Ok(r) => reply(StatusCode::OK, encode(&node.raft.vote(r).await)),
             Err(e) => bad(e),
         },
-        "/raft/snapshot" => match decode::<InstallSnapshotRequest<TypeConfig>>(&body) {
-            Ok(r) => reply(StatusCode::OK, encode(&node.raft.install_snapshot(r).await)),
-            Err(e) => bad(e),
-        },
-        "/cluster/forward" => match serde_json::from_slice::<Command>(&body) {
+        Endpoint::Snapshot => {
+            match dec_limited::<InstallSnapshotRequest<TypeConfig>, SNAPSHOT_BODY>(&body) {
+                Ok(r) => {
+                    if let Err(e) =
+                        node.intake
+                            .accept_chunk(&r.meta.snapshot_id, r.offset, r.data.len())
+                    {
+                        return bad(e);
+                    }
+                    reply(StatusCode::OK, encode(&node.raft.install_snapshot(r).await))
+                }
+                Err(e) => bad(e),
+            }
+        }
+        Endpoint::Forward => match dec_limited::<Command, FORWARD_BODY>(&body) {
             Ok(cmd) => {
                 let (result, index) = match node.propose_here(cmd).await {
                     Ok((a, i)) => (Ok(a), i),
@@ -60,13 +216,49 @@ pub async fn handle(node: Arc<ClusterNode>, req: Request<Incoming>) -> Response<
                 };
                 json(&ForwardReply { result, index })
             }
-            Err(e) => bad(e.to_string()),
+            Err(e) => bad(e),
         },
-        "/cluster/read-index" => json(&node.read_index_here().await),
-        "/cluster/remove" => match String::from_utf8_lossy(&body).parse::<u64>() {
+        Endpoint::ReadIndex => json(&node.read_index_here().await),
+        Endpoint::Remove => match String::from_utf8_lossy(&body).parse::<u64>() {
             Ok(id) => json(&node.remove_member(id).await),
             Err(_) => json(&Err::<(), _>(ProposeError::Internal("bad node id".into()))),
         },
-        _ => reply(StatusCode::NOT_FOUND, b"unknown cluster endpoint".to_vec()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn snapshot_chunks_must_continue_what_arrived() {
+        let i = Intake::default();
+        assert!(i.accept_chunk("s1", 0, 100).is_ok());
+        assert!(i.accept_chunk("s1", 100, 100).is_ok());
+        // A retry of the last chunk is fine; a seek far ahead would allocate the gap.
+        assert!(i.accept_chunk("s1", 100, 100).is_ok());
+        assert!(i.accept_chunk("s1", 1 << 40, 1).is_err());
+        assert!(i.accept_chunk("s1", 300, 1).is_err());
+        assert!(
+            i.accept_chunk("s2", 5, 1).is_err(),
+            "a new snapshot starts at 0"
+        );
+        assert!(i.accept_chunk("s2", 0, 1).is_ok());
+        assert!(i
+            .accept_chunk("s3", 0, MAX_SNAPSHOT_BYTES as usize + 1)
+            .is_err());
+    }
+
+    #[test]
+    fn claimed_lengths_cannot_allocate_past_the_limit() {
+        // A string claiming 2^45 bytes (bincode varint: 0xfd then a u64), 16 bytes in all:
+        // this aborted a node with an allocation of 32 TiB.
+        let mut evil = vec![0xfdu8];
+        evil.extend_from_slice(&(1u64 << 45).to_le_bytes());
+        evil.extend_from_slice(&[0u8; 7]);
+        assert!(dec_limited::<String, VOTE_BODY>(&evil).is_err());
+        assert!(dec_limited::<InstallSnapshotRequest<TypeConfig>, SNAPSHOT_BODY>(&evil).is_err());
+        assert!(dec_limited::<AppendEntriesRequest<TypeConfig>, MAX_APPEND_BODY>(&evil).is_err());
+        assert!(dec_limited::<Command, FORWARD_BODY>(&evil).is_err());
     }
 }

@@ -50,6 +50,27 @@ pub enum Command {
     Node(Box<NodeArgs>),
     /// Run a small backend that answers with what it received (for demos and tests).
     Echo(EchoArgs),
+    /// Make cluster credentials.
+    #[command(subcommand)]
+    Cluster(ClusterCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ClusterCommand {
+    /// Print a new cluster secret (a line for --cluster-secret-file).
+    Secret,
+    /// Make a cluster CA and node certificates for --cluster-tls-cert/-key/-ca.
+    Certs {
+        /// How many node certificates (node-1.pem … node-N.pem).
+        #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..=1000))]
+        nodes: u32,
+        /// Directory to write into (created; existing files are never overwritten).
+        #[arg(long)]
+        out: PathBuf,
+        /// The name every node certificate carries (--cluster-tls-server-name).
+        #[arg(long, default_value = "tollgate-cluster")]
+        server_name: String,
+    },
 }
 
 #[derive(Debug, Clone, Args)]
@@ -92,6 +113,27 @@ pub struct NodeArgs {
     /// e.g. in containers: the service name). Defaults to each listener's own IP.
     #[arg(long, env = "TOLLGATE_ADVERTISE_ADDR")]
     pub advertise_addr: Option<String>,
+    /// File of cluster secrets, one per line, the first used to send (`tollgate cluster secret`
+    /// makes one). Seals gossip and authenticates cluster RPCs with TLS. Required, or the
+    /// --cluster-tls-* files, unless the cluster and gossip listeners are on loopback.
+    #[arg(long, env = "TOLLGATE_CLUSTER_SECRET_FILE")]
+    pub cluster_secret_file: Option<PathBuf>,
+    /// This node's cluster certificate (PEM), signed by --cluster-tls-ca: PKI mode.
+    #[arg(long, env = "TOLLGATE_CLUSTER_TLS_CERT")]
+    pub cluster_tls_cert: Option<PathBuf>,
+    /// The private key of --cluster-tls-cert (PEM).
+    #[arg(long, env = "TOLLGATE_CLUSTER_TLS_KEY")]
+    pub cluster_tls_key: Option<PathBuf>,
+    /// The cluster CA certificate(s) (PEM) that peers' certificates must chain to.
+    #[arg(long, env = "TOLLGATE_CLUSTER_TLS_CA")]
+    pub cluster_tls_ca: Option<PathBuf>,
+    /// The name cluster certificates carry and clients check.
+    #[arg(
+        long,
+        default_value = "tollgate-cluster",
+        env = "TOLLGATE_CLUSTER_TLS_SERVER_NAME"
+    )]
+    pub cluster_tls_server_name: String,
     /// Gossip addresses of existing nodes, comma-separated (host:port).
     #[arg(long, default_value = "", env = "TOLLGATE_SEEDS")]
     pub seeds: String,

@@ -29,6 +29,7 @@ pub async fn run(args: EchoArgs) -> anyhow::Result<()> {
         shutdown,
         "echo",
         None,
+        None,
     )
     .await;
     Ok(())

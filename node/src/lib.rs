@@ -6,6 +6,7 @@
 
 pub mod admin;
 pub mod cli;
+pub mod cluster_cmd;
 pub mod echo;
 pub mod metrics;
 pub mod node;

@@ -8,6 +8,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use anyhow::{bail, Context};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
+use tollgate_cluster::auth::{self as cluster_auth, ClusterAuth, Plane};
 use tollgate_cluster::discovery::{self, Discovery};
 use tollgate_cluster::{parse_seeds, ClusterNode, NodeAddrs};
 use tollgate_config::{declarative, Command};
@@ -17,7 +18,7 @@ use crate::cli::NodeArgs;
 use crate::metrics::Metrics;
 use crate::proxy::Proxy;
 use crate::ratelimit::GCounters;
-use crate::serve::{serve, Peer, Shutdown};
+use crate::serve::{serve, Peer, Shutdown, Tls};
 use crate::snapshot::{Deps, Snapshot, SnapshotHandle};
 
 /// A receiver that flips to `true` on SIGTERM or SIGINT.
@@ -95,8 +96,46 @@ fn unix_now() -> f64 {
         .unwrap_or(0.0)
 }
 
+/// The cluster plane's credentials, or none where that is allowed: a cluster or gossip
+/// listener reachable from other hosts without them would let anyone join and rewrite the
+/// configuration.
+fn cluster_credentials(args: &NodeArgs) -> anyhow::Result<ClusterAuth> {
+    let auth = ClusterAuth::from_flags(&cluster_auth::Flags {
+        secret_file: args.cluster_secret_file.clone(),
+        tls_cert: args.cluster_tls_cert.clone(),
+        tls_key: args.cluster_tls_key.clone(),
+        tls_ca: args.cluster_tls_ca.clone(),
+        server_name: args.cluster_tls_server_name.clone(),
+    })?;
+    let exposed: Vec<String> = [
+        ("--cluster-listen", args.cluster_listen),
+        ("--gossip-listen", args.gossip_listen),
+    ]
+    .iter()
+    .filter(|(_, a)| !a.ip().is_loopback())
+    .map(|(n, a)| format!("{n} {a}"))
+    .collect();
+    if !auth.is_enabled() {
+        if !exposed.is_empty() {
+            bail!(
+                "{} is not a loopback address: give the cluster credentials \
+                 (--cluster-secret-file, made by `tollgate cluster secret`, or \
+                 --cluster-tls-cert/--cluster-tls-key/--cluster-tls-ca) so that only cluster \
+                 members can join, gossip and replicate",
+                exposed.join(" and ")
+            );
+        }
+        tracing::warn!(
+            "the cluster plane has no credentials (loopback only): any local process can join; \
+             set --cluster-secret-file to close it"
+        );
+    }
+    Ok(auth)
+}
+
 pub async fn run(args: NodeArgs) -> anyhow::Result<()> {
     let seeds = validate(&args)?;
+    let auth = cluster_credentials(&args)?;
     std::fs::create_dir_all(&args.data_dir)
         .with_context(|| format!("cannot create data dir {}", args.data_dir.display()))?;
 
@@ -146,7 +185,7 @@ pub async fn run(args: NodeArgs) -> anyhow::Result<()> {
     let store_dir = args.data_dir.join("raft");
     let cluster_addr = cluster_listener.local_addr()?;
     let addrs = advertised(&args, cluster_addr, admin_addr, proxy_addr).await?;
-    let cluster = ClusterNode::start(addrs, &store_dir, hook)
+    let cluster = ClusterNode::start(addrs, &store_dir, hook, auth.rpc.as_deref())
         .await
         .with_context(|| format!("cannot start Raft on {}", store_dir.display()))?;
     let rpc_node = cluster.clone();
@@ -154,15 +193,25 @@ pub async fn run(args: NodeArgs) -> anyhow::Result<()> {
     // flight at SIGTERM (a forwarded write waiting for its local apply, a consistent read)
     // still needs the leader's appends to arrive here.
     let (cluster_stop, cluster_shutdown) = watch::channel(false);
+    let cluster_tls = auth.rpc.as_ref().map(|t| {
+        let rejections = auth.rejections.clone();
+        Tls {
+            acceptor: tokio_rustls::TlsAcceptor::from(t.server.clone()),
+            on_failure: Arc::new(move |peer, reason: &str| {
+                rejections.record(peer, Plane::Cluster, reason)
+            }),
+        }
+    });
     let cluster_task = tokio::spawn(serve(
         cluster_listener,
         move |req, _peer| tollgate_cluster::rpc::handle(rpc_node.clone(), req),
         cluster_shutdown,
         "cluster",
         None,
+        cluster_tls,
     ));
     let disc = Arc::new(
-        Discovery::start(&cluster, seeds.clone())
+        Discovery::start(&cluster, seeds.clone(), &auth)
             .await
             .with_context(|| format!("cannot start gossip on {}", args.gossip_listen))?,
     );
@@ -198,10 +247,12 @@ pub async fn run(args: NodeArgs) -> anyhow::Result<()> {
         shutdown.clone(),
         "proxy",
         Some(metrics.connections_accepted.clone()),
+        None,
     ));
 
     let admin_ctx = Arc::new(AdminCtx {
         node_id: args.id,
+        cluster_auth: (auth.mode, auth.rejections.clone()),
         replicator: cluster.clone(),
         discovery: disc.clone(),
         metrics: metrics.clone(),
@@ -235,6 +286,7 @@ pub async fn run(args: NodeArgs) -> anyhow::Result<()> {
         shutdown.clone(),
         "admin",
         None,
+        None,
     ));
 
     // Rate-limit counters of past windows are dropped in the background.
@@ -260,6 +312,7 @@ pub async fn run(args: NodeArgs) -> anyhow::Result<()> {
         admin = %admin_addr,
         cluster = %args.cluster_listen,
         gossip = %args.gossip_listen,
+        cluster_auth = auth.mode,
         data_dir = %args.data_dir.display(),
         "tollgate node ready"
     );

@@ -5,6 +5,10 @@
 //! head and 431 to an oversized one), the number of open connections is capped, and accept
 //! errors (e.g. out of file descriptors) back off instead of spinning. On shutdown the loop
 //! stops accepting and gives in-flight requests [`DRAIN_TIMEOUT`] to finish.
+//!
+//! With [`Tls`], each connection first completes a TLS handshake within
+//! [`HEADER_READ_TIMEOUT`] (in its own task: a slow handshake holds no one else up); a failed
+//! handshake is reported and the connection dropped.
 
 use std::convert::Infallible;
 use std::future::Future;
@@ -18,6 +22,7 @@ use http_body::Body;
 use hyper::body::Incoming;
 use hyper::server::conn::http1;
 use hyper_util::rt::{TokioIo, TokioTimer};
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpListener;
 use tokio::sync::{watch, Semaphore};
 
@@ -45,13 +50,23 @@ impl Peer {
     }
 }
 
-/// Serves `handler` on `listener` until `shutdown` fires, then drains.
+/// Told of every failed handshake: the peer and the reason.
+pub type OnHandshakeFailure = Arc<dyn Fn(SocketAddr, &str) + Send + Sync>;
+
+/// TLS in front of a listener.
+pub struct Tls {
+    pub acceptor: tokio_rustls::TlsAcceptor,
+    pub on_failure: OnHandshakeFailure,
+}
+
+/// Serves `handler` on `listener` (behind `tls` if given) until `shutdown` fires, then drains.
 pub async fn serve<H, F, B>(
     listener: TcpListener,
     handler: H,
     mut shutdown: Shutdown,
     what: &'static str,
     accepted: Option<prometheus::IntCounter>,
+    tls: Option<Tls>,
 ) where
     H: Fn(Request<Incoming>, &Peer) -> F + Clone + Send + Sync + 'static,
     F: Future<Output = Response<B>> + Send + 'static,
@@ -86,23 +101,57 @@ pub async fn serve<H, F, B>(
             let fut = h(req, &client);
             async move { Ok::<_, Infallible>(fut.await) }
         });
-        let conn = http1::Builder::new()
-            .timer(TokioTimer::new())
-            .header_read_timeout(HEADER_READ_TIMEOUT)
-            .max_buf_size(MAX_HEAD_BYTES)
-            .keep_alive(true)
-            .serve_connection(TokioIo::new(stream), svc);
-        let conn = graceful.watch(conn);
-        tokio::spawn(async move {
-            if let Err(e) = conn.await {
-                tracing::debug!(listener = what, %peer, error = %e, "connection ended with error");
+        match &tls {
+            None => {
+                let conn = graceful.watch(http1_conn(stream, svc));
+                tokio::spawn(async move {
+                    if let Err(e) = conn.await {
+                        tracing::debug!(listener = what, %peer, error = %e, "connection ended with error");
+                    }
+                    drop(permit);
+                });
             }
-            drop(permit);
-        });
+            Some(tls) => {
+                let (acceptor, on_failure) = (tls.acceptor.clone(), tls.on_failure.clone());
+                let watcher = graceful.watcher();
+                tokio::spawn(async move {
+                    let hs = tokio::time::timeout(HEADER_READ_TIMEOUT, acceptor.accept(stream));
+                    let stream = match hs.await {
+                        Ok(Ok(s)) => s,
+                        Ok(Err(e)) => return on_failure(peer, &e.to_string()),
+                        Err(_) => return on_failure(peer, "TLS handshake timed out"),
+                    };
+                    if let Err(e) = watcher.watch(http1_conn(stream, svc)).await {
+                        tracing::debug!(listener = what, %peer, error = %e, "connection ended with error");
+                    }
+                    drop(permit);
+                });
+            }
+        }
     }
     drop(listener);
+    drop(tls);
     tokio::select! {
         _ = graceful.shutdown() => tracing::info!(listener = what, "drained"),
         _ = tokio::time::sleep(DRAIN_TIMEOUT) => tracing::warn!(listener = what, "drain timed out"),
     }
+}
+
+/// One HTTP/1.1 connection with the listener's limits.
+fn http1_conn<S, Svc, B>(
+    stream: S,
+    svc: Svc,
+) -> hyper::server::conn::http1::Connection<TokioIo<S>, Svc>
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    Svc: hyper::service::HttpService<Incoming, ResBody = B>,
+    B: Body<Data = Bytes> + Send + 'static,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    http1::Builder::new()
+        .timer(TokioTimer::new())
+        .header_read_timeout(HEADER_READ_TIMEOUT)
+        .max_buf_size(MAX_HEAD_BYTES)
+        .keep_alive(true)
+        .serve_connection(TokioIo::new(stream), svc)
 }

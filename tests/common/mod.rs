@@ -12,13 +12,23 @@ pub const BIN: &str = env!("CARGO_BIN_EXE_tollgate");
 /// Generous: a loaded 2-core machine may be slow to start a debug binary.
 pub const DEADLINE: Duration = Duration::from_secs(60);
 
-/// A port that was free a moment ago.
+/// A port that was free a moment ago, and never handed out before in this test process: the
+/// kernel may offer a just-released port again, and two nodes of concurrent tests must not
+/// both be given it.
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    static GIVEN: std::sync::Mutex<Vec<u16>> = std::sync::Mutex::new(Vec::new());
+    loop {
+        let port = TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let mut given = GIVEN.lock().unwrap_or_else(|e| e.into_inner());
+        if !given.contains(&port) {
+            given.push(port);
+            return port;
+        }
+    }
 }
 
 /// Polls `f` until it returns `Some`, or panics after [`DEADLINE`].

@@ -40,6 +40,8 @@ use crate::snapshot::SnapshotHandle;
 /// What the Admin API works with.
 pub struct AdminCtx {
     pub node_id: u64,
+    /// The cluster plane's credential mode, and who was refused on it.
+    pub cluster_auth: (&'static str, Arc<tollgate_cluster::auth::Rejections>),
     pub replicator: Arc<ClusterNode>,
     pub discovery: Arc<Discovery>,
     pub metrics: Arc<Metrics>,
@@ -644,6 +646,8 @@ async fn cluster(AxState(ctx): AxState<Ctx>) -> Response {
             "term": m.current_term,
             "state": format!("{:?}", m.state),
             "members": members,
+            "credentials": ctx.cluster_auth.0,
+            "rejected": ctx.cluster_auth.1.list(),
         }),
     )
 }
