@@ -10,6 +10,7 @@
 mod checker;
 mod control;
 mod history;
+mod hostile;
 mod nemesis;
 mod plot;
 mod ratelimit;
@@ -42,7 +43,7 @@ enum Mode {
 #[command(about = "Fault injection against a Tollgate cluster")]
 struct Args {
     /// Faults to inject, comma-separated: partition, kill, pause, restart (rolling),
-    /// membership. Default: all the mode can do.
+    /// membership, hostile (a peer without credentials). Default: all the mode can do.
     #[arg(long)]
     nemesis: Option<String>,
     #[arg(long, value_enum, default_value_t = Mode::Auto)]
@@ -265,6 +266,8 @@ async fn run(
         },
     );
 
+    let hostile_faults = faults.iter().filter(|f| f.nemesis == "hostile").count();
+    results["hostile"] = hostile::check(&cluster, hostile_faults).await;
     let problems: Vec<&String> = faults.iter().filter_map(|f| f.problem.as_ref()).collect();
     results["nemesis"] = json!({"valid": problems.is_empty(), "problems": problems});
     let crashes = cluster.crashes();
@@ -288,6 +291,7 @@ async fn run(
         "data_plane_availability",
         "rate_limit",
         "nemesis",
+        "hostile",
         "crashes",
     ];
     let invalid: Vec<&str> = checkers

@@ -13,7 +13,14 @@ use crate::control::Cluster;
 use crate::history::History;
 
 /// The nemeses a run can use.
-pub const ALL: [&str; 5] = ["partition", "kill", "pause", "restart", "membership"];
+pub const ALL: [&str; 6] = [
+    "partition",
+    "kill",
+    "pause",
+    "restart",
+    "membership",
+    "hostile",
+];
 
 /// One injected fault.
 #[derive(Debug, Clone, Serialize)]
@@ -165,6 +172,12 @@ pub async fn inject(
             hold(rng).await;
             cluster.heal()?;
             (format!("partition: {detail}"), cut, sides)
+        }
+        "hostile" => {
+            // No node is faulted: every one must keep serving, the attacked one included.
+            let (detail, p) = crate::hostile::attack(cluster, node, rng).await?;
+            problem = p;
+            (detail, Vec::new(), 1)
         }
         other => anyhow::bail!("unknown nemesis '{other}'"),
     };

@@ -57,6 +57,8 @@ fn compose_tool() -> Option<Vec<&'static str>> {
 /// The compose project under test.
 pub struct Compose {
     tool: Vec<&'static str>,
+    /// The cluster secret file the nodes mount.
+    secret: PathBuf,
     /// Container id of node1..node5.
     ids: Vec<String>,
     /// Address of each node on the compose network (re-read after a restart).
@@ -65,7 +67,7 @@ pub struct Compose {
 
 impl Compose {
     fn compose(&self) -> Command {
-        compose_cmd(&self.tool)
+        compose_cmd(&self.tool, &self.secret)
     }
 
     pub fn token(&self) -> &str {
@@ -73,8 +75,10 @@ impl Compose {
     }
 
     /// (Re)builds the image from the current sources (`debug`: the debug build), starts the
-    /// project from nothing (volumes removed) and returns the nodes' endpoints.
-    pub fn up(out: &Path, debug: bool) -> anyhow::Result<(Compose, Vec<Endpoints>)> {
+    /// project from nothing (volumes removed) with the cluster secret in `secret`, and returns
+    /// the nodes' endpoints.
+    pub fn up(out: &Path, debug: bool, secret: &Path) -> anyhow::Result<(Compose, Vec<Endpoints>)> {
+        let secret = std::fs::canonicalize(secret)?;
         let tool = compose_tool().ok_or_else(|| anyhow::anyhow!("no docker compose tool"))?;
         let mut build = Command::new("bash");
         build.arg(root().join("docker/build-image.sh"));
@@ -83,12 +87,12 @@ impl Compose {
         }
         eprintln!("building {IMAGE} with docker/build-image.sh");
         run(build.arg(IMAGE))?;
-        let _ = compose_cmd(&tool).args(["down", "-v"]).output();
-        run(compose_cmd(&tool).args(["up", "-d"]))?;
+        let _ = compose_cmd(&tool, &secret).args(["down", "-v"]).output();
+        run(compose_cmd(&tool, &secret).args(["up", "-d"]))?;
         std::fs::write(out.join("compose-project.txt"), PROJECT)?;
         let mut ids = Vec::new();
         for n in 1..=NODES {
-            let id = text(run(compose_cmd(&tool).args([
+            let id = text(run(compose_cmd(&tool, &secret).args([
                 "ps",
                 "-q",
                 &format!("node{n}"),
@@ -98,6 +102,7 @@ impl Compose {
         }
         let compose = Compose {
             tool,
+            secret,
             ids,
             ips: std::sync::Mutex::new(Vec::new()),
         };
@@ -224,13 +229,14 @@ impl Compose {
     }
 }
 
-fn compose_cmd(tool: &[&str]) -> Command {
+fn compose_cmd(tool: &[&str], secret: &Path) -> Command {
     let mut c = Command::new(tool[0]);
     c.args(&tool[1..])
         .arg("-f")
         .arg(root().join("docker-compose.yml"))
         .args(["-p", PROJECT])
         .env("TOLLGATE_ADMIN_TOKEN", TOKEN)
+        .env("TOLLGATE_CLUSTER_SECRET_SOURCE", secret)
         // The harness reaches nodes at their container addresses: publish nothing fixed,
         // so a demo cluster on the default ports can run beside it.
         .env("TOLLGATE_PUBLISH_PROXY", "127.0.0.1:0")
@@ -242,5 +248,48 @@ fn endpoints_of(ip: &str) -> Endpoints {
     Endpoints {
         admin: format!("http://{ip}:8001"),
         proxy: format!("http://{ip}:8000"),
+        cluster: format!("{ip}:7000"),
+        gossip: format!("{ip}:7946"),
     }
 }
+
+/// The rogue container: the image of the cluster, on its network, with `secret` (not the
+/// cluster's), gossiping to every node.
+pub fn start_rogue(secret: &Path) -> anyhow::Result<()> {
+    let secret = std::fs::canonicalize(secret)?;
+    let _ = Command::new("docker").args(["rm", "-f", ROGUE]).output();
+    let seeds = (1..=NODES)
+        .map(|n| format!("node{n}:7946"))
+        .collect::<Vec<_>>()
+        .join(",");
+    run(Command::new("docker")
+        .args(["run", "-d", "--rm", "--name", ROGUE, "--hostname", "rogue"])
+        .args(["--network", &format!("{PROJECT}_tollgate")])
+        .arg("-v")
+        .arg(format!(
+            "{}:/run/tollgate/rogue.secret:ro",
+            secret.display()
+        ))
+        .args([
+            "-e",
+            "TOLLGATE_ID=99",
+            "-e",
+            "TOLLGATE_ADVERTISE_ADDR=rogue",
+        ])
+        .args(["-e", "TOLLGATE_ADMIN_LISTEN=127.0.0.1:8001"])
+        .args(["-e", "TOLLGATE_CLUSTER_LISTEN=0.0.0.0:7000"])
+        .args(["-e", "TOLLGATE_GOSSIP_LISTEN=0.0.0.0:7946"])
+        .args([
+            "-e",
+            "TOLLGATE_CLUSTER_SECRET_FILE=/run/tollgate/rogue.secret",
+        ])
+        .args(["-e", &format!("TOLLGATE_SEEDS={seeds}")])
+        .args([IMAGE, "node"]))?;
+    Ok(())
+}
+
+pub fn stop_rogue() {
+    let _ = Command::new("docker").args(["rm", "-f", ROGUE]).output();
+}
+
+const ROGUE: &str = "tollgate-jepsen-rogue";

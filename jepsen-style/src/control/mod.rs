@@ -22,6 +22,10 @@ use crate::history::Kind;
 pub struct Endpoints {
     pub admin: String,
     pub proxy: String,
+    /// The cluster listener (`host:port`), for the hostile nemesis.
+    pub cluster: String,
+    /// The gossip socket (`ip:port`), for the hostile nemesis.
+    pub gossip: String,
 }
 
 enum Backend {
@@ -37,6 +41,10 @@ struct NodeState {
 
 /// The cluster under test.
 pub struct Cluster {
+    /// The cluster secret every node holds (the hostile nemesis seals replays with it).
+    pub secret: String,
+    /// Where the run's files go.
+    pub out: std::path::PathBuf,
     backend: Backend,
     nodes: Vec<NodeState>,
     client: reqwest::Client,
@@ -58,23 +66,43 @@ fn client(token: Option<&str>) -> anyhow::Result<reqwest::Client> {
         .build()?)
 }
 
+/// Writes a fresh cluster secret into `out/cluster.secret`.
+fn new_secret(out: &Path) -> anyhow::Result<(String, std::path::PathBuf)> {
+    let secret = tollgate_cluster::auth::keyring::generate();
+    let path = out.join("cluster.secret");
+    std::fs::write(&path, format!("{secret}\n"))?;
+    Ok((secret, path))
+}
+
 impl Cluster {
     /// `n` local processes and an echo backend; logs go to `out`.
     pub async fn processes(n: usize, out: &Path) -> anyhow::Result<Cluster> {
-        let (backend, endpoints, upstream) = process::Processes::start(n, out)?;
-        Cluster::ready(Backend::Process(backend), endpoints, upstream, None).await
+        let (secret, file) = new_secret(out)?;
+        let (backend, endpoints, upstream) = process::Processes::start(n, out, &file)?;
+        Cluster::ready(
+            Backend::Process(backend),
+            endpoints,
+            upstream,
+            None,
+            secret,
+            out,
+        )
+        .await
     }
 
     /// The compose project's five nodes and two echo backends, started fresh from an image
     /// of the current build (`debug`: the debug build).
     pub async fn docker(out: &Path, debug: bool) -> anyhow::Result<Cluster> {
-        let (backend, endpoints) = docker::Compose::up(out, debug)?;
+        let (secret, file) = new_secret(out)?;
+        let (backend, endpoints) = docker::Compose::up(out, debug, &file)?;
         let token = backend.token().to_string();
         Cluster::ready(
             Backend::Docker(backend),
             endpoints,
             "http://echo-1:8080".into(),
             Some(&token),
+            secret,
+            out,
         )
         .await
     }
@@ -84,8 +112,12 @@ impl Cluster {
         endpoints: Vec<Endpoints>,
         upstream: String,
         token: Option<&str>,
+        secret: String,
+        out: &Path,
     ) -> anyhow::Result<Cluster> {
         let cluster = Cluster {
+            secret,
+            out: out.to_path_buf(),
             backend,
             nodes: endpoints
                 .into_iter()
@@ -121,8 +153,29 @@ impl Cluster {
         self.endpoints(node).proxy
     }
 
+    /// Node `node`'s cluster listener and gossip socket.
+    pub fn cluster_plane(&self, node: usize) -> (String, String) {
+        let e = self.endpoints(node);
+        (e.cluster, e.gossip)
+    }
+
+    /// Starts a node that gossips to the cluster with `secret` instead of the cluster's.
+    pub fn start_rogue(&self, secret: &Path) -> anyhow::Result<()> {
+        match &self.backend {
+            Backend::Process(p) => p.start_rogue(secret),
+            Backend::Docker(_) => tokio::task::block_in_place(|| docker::start_rogue(secret)),
+        }
+    }
+
+    pub fn stop_rogue(&self) {
+        match &self.backend {
+            Backend::Process(p) => p.stop_rogue(),
+            Backend::Docker(_) => tokio::task::block_in_place(docker::stop_rogue),
+        }
+    }
+
     /// `GET /cluster` of one node, if it answers.
-    async fn cluster_view(&self, node: usize) -> Option<Value> {
+    pub async fn cluster_view(&self, node: usize) -> Option<Value> {
         let r = self
             .client
             .get(format!("{}/cluster", self.admin(node)))
@@ -255,6 +308,21 @@ impl Cluster {
             },
             _ => (Kind::Fail, None),
         }
+    }
+
+    /// Every consumer's username on node `node` (first 1000).
+    pub async fn consumer_names(&self, node: usize) -> Vec<String> {
+        let url = format!("{}/consumers?size=1000", self.admin(node));
+        let Ok(r) = self.client.get(url).send().await else {
+            return Vec::new();
+        };
+        let v: Value = r.json().await.unwrap_or_default();
+        v["data"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|c| c["username"].as_str().map(str::to_string))
+            .collect()
     }
 
     /// Whether node `node`'s proxy serves the data-plane route.
@@ -412,6 +480,7 @@ impl Cluster {
 
     /// Heals everything, stops the cluster and copies every node's log into `out`.
     pub fn stop(&self, out: &Path, keep: bool) {
+        self.stop_rogue();
         match &self.backend {
             Backend::Process(p) => p.stop(),
             Backend::Docker(d) => d.down(out, keep),

@@ -38,6 +38,10 @@ struct NodeProc {
 pub struct Processes {
     nodes: Vec<NodeProc>,
     echo: Mutex<Option<Child>>,
+    /// Every node's gossip address, comma-separated.
+    seeds: String,
+    out: PathBuf,
+    rogue: Mutex<Option<Child>>,
 }
 
 fn spawn(args: &[String], log: &Path) -> anyhow::Result<Child> {
@@ -62,9 +66,13 @@ fn signal(child: &Child, sig: i32) {
 }
 
 impl Processes {
-    /// Starts `n` nodes that bootstrap one cluster, plus an echo backend; logs go to `out`.
-    /// Returns the nodes' endpoints and the echo backend's URL.
-    pub fn start(n: usize, out: &Path) -> anyhow::Result<(Processes, Vec<Endpoints>, String)> {
+    /// Starts `n` nodes that bootstrap one cluster with the cluster secret in `secret`, plus an
+    /// echo backend; logs go to `out`. Returns the nodes' endpoints and the echo backend's URL.
+    pub fn start(
+        n: usize,
+        out: &Path,
+        secret: &Path,
+    ) -> anyhow::Result<(Processes, Vec<Endpoints>, String)> {
         let ports: Vec<[u16; 4]> = (0..n)
             .map(|_| [free_port(), free_port(), free_port(), free_port()])
             .collect();
@@ -95,6 +103,8 @@ impl Processes {
                 seeds.clone(),
                 "--bootstrap-expect".into(),
                 n.to_string(),
+                "--cluster-secret-file".into(),
+                secret.display().to_string(),
             ]
             .to_vec();
             let log = out.join(format!("node{}.log", i + 1));
@@ -106,6 +116,8 @@ impl Processes {
                 endpoints: Endpoints {
                     admin: format!("http://127.0.0.1:{}", p[1]),
                     proxy: format!("http://127.0.0.1:{}", p[0]),
+                    cluster: format!("127.0.0.1:{}", p[2]),
+                    gossip: format!("127.0.0.1:{}", p[3]),
                 },
             });
         }
@@ -123,6 +135,9 @@ impl Processes {
         let endpoints = nodes.iter().map(|n| n.endpoints.clone()).collect();
         Ok((
             Processes {
+                seeds,
+                out: out.to_path_buf(),
+                rogue: Mutex::new(None),
                 nodes,
                 echo: Mutex::new(Some(echo)),
             },
@@ -177,6 +192,39 @@ impl Processes {
         Ok(())
     }
 
+    /// Starts a node (id 99) that knows the seeds but holds `secret`, not the cluster's.
+    pub fn start_rogue(&self, secret: &Path) -> anyhow::Result<()> {
+        let args: Vec<String> = vec![
+            "node".into(),
+            "--id".into(),
+            "99".into(),
+            "--data-dir".into(),
+            self.out.join("rogue-data").display().to_string(),
+            "--proxy-listen".into(),
+            format!("127.0.0.1:{}", free_port()),
+            "--admin-listen".into(),
+            format!("127.0.0.1:{}", free_port()),
+            "--cluster-listen".into(),
+            format!("127.0.0.1:{}", free_port()),
+            "--gossip-listen".into(),
+            format!("127.0.0.1:{}", free_port()),
+            "--seeds".into(),
+            self.seeds.clone(),
+            "--cluster-secret-file".into(),
+            secret.display().to_string(),
+        ];
+        let child = spawn(&args, &self.out.join("rogue.log"))?;
+        *self.rogue.lock().unwrap_or_else(|e| e.into_inner()) = Some(child);
+        Ok(())
+    }
+
+    pub fn stop_rogue(&self) {
+        if let Some(mut c) = self.rogue.lock().unwrap_or_else(|e| e.into_inner()).take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
     /// Per node, 1 when its process exited although the harness did not stop it.
     pub fn crashes(&self) -> Vec<u64> {
         self.nodes
@@ -193,6 +241,7 @@ impl Processes {
 
     /// Stops every process.
     pub fn stop(&self) {
+        self.stop_rogue();
         for n in &self.nodes {
             if let Some(mut c) = n.child.lock().unwrap_or_else(|e| e.into_inner()).take() {
                 signal(&c, libc::SIGCONT);
