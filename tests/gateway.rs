@@ -279,12 +279,13 @@ async fn proxy_errors_are_json_and_never_crash_the_node() {
     );
     drop(silent);
 
-    // An upstream that stalls mid-body is cut off after read_timeout: the client sees the body
-    // end with an error, not a hang.
+    // An upstream that stalls mid-body is cut off after read_timeout. Streamed
+    // (response_buffering off), the client sees the body end with an error, not a hang;
+    // buffered (the default), a small body is read whole first, so the client gets a 504.
     let stalling = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let stalling_addr = stalling.local_addr().unwrap();
     std::thread::spawn(move || {
-        for conn in stalling.incoming().take(1) {
+        for conn in stalling.incoming().take(2) {
             let mut conn = conn.unwrap();
             let mut buf = [0u8; 4096];
             let _ = conn.read(&mut buf);
@@ -297,14 +298,23 @@ async fn proxy_errors_are_json_and_never_crash_the_node() {
         json!({"name": "stall", "url": format!("http://{stalling_addr}"), "read_timeout": 300}),
     )
     .await;
-    node.create("/services/stall/routes", json!({"paths": ["/stall"]}))
-        .await;
+    node.create(
+        "/services/stall/routes",
+        json!({"paths": ["/stall"], "response_buffering": false}),
+    )
+    .await;
+    node.create(
+        "/services/stall/routes",
+        json!({"paths": ["/stall-buffered"]}),
+    )
+    .await;
     let r = proxy_get(&node, "/stall", &[]).await;
     assert_eq!(r.status(), 200);
     assert!(
         r.bytes().await.is_err(),
         "a stalled body must end in an error"
     );
+    assert_eq!(proxy_get(&node, "/stall-buffered", &[]).await.status(), 504);
 
     // A route that accepts only https answers 426 on the plain listener.
     let echo = Echo::start("e").await;

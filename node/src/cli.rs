@@ -99,6 +99,17 @@ pub struct NodeArgs {
     /// comma-separated. Writes from any other origin are refused (cross-site requests).
     #[arg(long, env = "TOLLGATE_ADMIN_ORIGINS", value_delimiter = ',')]
     pub admin_origins: Vec<String>,
+    /// Keep request headers with `_` in their names (dropped by default, as nginx does:
+    /// `X_Consumer_Username` could pass for the gateway's `X-Consumer-Username`).
+    #[arg(long, env = "TOLLGATE_UNDERSCORES_IN_HEADERS")]
+    pub underscores_in_headers: bool,
+    /// Proxies whose forwarding headers are believed, comma-separated IPs or CIDR networks
+    /// (Kong's `trusted_ips`). Empty: the client is always the peer.
+    #[arg(long, env = "TOLLGATE_TRUSTED_IPS", value_delimiter = ',')]
+    pub trusted_ips: Vec<String>,
+    /// The header a trusted proxy puts the client's address in (Kong's `real_ip_header`).
+    #[arg(long, default_value = "X-Real-IP", env = "TOLLGATE_REAL_IP_HEADER")]
+    pub real_ip_header: String,
     /// Raft listener between nodes.
     #[arg(
         long,

@@ -240,7 +240,20 @@ pub async fn run(args: NodeArgs) -> anyhow::Result<()> {
         load_declarative(&cluster, path).await?;
     }
 
-    let proxy = Arc::new(Proxy::new(snapshots.clone(), metrics.clone(), proxy_addr));
+    let spill_dir = args.data_dir.join("request-bodies");
+    std::fs::create_dir_all(&spill_dir)
+        .with_context(|| format!("cannot create {}", spill_dir.display()))?;
+    let policy = crate::proxy::ClientPolicy {
+        underscores_in_headers: args.underscores_in_headers,
+        trusted: crate::proxy::trusted::TrustedIps::new(&args.trusted_ips, &args.real_ip_header)?,
+        spill_dir,
+    };
+    let proxy = Arc::new(Proxy::new(
+        snapshots.clone(),
+        metrics.clone(),
+        proxy_addr,
+        policy,
+    ));
     let proxy_task = tokio::spawn(serve(
         proxy_listener,
         move |req, peer: &Peer| proxy.clone().handle(req, peer.clone()),

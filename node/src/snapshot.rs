@@ -11,10 +11,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use arc_swap::ArcSwap;
-use bytes::Bytes;
 use http::HeaderValue;
-use http_body_util::{Either, Full};
-use hyper::body::Incoming;
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 use tollgate_config::entity::{Plugin as PluginEntity, Protocol};
@@ -31,7 +28,7 @@ use crate::proxy::upstream::Pool;
 use crate::ratelimit::{GCounters, LocalCounters};
 
 /// Body type sent upstream: the client's streamed body, or a buffered one.
-pub type UpstreamBody = Either<Incoming, Full<Bytes>>;
+pub use crate::proxy::request_body::UpstreamBody;
 
 /// Long-lived things snapshots point to.
 pub struct Deps {
@@ -77,6 +74,10 @@ pub struct RouteRuntime {
     pub slots: Vec<Slot>,
     /// Whether some plugin here needs the request body before access.
     pub needs_body: bool,
+    /// Read the request body whole before going upstream (Kong's `request_buffering`).
+    pub request_buffering: bool,
+    /// Read the response ahead of the client (Kong's `response_buffering`).
+    pub response_buffering: bool,
     /// This route's metric series, looked up on its first request (not at build: a route
     /// that never serves a request exports no series, and rebuilds stay cheap).
     pub metrics: std::sync::OnceLock<RouteMetrics>,
@@ -373,6 +374,8 @@ impl Snapshot {
                     service,
                     slots,
                     needs_body,
+                    request_buffering: r.request_buffering,
+                    response_buffering: r.response_buffering,
                     metrics: std::sync::OnceLock::new(),
                 }
             })

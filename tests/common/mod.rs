@@ -155,6 +155,15 @@ impl Node {
         n
     }
 
+    /// Starts a node with a fresh data dir and extra arguments.
+    pub async fn start_with(extra: &[&str]) -> Node {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().to_path_buf();
+        let mut n = Node::start_in(&dir, extra).await;
+        n._tmp = Some(tmp);
+        n
+    }
+
     /// Starts a node on `dir` with extra arguments.
     pub async fn start_in(dir: &Path, extra: &[&str]) -> Node {
         let (pp, ap) = (free_port(), free_port());

@@ -3,14 +3,26 @@
 //! Order of work, as Kong: normalise the path; run global plugins' rewrite; route; run the
 //! access phase (authentication first, then plugins re-resolved with the consumer); forward
 //! to the service with forwarding headers and hop-by-hop headers dropped; stream the response
-//! back through header_filter; log. Bodies are streamed both ways unless a plugin asks for the
-//! request body.
+//! back through header_filter; log. Bodies are buffered or streamed as the route's
+//! `request_buffering` and `response_buffering` say ([`request_body`], [`response_body`]).
+//!
+//! Before anything reads the request: a request without exactly one `Host` (HTTP/1.1) is a
+//! 400 (RFC 9112); headers with an underscore are dropped (nginx's `underscores_in_headers
+//! off`, so `X_Consumer_Username` cannot pose as the gateway's header to backends that fold
+//! `_` into `-`); and the headers the client's `Connection` names are removed before the
+//! gateway adds its own, so a client cannot make the gateway drop them. The client address is
+//! the peer's, or, from a trusted proxy (`--trusted-ips`), the one in `--real-ip-header`.
 
 pub mod body;
 pub mod headers;
+pub mod request_body;
+pub mod response_body;
+pub mod trusted;
 pub mod upstream;
 
 use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -18,7 +30,7 @@ use bytes::Bytes;
 use http::header::{self, HeaderName, HeaderValue};
 use http::{Request, Response, StatusCode, Uri};
 use http_body::Body;
-use http_body_util::{BodyExt, Either, Full, Limited};
+use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::Incoming;
 use tollgate_config::normalize::normalize_path;
 use tollgate_config::router::RequestView;
@@ -26,13 +38,12 @@ use tollgate_config::router::RequestView;
 use crate::metrics::Metrics;
 use crate::plugins::{error_response, Ctx, Flow, Instance};
 use crate::serve::Peer;
-use crate::snapshot::{RouteMetrics, RouteRuntime, SnapshotHandle, UpstreamBody};
+use crate::snapshot::{RouteMetrics, RouteRuntime, SnapshotHandle};
 use body::ReadTimeout;
 use headers::{join_path, number_header, split_host, strip_hop_by_hop, Lookup};
-use upstream::{PooledBody, SendError};
-
-/// Body type of responses to clients: the upstream's streamed body or a generated one.
-pub type ProxyBody = Either<ReadTimeout<PooledBody>, Full<Bytes>>;
+use request_body::{ReadError, Streamed, UpstreamBody, CLIENT_BODY_TIMEOUT};
+pub use response_body::ProxyBody;
+use upstream::SendError;
 
 /// Largest request body read into memory when a plugin needs it.
 pub const MAX_BUFFERED_BODY: usize = 8 * 1024 * 1024;
@@ -47,30 +58,65 @@ static X_REAL_IP: HeaderName = HeaderName::from_static("x-real-ip");
 static X_UPSTREAM_LATENCY: HeaderName = HeaderName::from_static("x-kong-upstream-latency");
 static X_PROXY_LATENCY: HeaderName = HeaderName::from_static("x-kong-proxy-latency");
 
+/// How the proxy treats what clients send, from the command line.
+#[derive(Debug, Clone, Default)]
+pub struct ClientPolicy {
+    /// Keep request headers whose names contain `_` (nginx's `underscores_in_headers on`).
+    pub underscores_in_headers: bool,
+    /// Peers whose forwarding headers are believed.
+    pub trusted: trusted::TrustedIps,
+    /// Where a spilled request body goes (in the data directory).
+    pub spill_dir: PathBuf,
+}
+
 /// The proxy's long-lived state.
 pub struct Proxy {
     pub snapshots: Arc<SnapshotHandle>,
     pub metrics: Arc<Metrics>,
     port_header: HeaderValue,
     via: HeaderValue,
+    policy: ClientPolicy,
 }
 
 fn generated(r: Response<Full<Bytes>>) -> Response<ProxyBody> {
-    r.map(Either::Right)
+    r.map(ProxyBody::full)
+}
+
+/// Removes request headers whose names contain `_`, allocating only when there is one.
+fn drop_underscored(h: &mut http::HeaderMap) {
+    if !h.keys().any(|k| k.as_str().contains('_')) {
+        return;
+    }
+    let names: Vec<HeaderName> = h
+        .keys()
+        .filter(|k| k.as_str().contains('_'))
+        .cloned()
+        .collect();
+    for n in names {
+        h.remove(&n);
+    }
 }
 
 enum UpstreamError {
     Timeout,
     Unreachable,
+    /// The client broke its streamed body (malformed chunks, cut short): its error, 400.
+    ClientBody,
 }
 
 impl Proxy {
-    pub fn new(snapshots: Arc<SnapshotHandle>, metrics: Arc<Metrics>, listen: SocketAddr) -> Proxy {
+    pub fn new(
+        snapshots: Arc<SnapshotHandle>,
+        metrics: Arc<Metrics>,
+        listen: SocketAddr,
+        policy: ClientPolicy,
+    ) -> Proxy {
         Proxy {
             snapshots,
             metrics,
             port_header: HeaderValue::from(listen.port()),
             via: HeaderValue::from_static(concat!("1.1 tollgate/", env!("CARGO_PKG_VERSION"))),
+            policy,
         }
     }
 
@@ -88,9 +134,30 @@ impl Proxy {
             .unwrap_or(0.0);
         let (mut parts, body) = req.into_parts();
 
+        // Exactly one Host (HTTP/1.0 may have none): two would let the router and the
+        // upstream each read a different one.
+        let mut hosts = parts.headers.get_all(header::HOST).iter();
+        let host_value = hosts.next().cloned();
+        let bad_host = hosts.next().is_some()
+            || host_value.is_none() && parts.version != http::Version::HTTP_10;
+        if !self.policy.underscores_in_headers {
+            drop_underscored(&mut parts.headers);
+        }
+        // The client's `Connection` list applies to what the client sent, never to what the
+        // gateway adds below (credentials' consumer headers, forwarding headers).
+        strip_hop_by_hop(&mut parts.headers);
+        let trusted = self.policy.trusted.contains(peer.addr.ip());
+        let client_ip = if trusted {
+            self.policy
+                .trusted
+                .real_ip(&parts.headers)
+                .unwrap_or(peer.addr.ip())
+        } else {
+            peer.addr.ip()
+        };
+
         // Cheap clones (shared bytes) that outlive the plugins' mutable access to `parts`.
         let original_uri = parts.uri.clone();
-        let host_value = parts.headers.get(header::HOST).cloned();
         let raw_host: &str = host_value
             .as_ref()
             .and_then(|v| v.to_str().ok())
@@ -110,6 +177,11 @@ impl Proxy {
             body: None,
             response_headers: Vec::new(),
         };
+        ctx.client_ip = client_ip;
+        if bad_host {
+            let r = error_response(StatusCode::BAD_REQUEST, "Bad request");
+            return self.finish(&mut ctx, generated(r), &[], start, None);
+        }
 
         for g in &snap.global {
             if let Flow::Respond(r) = g.rewrite(&mut ctx, &mut parts) {
@@ -140,10 +212,19 @@ impl Proxy {
         let mut body = Some(body);
         if route.needs_body {
             let incoming = body.take().expect("body present");
-            match Limited::new(incoming, MAX_BUFFERED_BODY).collect().await {
-                Ok(b) => ctx.body = Some(b.to_bytes()),
-                Err(_) => {
+            let read = Limited::new(incoming, MAX_BUFFERED_BODY).collect();
+            match tokio::time::timeout(CLIENT_BODY_TIMEOUT, read).await {
+                Ok(Ok(b)) => ctx.body = Some(b.to_bytes()),
+                Ok(Err(e)) if e.is::<http_body_util::LengthLimitError>() => {
                     let r = error_response(StatusCode::PAYLOAD_TOO_LARGE, "Request body too large");
+                    return self.finish(&mut ctx, generated(r), &[], start, None);
+                }
+                Ok(Err(_)) => {
+                    let r = error_response(StatusCode::BAD_REQUEST, "Bad request");
+                    return self.finish(&mut ctx, generated(r), &[], start, None);
+                }
+                Err(_) => {
+                    let r = error_response(StatusCode::REQUEST_TIMEOUT, "Request timeout");
                     return self.finish(&mut ctx, generated(r), &[], start, None);
                 }
             }
@@ -202,12 +283,18 @@ impl Proxy {
 
         let h = &mut parts.headers;
         let client_host = h.contains_key(header::HOST);
-        strip_hop_by_hop(h);
         if !route.preserve_host || !client_host {
             h.insert(header::HOST, service.host_header.clone());
         }
         // Room for the forwarding headers at once, instead of growing the map as they go in.
         h.reserve(8);
+        // From a trusted proxy the client is the real IP it names; `X-Forwarded-For` still
+        // gets the peer appended, as nginx's `$proxy_add_x_forwarded_for` does.
+        let real_ip_header = if client_ip == peer.addr.ip() {
+            peer.ip_header.clone()
+        } else {
+            HeaderValue::from_str(&client_ip.to_string()).unwrap_or(peer.ip_header.clone())
+        };
         let xff = match h.get(&X_FORWARDED_FOR).and_then(|v| v.to_str().ok()) {
             Some(prev) => peer
                 .ip_header
@@ -219,8 +306,12 @@ impl Proxy {
         if let Some(v) = xff {
             h.insert(X_FORWARDED_FOR.clone(), v);
         }
-        h.insert(X_REAL_IP.clone(), peer.ip_header);
-        h.insert(X_FORWARDED_PROTO.clone(), HeaderValue::from_static("http"));
+        h.insert(X_REAL_IP.clone(), real_ip_header);
+        // Kong believes a trusted proxy's X-Forwarded-Proto/Host/Port/Path/Prefix.
+        let keep = |h: &http::HeaderMap, name: &HeaderName| trusted && h.contains_key(name);
+        if !keep(h, &X_FORWARDED_PROTO) {
+            h.insert(X_FORWARDED_PROTO.clone(), HeaderValue::from_static("http"));
+        }
         let forwarded_host = match &host_value {
             // The client's Host header is already the name alone: share its bytes.
             Some(v) if port.is_none() && matches!(host, std::borrow::Cow::Borrowed(_)) => {
@@ -228,49 +319,85 @@ impl Proxy {
             }
             _ => HeaderValue::from_str(&host).ok(),
         };
-        if let Some(v) = forwarded_host {
+        if let Some(v) = forwarded_host.filter(|_| !keep(h, &X_FORWARDED_HOST)) {
             h.insert(X_FORWARDED_HOST.clone(), v);
         }
-        h.insert(X_FORWARDED_PORT.clone(), self.port_header.clone());
-        if let Ok(v) = HeaderValue::from_str(original_path) {
-            h.insert(X_FORWARDED_PATH.clone(), v);
+        if !keep(h, &X_FORWARDED_PORT) {
+            h.insert(X_FORWARDED_PORT.clone(), self.port_header.clone());
         }
-        if route.strip_path && m.matched_len > 0 {
-            if let Ok(v) = HeaderValue::from_str(&norm[..m.matched_len.min(norm.len())]) {
-                h.insert(X_FORWARDED_PREFIX.clone(), v);
+        if !keep(h, &X_FORWARDED_PATH) {
+            if let Ok(v) = HeaderValue::from_str(original_path) {
+                h.insert(X_FORWARDED_PATH.clone(), v);
             }
-        } else {
-            h.remove(&X_FORWARDED_PREFIX);
+        }
+        if !keep(h, &X_FORWARDED_PREFIX) {
+            if route.strip_path && m.matched_len > 0 {
+                if let Ok(v) = HeaderValue::from_str(&norm[..m.matched_len.min(norm.len())]) {
+                    h.insert(X_FORWARDED_PREFIX.clone(), v);
+                }
+            } else {
+                h.remove(&X_FORWARDED_PREFIX);
+            }
         }
         h.append(header::VIA, self.via.clone());
 
-        // A body read by a plugin goes upstream buffered, with its length; an empty one is
-        // complete already; anything else streams, and its write counts against the timeout.
-        let buffered: Option<Bytes> = match (ctx.body.take(), body.as_ref()) {
-            (Some(b), _) => Some(b),
-            (None, Some(incoming)) if incoming.is_end_stream() => Some(Bytes::new()),
-            _ => None,
-        };
-        let head_timeout = service.read_timeout
-            + if buffered.is_some() {
-                Duration::ZERO
-            } else {
-                service.write_timeout
-            }
-            + service.connect_timeout;
-        let req_body: UpstreamBody = match (buffered, body.take()) {
+        // The body: read by a plugin already, empty, read whole here (request_buffering, the
+        // default) or streamed. Once connected, the response head has read_timeout; a
+        // streamed body is written meanwhile, so it adds write_timeout.
+        let mut client_failed = None;
+        let (req_body, length, head_timeout) = match (ctx.body.take(), body.take()) {
             (Some(b), _) => {
-                if route.needs_body {
-                    parts.headers.remove(header::TRANSFER_ENCODING);
-                    parts
-                        .headers
-                        .insert(header::CONTENT_LENGTH, HeaderValue::from(b.len()));
-                }
-                Either::Right(Full::new(b))
+                let n = b.len() as u64;
+                (UpstreamBody::bytes(b), Some(n), service.read_timeout)
             }
-            (None, Some(incoming)) => Either::Left(incoming),
-            (None, None) => Either::Right(Full::new(Bytes::new())),
+            (None, Some(incoming)) if incoming.is_end_stream() => {
+                (UpstreamBody::empty(), None, service.read_timeout)
+            }
+            (None, Some(incoming)) if route.request_buffering => {
+                match request_body::read_whole(
+                    incoming,
+                    &self.policy.spill_dir,
+                    CLIENT_BODY_TIMEOUT,
+                )
+                .await
+                {
+                    Ok((b, n)) => (b, Some(n), service.read_timeout),
+                    Err(e) => {
+                        let (status, msg) = match e {
+                            ReadError::Timeout(_) => {
+                                (StatusCode::REQUEST_TIMEOUT, "Request timeout")
+                            }
+                            ReadError::Malformed(_) => (StatusCode::BAD_REQUEST, "Bad request"),
+                            ReadError::Io(ref io) => {
+                                tracing::error!(error = %io, "cannot buffer a request body");
+                                (
+                                    StatusCode::INTERNAL_SERVER_ERROR,
+                                    "An unexpected error occurred",
+                                )
+                            }
+                        };
+                        let r = error_response(status, msg);
+                        return self.finish(&mut ctx, generated(r), &ran, start, None);
+                    }
+                }
+            }
+            (None, Some(incoming)) => {
+                let (streamed, flag) = Streamed::new(incoming);
+                client_failed = Some(flag);
+                (
+                    UpstreamBody::Streamed(streamed),
+                    None,
+                    service.write_timeout + service.read_timeout,
+                )
+            }
+            (None, None) => (UpstreamBody::empty(), None, service.read_timeout),
         };
+        if let Some(n) = length {
+            parts.headers.remove(header::TRANSFER_ENCODING);
+            parts
+                .headers
+                .insert(header::CONTENT_LENGTH, HeaderValue::from(n));
+        }
 
         let upstream_start = Instant::now();
         let mut up = Request::new(req_body);
@@ -279,29 +406,34 @@ impl Proxy {
         *up.headers_mut() = std::mem::take(&mut parts.headers);
         let mut attempt = 0u32;
         let result = loop {
-            match tokio::time::timeout(head_timeout, service.pool.send(up)).await {
-                Err(_) => break Err(UpstreamError::Timeout),
-                Ok(Ok(resp)) => break Ok(resp),
+            match service.pool.send(up, head_timeout).await {
+                Ok(resp) => break Ok(resp),
                 // Not sent: the request comes back whole and is resent while retries last
                 // (a streamed body was not read, so it can be resent too).
-                Ok(Err(SendError::Connect {
+                Err(SendError::Connect {
                     request, source, ..
-                })) if attempt < service.retries => {
+                }) if attempt < service.retries => {
                     tracing::debug!(service = %service.label, error = %source, "upstream connect failed, retrying");
                     up = *request;
                     attempt += 1;
                 }
-                Ok(Err(e)) => {
+                Err(e) => {
                     tracing::debug!(service = %service.label, error = %e, "upstream request failed");
-                    break Err(if e.is_timeout() {
-                        UpstreamError::Timeout
-                    } else {
-                        UpstreamError::Unreachable
-                    });
+                    break Err(
+                        if client_failed
+                            .as_ref()
+                            .is_some_and(|f| f.load(Ordering::Relaxed))
+                        {
+                            UpstreamError::ClientBody
+                        } else if e.is_timeout() {
+                            UpstreamError::Timeout
+                        } else {
+                            UpstreamError::Unreachable
+                        },
+                    );
                 }
             }
         };
-        let upstream_elapsed = upstream_start.elapsed();
         match result {
             Err(UpstreamError::Timeout) => {
                 let r = error_response(
@@ -317,11 +449,45 @@ impl Proxy {
                 );
                 self.finish(&mut ctx, generated(r), &ran, start, None)
             }
+            Err(UpstreamError::ClientBody) => {
+                let r = error_response(StatusCode::BAD_REQUEST, "Bad request");
+                self.finish(&mut ctx, generated(r), &ran, start, None)
+            }
             Ok(resp) => {
-                let read_timeout = service.read_timeout;
-                let mut resp = resp.map(|b| Either::Left(ReadTimeout::new(b, read_timeout)));
-                strip_hop_by_hop(resp.headers_mut());
-                self.finish(&mut ctx, resp, &ran, start, Some(upstream_elapsed))
+                let upstream_elapsed = upstream_start.elapsed();
+                let (mut head, upstream_body) = resp.into_parts();
+                let upstream_body = ReadTimeout::new(upstream_body, service.read_timeout);
+                let body = if route.response_buffering {
+                    match response_body::buffered(upstream_body).await {
+                        Ok(b) => b,
+                        Err(e) => {
+                            let timed_out = e.is::<body::ReadTimedOut>();
+                            tracing::debug!(service = %service.label, error = %e, "upstream body failed");
+                            let r = if timed_out {
+                                error_response(
+                                    StatusCode::GATEWAY_TIMEOUT,
+                                    "The upstream server is timing out",
+                                )
+                            } else {
+                                error_response(
+                                    StatusCode::BAD_GATEWAY,
+                                    "An invalid response was received from the upstream server",
+                                )
+                            };
+                            return self.finish(&mut ctx, generated(r), &ran, start, None);
+                        }
+                    }
+                } else {
+                    ProxyBody::streamed(upstream_body)
+                };
+                strip_hop_by_hop(&mut head.headers);
+                self.finish(
+                    &mut ctx,
+                    Response::from_parts(head, body),
+                    &ran,
+                    start,
+                    Some(upstream_elapsed),
+                )
             }
         }
     }

@@ -51,6 +51,9 @@ pub enum SendError {
     /// The request was (or may have been) written, and the exchange failed.
     #[error("upstream exchange failed: {0}")]
     Exchange(#[from] hyper::Error),
+    /// Connected, and no response head came within the head timeout.
+    #[error("no response head within {0:?}")]
+    HeadTimeout(Duration),
 }
 
 impl SendError {
@@ -59,6 +62,7 @@ impl SendError {
         match self {
             SendError::Connect { source, .. } => source.kind() == io::ErrorKind::TimedOut,
             SendError::Exchange(e) => e.is_timeout(),
+            SendError::HeadTimeout(_) => true,
         }
     }
 }
@@ -173,10 +177,13 @@ impl Pool {
     }
 
     /// Sends `req` (origin-form URI, Host header set) and returns the response head; the
-    /// connection returns to the pool when the body has been read.
+    /// connection returns to the pool when the body has been read. Connecting has the pool's
+    /// `connect_timeout`; once connected, the head must come within `head_timeout` (Kong's
+    /// `read_timeout`: the deadlines do not add up).
     pub async fn send(
         self: &Arc<Self>,
         mut req: Request<UpstreamBody>,
+        head_timeout: Duration,
     ) -> Result<Response<PooledBody>, SendError> {
         loop {
             let (mut tx, reused) = match self.take_idle() {
@@ -192,13 +199,20 @@ impl Pool {
                     }
                 },
             };
-            if let Err(e) = tx.ready().await {
-                if reused {
-                    continue;
+            let exchange = async {
+                if let Err(e) = tx.ready().await {
+                    return Err((e, Some(req)));
                 }
-                return Err(SendError::Exchange(e));
-            }
-            match tx.try_send_request(req).await {
+                tx.try_send_request(req).await.map_err(|mut e| {
+                    let back = e.take_message();
+                    (e.into_error(), back)
+                })
+            };
+            let outcome = match tokio::time::timeout(head_timeout, exchange).await {
+                Err(_) => return Err(SendError::HeadTimeout(head_timeout)),
+                Ok(o) => o,
+            };
+            match outcome {
                 Ok(resp) => {
                     let lease = Lease {
                         pool: Arc::downgrade(self),
@@ -209,11 +223,9 @@ impl Pool {
                         lease: Some(lease),
                     }));
                 }
-                Err(mut e) => match e.take_message() {
-                    // Never written: the connection closed as it was taken. Try another.
-                    Some(back) if reused => req = back,
-                    _ => return Err(SendError::Exchange(e.into_error())),
-                },
+                // Never written: the connection closed as it was taken. Try another.
+                Err((_, Some(back))) if reused => req = back,
+                Err((e, _)) => return Err(SendError::Exchange(e)),
             }
         }
     }
@@ -281,7 +293,7 @@ impl Drop for PooledBody {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use http_body_util::{BodyExt, Either, Full};
+    use http_body_util::BodyExt;
     use std::sync::atomic::{AtomicUsize, Ordering};
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     use tokio::net::TcpListener;
@@ -327,7 +339,7 @@ mod tests {
             .method(method)
             .uri("/x")
             .header("host", "upstream")
-            .body(Either::Right(Full::new(Bytes::new())))
+            .body(UpstreamBody::empty())
             .unwrap()
     }
 
@@ -348,7 +360,7 @@ mod tests {
         let (port, accepted) = upstream(OK, false).await;
         let pool = Pool::new("127.0.0.1", port, Duration::from_secs(2));
         for _ in 0..5 {
-            let resp = pool.send(get("GET")).await.unwrap();
+            let resp = pool.send(get("GET"), Duration::from_secs(5)).await.unwrap();
             assert_eq!(read_all(resp).await, "ok");
         }
         assert_eq!(accepted.load(Ordering::SeqCst), 1);
@@ -362,7 +374,7 @@ mod tests {
     async fn idle_connections_expire() {
         let (port, accepted) = upstream(OK, false).await;
         let pool = Pool::new("127.0.0.1", port, Duration::from_secs(2));
-        let resp = pool.send(get("GET")).await.unwrap();
+        let resp = pool.send(get("GET"), Duration::from_secs(5)).await.unwrap();
         assert_eq!(read_all(resp).await, "ok");
         assert_eq!(pool.idle_count(), 1);
 
@@ -372,7 +384,7 @@ mod tests {
         tokio::time::advance(IDLE_TIMEOUT + Duration::from_secs(1)).await;
         tokio::time::resume();
         // An expired connection is not taken even before the reaper runs.
-        let resp = pool.send(get("GET")).await.unwrap();
+        let resp = pool.send(get("GET"), Duration::from_secs(5)).await.unwrap();
         assert_eq!(read_all(resp).await, "ok");
         assert_eq!(accepted.load(Ordering::SeqCst), 2);
         assert_eq!(pool.idle_count(), 1);
@@ -391,10 +403,10 @@ mod tests {
         )
         .await;
         let pool = Pool::new("127.0.0.1", port, Duration::from_secs(2));
-        let resp = pool.send(get("GET")).await.unwrap();
+        let resp = pool.send(get("GET"), Duration::from_secs(5)).await.unwrap();
         drop(resp);
         assert_eq!(pool.idle_count(), 0);
-        let resp = pool.send(get("GET")).await.unwrap();
+        let resp = pool.send(get("GET"), Duration::from_secs(5)).await.unwrap();
         drop(resp);
         assert_eq!(accepted.load(Ordering::SeqCst), 2);
     }
@@ -404,7 +416,7 @@ mod tests {
         let (port, accepted) = upstream("HTTP/1.1 204 No Content\r\n\r\n", false).await;
         let pool = Pool::new("127.0.0.1", port, Duration::from_secs(2));
         for _ in 0..3 {
-            let resp = pool.send(get("GET")).await.unwrap();
+            let resp = pool.send(get("GET"), Duration::from_secs(5)).await.unwrap();
             assert_eq!(resp.status(), 204);
             drop(resp);
         }
@@ -415,13 +427,13 @@ mod tests {
     async fn a_connection_the_upstream_closed_is_not_used_again() {
         let (port, accepted) = upstream(OK, true).await;
         let pool = Pool::new("127.0.0.1", port, Duration::from_secs(2));
-        let resp = pool.send(get("GET")).await.unwrap();
+        let resp = pool.send(get("GET"), Duration::from_secs(5)).await.unwrap();
         assert_eq!(read_all(resp).await, "ok");
         until("the closed connection to be noticed", || {
             pool.lock().iter().all(|i| i.tx.is_closed())
         })
         .await;
-        let resp = pool.send(get("GET")).await.unwrap();
+        let resp = pool.send(get("GET"), Duration::from_secs(5)).await.unwrap();
         assert_eq!(read_all(resp).await, "ok");
         assert_eq!(accepted.load(Ordering::SeqCst), 2);
     }
@@ -433,7 +445,7 @@ mod tests {
             l.local_addr().unwrap().port()
         };
         let pool = Pool::new("127.0.0.1", port, Duration::from_secs(2));
-        match pool.send(get("DELETE")).await {
+        match pool.send(get("DELETE"), Duration::from_secs(5)).await {
             Err(SendError::Connect { request, .. }) => {
                 assert_eq!(request.method(), "DELETE");
                 assert_eq!(request.uri(), "/x");

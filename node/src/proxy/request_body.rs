@@ -1,0 +1,247 @@
+//! The request body on its way upstream, as the route's `request_buffering` asks (Kong's
+//! default: buffered).
+//!
+//! Buffered, the body is read whole from the client before any upstream connection is taken:
+//! a client trickling its body holds only its own connection, never a backend's (nginx's
+//! `proxy_request_buffering on`). Each read must come within [`CLIENT_BODY_TIMEOUT`] of the
+//! previous one (nginx's `client_body_timeout`: 408 past it). Up to [`MEMORY_PER_BODY`] stays in
+//! memory while all buffered bodies together hold less than [`MEMORY_BUDGET`]; beyond either,
+//! the body spills to an unlinked temporary file in the data directory. A body the client
+//! breaks (malformed chunked encoding, a connection cut short) is the client's error: 400.
+//!
+//! Streamed (`request_buffering: false`), frames go upstream as they arrive, and a client-side
+//! failure is still told apart from an upstream one.
+
+use std::path::Path;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures_util::Stream;
+use http_body::{Body, Frame, SizeHint};
+use http_body_util::{BodyExt, Full};
+use hyper::body::Incoming;
+use tokio::io::AsyncWriteExt;
+use tokio_util::io::ReaderStream;
+
+/// Longest wait between two reads of a request body (nginx's default `client_body_timeout`).
+pub const CLIENT_BODY_TIMEOUT: Duration = Duration::from_secs(60);
+/// Largest part of one buffered body held in memory.
+pub const MEMORY_PER_BODY: usize = 1024 * 1024;
+/// Most memory all buffered bodies hold at once; past it, bodies spill to disk sooner.
+pub const MEMORY_BUDGET: usize = 256 * 1024 * 1024;
+
+/// Bytes of buffered bodies in memory right now, across all requests.
+static IN_MEMORY: AtomicUsize = AtomicUsize::new(0);
+
+/// Why a body could not be read from the client.
+#[derive(Debug, thiserror::Error)]
+pub enum ReadError {
+    /// Nothing for [`CLIENT_BODY_TIMEOUT`]: 408.
+    #[error("client sent nothing for {0:?}")]
+    Timeout(Duration),
+    /// Malformed framing or a connection cut short: 400.
+    #[error("malformed request body: {0}")]
+    Malformed(hyper::Error),
+    /// The spill file could not be written: 500.
+    #[error("cannot buffer the request body: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+/// A body going upstream.
+pub enum UpstreamBody {
+    /// Complete, in memory (empty included).
+    Full(Full<Bytes>),
+    /// Complete, in a spill file.
+    Spilled(Spilled),
+    /// The client's body as it arrives.
+    Streamed(Streamed),
+}
+
+impl std::fmt::Debug for UpstreamBody {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            UpstreamBody::Full(_) => "UpstreamBody::Full",
+            UpstreamBody::Spilled(_) => "UpstreamBody::Spilled",
+            UpstreamBody::Streamed(_) => "UpstreamBody::Streamed",
+        })
+    }
+}
+
+impl UpstreamBody {
+    pub fn empty() -> UpstreamBody {
+        UpstreamBody::Full(Full::new(Bytes::new()))
+    }
+
+    pub fn bytes(b: Bytes) -> UpstreamBody {
+        UpstreamBody::Full(Full::new(b))
+    }
+}
+
+/// A spilled body, read back in chunks; the file is already unlinked and goes with it.
+pub struct Spilled {
+    stream: ReaderStream<tokio::fs::File>,
+    remaining: u64,
+}
+
+/// The client's body, noting whether it failed on the client's side.
+pub struct Streamed {
+    inner: Incoming,
+    client_failed: Arc<AtomicBool>,
+}
+
+impl Streamed {
+    /// Wraps `inner`; the flag turns true if the client breaks the body.
+    pub fn new(inner: Incoming) -> (Streamed, Arc<AtomicBool>) {
+        let flag = Arc::new(AtomicBool::new(false));
+        (
+            Streamed {
+                inner,
+                client_failed: flag.clone(),
+            },
+            flag,
+        )
+    }
+}
+
+/// Memory taken from [`MEMORY_BUDGET`], given back when the body goes.
+struct Reserved(usize);
+
+impl Reserved {
+    fn try_grow(&mut self, n: usize) -> bool {
+        let before = IN_MEMORY.fetch_add(n, Ordering::Relaxed);
+        if before + n > MEMORY_BUDGET {
+            IN_MEMORY.fetch_sub(n, Ordering::Relaxed);
+            return false;
+        }
+        self.0 += n;
+        true
+    }
+}
+
+impl Drop for Reserved {
+    fn drop(&mut self) {
+        IN_MEMORY.fetch_sub(self.0, Ordering::Relaxed);
+    }
+}
+
+/// Reads `body` whole: the body to send upstream and its length.
+pub async fn read_whole(
+    mut body: Incoming,
+    spill_dir: &Path,
+    timeout: Duration,
+) -> Result<(UpstreamBody, u64), ReadError> {
+    let mut memory: Vec<Bytes> = Vec::new();
+    let mut reserved = Reserved(0);
+    let mut file: Option<tokio::fs::File> = None;
+    let mut len: u64 = 0;
+    loop {
+        let frame = match tokio::time::timeout(timeout, body.frame()).await {
+            Err(_) => return Err(ReadError::Timeout(timeout)),
+            Ok(None) => break,
+            Ok(Some(Err(e))) => return Err(ReadError::Malformed(e)),
+            Ok(Some(Ok(f))) => f,
+        };
+        let Ok(data) = frame.into_data() else {
+            // Trailers: nothing to forward in a buffered HTTP/1.1 body.
+            continue;
+        };
+        len += data.len() as u64;
+        if let Some(f) = file.as_mut() {
+            f.write_all(&data).await?;
+            continue;
+        }
+        if len as usize <= MEMORY_PER_BODY && reserved.try_grow(data.len()) {
+            memory.push(data);
+            continue;
+        }
+        let std_file = tempfile::tempfile_in(spill_dir)?;
+        let mut f = tokio::fs::File::from_std(std_file);
+        for chunk in memory.drain(..) {
+            f.write_all(&chunk).await?;
+        }
+        f.write_all(&data).await?;
+        drop(std::mem::replace(&mut reserved, Reserved(0)));
+        file = Some(f);
+    }
+    if let Some(mut f) = file {
+        f.flush().await?;
+        use tokio::io::AsyncSeekExt;
+        f.seek(std::io::SeekFrom::Start(0)).await?;
+        let stream = ReaderStream::with_capacity(f, 64 * 1024);
+        return Ok((
+            UpstreamBody::Spilled(Spilled {
+                stream,
+                remaining: len,
+            }),
+            len,
+        ));
+    }
+    let bytes = match memory.len() {
+        0 => Bytes::new(),
+        1 => memory.pop().expect("one chunk"),
+        _ => {
+            let mut all = Vec::with_capacity(len as usize);
+            for c in &memory {
+                all.extend_from_slice(c);
+            }
+            Bytes::from(all)
+        }
+    };
+    // The body is about to be sent and dropped: its memory is not held while it waits.
+    drop(reserved);
+    Ok((UpstreamBody::bytes(bytes), len))
+}
+
+type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+impl Body for UpstreamBody {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        match self.get_mut() {
+            UpstreamBody::Full(b) => Pin::new(b)
+                .poll_frame(cx)
+                .map(|f| f.map(|r| r.map_err(|never| match never {}))),
+            UpstreamBody::Spilled(s) => match Pin::new(&mut s.stream).poll_next(cx) {
+                Poll::Ready(Some(Ok(b))) => {
+                    s.remaining = s.remaining.saturating_sub(b.len() as u64);
+                    Poll::Ready(Some(Ok(Frame::data(b))))
+                }
+                Poll::Ready(Some(Err(e))) => Poll::Ready(Some(Err(e.into()))),
+                Poll::Ready(None) => Poll::Ready(None),
+                Poll::Pending => Poll::Pending,
+            },
+            UpstreamBody::Streamed(s) => match Pin::new(&mut s.inner).poll_frame(cx) {
+                Poll::Ready(Some(Err(e))) => {
+                    s.client_failed.store(true, Ordering::Relaxed);
+                    Poll::Ready(Some(Err(e.into())))
+                }
+                other => other.map(|f| f.map(|r| r.map_err(Into::into))),
+            },
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match self {
+            UpstreamBody::Full(b) => b.is_end_stream(),
+            UpstreamBody::Spilled(s) => s.remaining == 0,
+            UpstreamBody::Streamed(s) => s.inner.is_end_stream(),
+        }
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match self {
+            UpstreamBody::Full(b) => b.size_hint(),
+            UpstreamBody::Spilled(s) => SizeHint::with_exact(s.remaining),
+            UpstreamBody::Streamed(s) => s.inner.size_hint(),
+        }
+    }
+}

@@ -1,0 +1,151 @@
+//! The response body on its way to the client, as the route's `response_buffering` asks
+//! (Kong's default: buffered).
+//!
+//! Buffered, the upstream is read ahead of the client, so a slow reader does not hold a
+//! backend connection (nginx's `proxy_buffering on`): a body of known size up to
+//! [`READ_WHOLE_MAX`] is read whole before the head goes out (an upstream failing mid-body is
+//! then a clean 502/504, not a cut stream); a larger or unsized one is pumped by its own task
+//! up to [`READ_AHEAD`] bytes ahead of the client. Unbuffered, each frame is read from the
+//! upstream only when the client took the previous one.
+
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use bytes::Bytes;
+use http_body::{Body, Frame, SizeHint};
+use http_body_util::{BodyExt, Full};
+use tokio::sync::{mpsc, OwnedSemaphorePermit, Semaphore};
+
+use super::body::{BoxError, ReadTimeout};
+use super::upstream::PooledBody;
+
+/// Largest body of known size read whole before the response head is sent.
+pub const READ_WHOLE_MAX: u64 = 64 * 1024;
+/// Most bytes read from the upstream ahead of the client.
+pub const READ_AHEAD: usize = 1024 * 1024;
+
+pin_project_lite::pin_project! {
+    /// Body type of responses to clients.
+    #[project = Projected]
+    pub enum ProxyBody {
+        /// Streamed from the upstream as the client reads.
+        Upstream { #[pin] body: ReadTimeout<PooledBody> },
+        /// Complete: generated, or read whole from the upstream.
+        Full { body: Full<Bytes> },
+        /// Read ahead by a task.
+        Pumped { body: Pumped },
+    }
+}
+
+impl ProxyBody {
+    pub fn full(body: Full<Bytes>) -> ProxyBody {
+        ProxyBody::Full { body }
+    }
+
+    pub fn streamed(body: ReadTimeout<PooledBody>) -> ProxyBody {
+        ProxyBody::Upstream { body }
+    }
+}
+
+/// What a pump task read, with the read-ahead bytes it holds.
+type Pumped_ = (Result<Frame<Bytes>, BoxError>, Option<OwnedSemaphorePermit>);
+
+/// A body read ahead by a task.
+pub struct Pumped {
+    rx: mpsc::UnboundedReceiver<Pumped_>,
+    hint: SizeHint,
+    done: bool,
+}
+
+/// Reads an upstream body ahead of the client, as buffering asks. An error while reading a
+/// body whole is returned (no byte went to the client yet).
+pub async fn buffered(body: ReadTimeout<PooledBody>) -> Result<ProxyBody, BoxError> {
+    let hint = body.size_hint();
+    if hint.exact().is_some_and(|n| n <= READ_WHOLE_MAX) {
+        let collected = body.collect().await?;
+        return Ok(ProxyBody::full(Full::new(collected.to_bytes())));
+    }
+    let (tx, rx) = mpsc::unbounded_channel();
+    let room = Arc::new(Semaphore::new(READ_AHEAD));
+    tokio::spawn(pump(body, tx, room));
+    Ok(ProxyBody::Pumped {
+        body: Pumped {
+            rx,
+            hint,
+            done: false,
+        },
+    })
+}
+
+async fn pump(
+    body: ReadTimeout<PooledBody>,
+    tx: mpsc::UnboundedSender<Pumped_>,
+    room: Arc<Semaphore>,
+) {
+    let mut body = std::pin::pin!(body);
+    while let Some(frame) = body.frame().await {
+        let size = frame
+            .as_ref()
+            .ok()
+            .and_then(|f| f.data_ref())
+            .map(|d| d.len().clamp(1, READ_AHEAD))
+            .unwrap_or(1);
+        // Waits while the client is READ_AHEAD behind; fails only if closed, which never is.
+        let Ok(permit) = room.clone().acquire_many_owned(size as u32).await else {
+            return;
+        };
+        let failed = frame.is_err();
+        if tx.send((frame, Some(permit))).is_err() || failed {
+            // The client went away (the body drops, closing the upstream connection if it
+            // was not read to the end), or the upstream broke.
+            return;
+        }
+    }
+}
+
+impl Body for ProxyBody {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        match self.project() {
+            Projected::Upstream { body } => body.poll_frame(cx),
+            Projected::Full { body } => Pin::new(body)
+                .poll_frame(cx)
+                .map(|f| f.map(|r| r.map_err(|never| match never {}))),
+            Projected::Pumped { body: p } => {
+                if p.done {
+                    return Poll::Ready(None);
+                }
+                match p.rx.poll_recv(cx) {
+                    Poll::Ready(Some((frame, _permit))) => Poll::Ready(Some(frame)),
+                    Poll::Ready(None) => {
+                        p.done = true;
+                        Poll::Ready(None)
+                    }
+                    Poll::Pending => Poll::Pending,
+                }
+            }
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match self {
+            ProxyBody::Upstream { body } => body.is_end_stream(),
+            ProxyBody::Full { body } => body.is_end_stream(),
+            ProxyBody::Pumped { body } => body.done,
+        }
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match self {
+            ProxyBody::Upstream { body } => body.size_hint(),
+            ProxyBody::Full { body } => body.size_hint(),
+            ProxyBody::Pumped { body } => body.hint,
+        }
+    }
+}
