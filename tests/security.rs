@@ -87,6 +87,36 @@ async fn oversized_fields_and_bodies_are_refused() {
     assert!(answer.contains("the limit is 1048576 bytes"), "{answer}");
     let answer = raw(&node.admin, big("/config", 17 * 1024 * 1024)).await;
     assert!(answer.starts_with("HTTP/1.1 413"), "{answer}");
+    // A declarative file within the body limit whose change is too large for one Raft entry
+    // (40,000 routes): refused whole, with the sizes, before anything is proposed.
+    let services: Vec<Value> = (0..4000)
+        .map(|i| {
+            let routes: Vec<Value> = (0..10)
+                .map(|j| {
+                    json!({"name": format!("r{i}-{j}"), "paths": [format!("/s{i}/r{j}")],
+                                "hosts": [format!("h{i}.example.com")], "methods": ["GET"]})
+                })
+                .collect();
+            json!({"name": format!("s{i}"), "url": "http://127.0.0.1:9", "routes": routes})
+        })
+        .collect();
+    let doc = json!({"_format_version": "3.0", "services": services}).to_string();
+    let r = client()
+        .post(node.admin_url("/config"))
+        .header("content-type", "application/json")
+        .body(doc)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 413);
+    let b: Value = r.json().await.unwrap();
+    assert!(
+        b["message"]
+            .as_str()
+            .unwrap()
+            .contains("the limit is 4194304"),
+        "{b}"
+    );
     let (s, b) = node
         .post("/services", json!({"name": "n".repeat(600), "host": "h"}))
         .await;

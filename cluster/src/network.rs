@@ -4,10 +4,10 @@
 //! on loopback without. A refused connection or a timeout reports the peer unreachable
 //! (openraft backs off); an error the peer returns is passed through as a remote error.
 //!
-//! Every size is bounded both ways: an append carries at most [`MAX_APPEND_BODY`] bytes (a
-//! longer batch is cut and reported as a partial success, which openraft continues from),
-//! answers are read up to [`MAX_ANSWER_BODY`], and bincode decodes with a byte limit, so a
-//! claimed length can never make a node allocate more than it received.
+//! Every size is bounded both ways: an append batch is cut to [`APPEND_BATCH_BYTES`] (a
+//! single larger entry goes alone; the cut is reported to openraft as a partial success,
+//! which it continues from), answers are read up to [`MAX_ANSWER_BODY`], and bincode decodes
+//! with a byte limit, so a claimed length cannot make a node allocate past the limit.
 
 use std::time::Duration;
 
@@ -35,9 +35,12 @@ use tollgate_storage::TypeConfig;
 use crate::auth::RpcTls;
 use crate::raft::MAX_ENTRY_BYTES;
 
-/// Largest append request: one entry of the largest size always fits, with room for the
-/// request's own fields.
-pub const MAX_APPEND_BODY: usize = MAX_ENTRY_BYTES + 1024 * 1024;
+/// Largest append request a peer accepts: one entry of the largest size always fits, with
+/// room for the request's own fields.
+pub const MAX_APPEND_BODY: usize = MAX_ENTRY_BYTES + 64 * 1024;
+/// Appends are cut to about this many bytes (a single larger entry goes alone), so that a
+/// batch of entries never takes longer to replicate than its largest entry.
+pub const APPEND_BATCH_BYTES: usize = 1024 * 1024;
 /// Largest answer read from a peer (a forwarded write's reply carries one entity).
 pub const MAX_ANSWER_BODY: usize = MAX_ENTRY_BYTES + 64 * 1024;
 
@@ -251,11 +254,12 @@ impl RaftNetwork<TypeConfig> for Connection {
         mut rpc: AppendEntriesRequest<TypeConfig>,
         option: RPCOption,
     ) -> Result<AppendEntriesResponse<u64>, RPCError<u64, BasicNode, RaftError<u64>>> {
-        // Peers refuse appends above MAX_APPEND_BODY: send the longest prefix of the batch
-        // that fits (one entry always does), and tell openraft how far it got.
+        // Each append must arrive within openraft's deadline: send the longest prefix of the
+        // batch within APPEND_BATCH_BYTES (one entry always goes), and tell openraft how far
+        // it got; it continues from there.
         let mut body = enc(&rpc);
         let mut cut = false;
-        while body.len() > MAX_APPEND_BODY && rpc.entries.len() > 1 {
+        while body.len() > APPEND_BATCH_BYTES && rpc.entries.len() > 1 {
             let keep = rpc.entries.len().div_ceil(2);
             rpc.entries.truncate(keep);
             body = enc(&rpc);

@@ -9,10 +9,11 @@
 //! - bodies in flight across all connections share [`MAX_INFLIGHT_BYTES`]; past it a request
 //!   is answered 503 at once (the sender retries), so slow or many senders cannot grow memory;
 //! - bincode decodes with the endpoint's limit (a claimed length cannot allocate more);
-//! - snapshot chunks must continue what was received (no seek far past the end, which would
-//!   allocate the gap) and a snapshot stays under [`MAX_SNAPSHOT_BYTES`].
+//! - a snapshot chunk must continue what was received of the snapshot being streamed (no
+//!   seek far past the end, which would allocate the gap; a chunk of another snapshot must
+//!   start at 0, which openraft checks itself) and a snapshot stays under
+//!   [`MAX_SNAPSHOT_BYTES`].
 
-use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -82,42 +83,48 @@ fn limit(e: Endpoint) -> usize {
 pub struct Intake {
     /// In KiB, so one permit count covers [`MAX_INFLIGHT_BYTES`].
     budget: Arc<Semaphore>,
-    /// Per snapshot id being received: how many bytes arrived in order.
-    snapshots: Mutex<HashMap<String, u64>>,
+    /// The snapshot being received, and how many bytes of it arrived in order.
+    snapshot: Mutex<Option<(String, u64)>>,
 }
 
 impl Default for Intake {
     fn default() -> Intake {
         Intake {
             budget: Arc::new(Semaphore::new(MAX_INFLIGHT_BYTES / 1024)),
-            snapshots: Mutex::new(HashMap::new()),
+            snapshot: Mutex::new(None),
         }
     }
 }
 
 impl Intake {
-    /// Whether a chunk may be written: it starts within what arrived (a retry may resend),
-    /// and the snapshot stays under the cap.
-    fn accept_chunk(&self, id: &str, offset: u64, len: usize) -> Result<(), String> {
+    /// Whether a chunk may be handed to openraft: within the cap, and, for the snapshot being
+    /// received, starting within what arrived (a retry may resend the last chunk).
+    fn check_chunk(&self, id: &str, offset: u64, len: usize) -> Result<(), String> {
         let end = offset.saturating_add(len as u64);
         if end > MAX_SNAPSHOT_BYTES {
             return Err(format!(
                 "snapshot larger than {MAX_SNAPSHOT_BYTES} bytes refused"
             ));
         }
-        let mut m = self.snapshots.lock().unwrap_or_else(|e| e.into_inner());
-        let received = m.get(id).copied().unwrap_or(0);
-        if offset > received {
-            return Err(format!(
+        let cur = self.snapshot.lock().unwrap_or_else(|e| e.into_inner());
+        match &*cur {
+            Some((cur_id, received)) if cur_id == id && offset > *received => Err(format!(
                 "snapshot chunk at {offset} leaves a gap after {received} bytes"
-            ));
+            )),
+            _ => Ok(()),
         }
-        if !m.contains_key(id) {
-            // One snapshot streams at a time; older ids are abandoned ones.
-            m.clear();
+    }
+
+    /// Notes a chunk openraft accepted: it continues the current snapshot, or (at offset 0)
+    /// starts a new one.
+    fn chunk_accepted(&self, id: &str, offset: u64, len: usize) {
+        let end = offset.saturating_add(len as u64);
+        let mut cur = self.snapshot.lock().unwrap_or_else(|e| e.into_inner());
+        match &mut *cur {
+            Some((cur_id, received)) if cur_id == id => *received = (*received).max(end),
+            _ if offset == 0 => *cur = Some((id.to_string(), end)),
+            _ => {}
         }
-        m.insert(id.to_string(), received.max(end));
-        Ok(())
     }
 }
 
@@ -197,13 +204,15 @@ pub async fn handle(node: Arc<ClusterNode>, req: Request<Incoming>) -> Response<
         Endpoint::Snapshot => {
             match dec_limited::<InstallSnapshotRequest<TypeConfig>, SNAPSHOT_BODY>(&body) {
                 Ok(r) => {
-                    if let Err(e) =
-                        node.intake
-                            .accept_chunk(&r.meta.snapshot_id, r.offset, r.data.len())
-                    {
+                    let (id, offset, len) = (r.meta.snapshot_id.clone(), r.offset, r.data.len());
+                    if let Err(e) = node.intake.check_chunk(&id, offset, len) {
                         return bad(e);
                     }
-                    reply(StatusCode::OK, encode(&node.raft.install_snapshot(r).await))
+                    let answer = node.raft.install_snapshot(r).await;
+                    if answer.is_ok() {
+                        node.intake.chunk_accepted(&id, offset, len);
+                    }
+                    reply(StatusCode::OK, encode(&answer))
                 }
                 Err(e) => bad(e),
             }
@@ -229,24 +238,62 @@ pub async fn handle(node: Arc<ClusterNode>, req: Request<Incoming>) -> Response<
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        /// Any bytes on any endpoint decode to a message or an error: never a panic, and no
+        /// claimed length allocates past the endpoint's limit.
+        #[test]
+        fn fuzz_rpc_bodies_decode_or_fail(bytes in proptest::collection::vec(any::<u8>(), 0..512), lie in any::<u64>()) {
+            let mut claimed = vec![0xfdu8];
+            claimed.extend_from_slice(&lie.to_le_bytes());
+            claimed.extend_from_slice(&bytes);
+            for b in [&bytes, &claimed] {
+                let _ = dec_limited::<AppendEntriesRequest<TypeConfig>, MAX_APPEND_BODY>(b);
+                let _ = dec_limited::<VoteRequest<u64>, VOTE_BODY>(b);
+                let _ = dec_limited::<InstallSnapshotRequest<TypeConfig>, SNAPSHOT_BODY>(b);
+                let _ = dec_limited::<Command, FORWARD_BODY>(b);
+            }
+        }
+
+        #[test]
+        fn fuzz_snapshot_offsets_stay_bounded(chunks in proptest::collection::vec((0u64..4, any::<u64>(), 0usize..4096), 0..40)) {
+            let intake = Intake::default();
+            for (id, offset, len) in chunks {
+                let id = id.to_string();
+                if intake.check_chunk(&id, offset, len).is_ok() {
+                    intake.chunk_accepted(&id, offset, len);
+                    let cur = intake.snapshot.lock().unwrap();
+                    prop_assert!(cur.as_ref().is_none_or(|(_, n)| *n <= MAX_SNAPSHOT_BYTES));
+                }
+            }
+        }
+    }
 
     #[test]
     fn snapshot_chunks_must_continue_what_arrived() {
         let i = Intake::default();
-        assert!(i.accept_chunk("s1", 0, 100).is_ok());
-        assert!(i.accept_chunk("s1", 100, 100).is_ok());
+        let accept = |id: &str, offset: u64, len: usize| {
+            let r = i.check_chunk(id, offset, len);
+            if r.is_ok() {
+                i.chunk_accepted(id, offset, len);
+            }
+            r
+        };
+        assert!(accept("s1", 0, 100).is_ok());
+        assert!(accept("s1", 100, 100).is_ok());
         // A retry of the last chunk is fine; a seek far ahead would allocate the gap.
-        assert!(i.accept_chunk("s1", 100, 100).is_ok());
-        assert!(i.accept_chunk("s1", 1 << 40, 1).is_err());
-        assert!(i.accept_chunk("s1", 300, 1).is_err());
-        assert!(
-            i.accept_chunk("s2", 5, 1).is_err(),
-            "a new snapshot starts at 0"
-        );
-        assert!(i.accept_chunk("s2", 0, 1).is_ok());
-        assert!(i
-            .accept_chunk("s3", 0, MAX_SNAPSHOT_BYTES as usize + 1)
-            .is_err());
+        assert!(accept("s1", 100, 100).is_ok());
+        assert!(accept("s1", 1 << 40, 1).is_err());
+        assert!(accept("s1", 300, 1).is_err());
+        // Another snapshot's chunk goes to openraft, which refuses a start past 0 itself
+        // (and so does not switch streams); at 0 it starts a new one.
+        assert!(i.check_chunk("s2", 5, 1).is_ok());
+        i.chunk_accepted("s2", 5, 1);
+        assert!(accept("s1", 300, 1).is_err(), "still streaming s1");
+        assert!(accept("s2", 0, 1).is_ok());
+        assert!(accept("s2", 1000, 1).is_err());
+        assert!(accept("s3", 0, MAX_SNAPSHOT_BYTES as usize + 1).is_err());
     }
 
     #[test]
@@ -258,7 +305,10 @@ mod tests {
         evil.extend_from_slice(&[0u8; 7]);
         assert!(dec_limited::<String, VOTE_BODY>(&evil).is_err());
         assert!(dec_limited::<InstallSnapshotRequest<TypeConfig>, SNAPSHOT_BODY>(&evil).is_err());
-        assert!(dec_limited::<AppendEntriesRequest<TypeConfig>, MAX_APPEND_BODY>(&evil).is_err());
+        // An append (vote 1/1 committed, no previous entry) claiming 2^45 entries.
+        let mut append = vec![1u8, 1, 1, 0, 0xfd];
+        append.extend_from_slice(&(1u64 << 45).to_le_bytes());
+        assert!(dec_limited::<AppendEntriesRequest<TypeConfig>, MAX_APPEND_BODY>(&append).is_err());
         assert!(dec_limited::<Command, FORWARD_BODY>(&evil).is_err());
     }
 }

@@ -26,13 +26,16 @@ use chitchat::transport::{RecvOutcome, SendOutcome, Socket, Transport, UdpSocket
 use chitchat::ChitchatEnvelope;
 use tokio::net::UdpSocket;
 
-use crate::auth::seal::{fragment, Reassembler, Sealer, MAX_DATAGRAM};
+use crate::auth::seal::{fragment, Reassembler, Replays, Sealer, MAX_DATAGRAM};
 use crate::auth::{Plane, Rejections};
 
 /// Most peers with a relay socket at once; the least recently heard is closed past it.
 const MAX_RELAYS: usize = 256;
 /// How long `send` waits for the codec's bytes on loopback before giving the message up.
 const LOOPBACK_WAIT: Duration = Duration::from_secs(1);
+/// How long a closed relay's socket is kept open: its port must not pass to a new relay
+/// while the codec may still read a datagram it sent.
+const RELAY_RETIREMENT: Duration = Duration::from_secs(2);
 
 /// The sealing transport (give it to `spawn_chitchat`).
 pub struct SealedUdpTransport {
@@ -57,7 +60,9 @@ impl Transport for SealedUdpTransport {
             encoded,
             relays: HashMap::new(),
             peer_of_relay: HashMap::new(),
+            retired: std::collections::VecDeque::new(),
             reassembler: Reassembler::default(),
+            replays: Replays::default(),
             sealer: self.sealer.clone(),
             rejections: self.rejections.clone(),
             buf: vec![0u8; 65_536].into_boxed_slice(),
@@ -79,7 +84,10 @@ struct SealedSocket {
     encoded: UdpSocket,
     relays: HashMap<SocketAddr, Relay>,
     peer_of_relay: HashMap<SocketAddr, SocketAddr>,
+    /// Evicted relays, kept open (and still mapped) for [`RELAY_RETIREMENT`].
+    retired: std::collections::VecDeque<(Instant, SocketAddr, UdpSocket)>,
     reassembler: Reassembler,
+    replays: Replays,
     sealer: Arc<Sealer>,
     rejections: Arc<Rejections>,
     buf: Box<[u8]>,
@@ -102,6 +110,14 @@ impl SealedSocket {
     /// The relay socket for `peer`, made on first use.
     async fn relay(&mut self, peer: SocketAddr) -> std::io::Result<&UdpSocket> {
         self.tick += 1;
+        while let Some((at, _, _)) = self.retired.front() {
+            if at.elapsed() < RELAY_RETIREMENT {
+                break;
+            }
+            if let Some((_, addr, _socket)) = self.retired.pop_front() {
+                self.peer_of_relay.remove(&addr);
+            }
+        }
         if !self.relays.contains_key(&peer) {
             if self.relays.len() >= MAX_RELAYS {
                 if let Some(oldest) = self
@@ -112,7 +128,7 @@ impl SealedSocket {
                 {
                     if let Some(r) = self.relays.remove(&oldest) {
                         if let Ok(a) = r.socket.local_addr() {
-                            self.peer_of_relay.remove(&a);
+                            self.retired.push_back((Instant::now(), a, r.socket));
                         }
                     }
                 }
@@ -142,7 +158,12 @@ impl SealedSocket {
                 return;
             }
         };
-        let plain = match self.sealer.open(&whole, now_ms()) {
+        let now = now_ms();
+        let plain = match self
+            .sealer
+            .open(&whole, now)
+            .and_then(|o| self.replays.check(&o, now).map(|()| o.plain))
+        {
             Ok(p) => p,
             Err(e) => {
                 self.rejections.record(from, Plane::Gossip, &e.to_string());

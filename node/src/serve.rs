@@ -7,8 +7,10 @@
 //! stops accepting and gives in-flight requests [`DRAIN_TIMEOUT`] to finish.
 //!
 //! With [`Tls`], each connection first completes a TLS handshake within
-//! [`HEADER_READ_TIMEOUT`] (in its own task: a slow handshake holds no one else up); a failed
-//! handshake is reported and the connection dropped.
+//! [`HANDSHAKE_TIMEOUT`], in its own task. At most [`MAX_HANDSHAKES`] handshakes are in progress
+//! at once, [`MAX_HANDSHAKES_PER_IP`] from one address: past either, a new connection is
+//! closed at once, so peers that never finish cannot take every slot. A failed handshake is
+//! reported and the connection dropped.
 
 use std::convert::Infallible;
 use std::future::Future;
@@ -30,6 +32,9 @@ pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
 pub const MAX_HEAD_BYTES: usize = 64 * 1024;
 pub const MAX_CONNECTIONS: usize = 16 * 1024;
 pub const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
+pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(5);
+pub const MAX_HANDSHAKES: usize = 256;
+pub const MAX_HANDSHAKES_PER_IP: usize = 16;
 
 /// A signal that flips to `true` once, when the process should stop.
 pub type Shutdown = watch::Receiver<bool>;
@@ -59,6 +64,52 @@ pub struct Tls {
     pub on_failure: OnHandshakeFailure,
 }
 
+/// Handshakes in progress, in all and per source address.
+#[derive(Default)]
+struct Handshakes {
+    by_ip: std::sync::Mutex<std::collections::HashMap<std::net::IpAddr, usize>>,
+}
+
+/// One handshake slot, given back on drop.
+struct HandshakeSlot {
+    book: Arc<Handshakes>,
+    ip: std::net::IpAddr,
+    _global: tokio::sync::OwnedSemaphorePermit,
+}
+
+impl Handshakes {
+    fn enter(
+        self: &Arc<Self>,
+        ip: std::net::IpAddr,
+        global: &Arc<Semaphore>,
+    ) -> Option<HandshakeSlot> {
+        let permit = global.clone().try_acquire_owned().ok()?;
+        let mut m = self.by_ip.lock().unwrap_or_else(|e| e.into_inner());
+        let n = m.entry(ip).or_insert(0);
+        if *n >= MAX_HANDSHAKES_PER_IP {
+            return None;
+        }
+        *n += 1;
+        Some(HandshakeSlot {
+            book: self.clone(),
+            ip,
+            _global: permit,
+        })
+    }
+}
+
+impl Drop for HandshakeSlot {
+    fn drop(&mut self) {
+        let mut m = self.book.by_ip.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(n) = m.get_mut(&self.ip) {
+            *n -= 1;
+            if *n == 0 {
+                m.remove(&self.ip);
+            }
+        }
+    }
+}
+
 /// Serves `handler` on `listener` (behind `tls` if given) until `shutdown` fires, then drains.
 pub async fn serve<H, F, B>(
     listener: TcpListener,
@@ -75,6 +126,8 @@ pub async fn serve<H, F, B>(
 {
     let graceful = hyper_util::server::graceful::GracefulShutdown::new();
     let permits = Arc::new(Semaphore::new(MAX_CONNECTIONS));
+    let handshake_slots = Arc::new(Semaphore::new(MAX_HANDSHAKES));
+    let handshakes = Arc::new(Handshakes::default());
     loop {
         let permit = tokio::select! {
             _ = shutdown.changed() => break,
@@ -113,14 +166,19 @@ pub async fn serve<H, F, B>(
             }
             Some(tls) => {
                 let (acceptor, on_failure) = (tls.acceptor.clone(), tls.on_failure.clone());
+                let Some(slot) = handshakes.enter(peer.ip(), &handshake_slots) else {
+                    on_failure(peer, "too many TLS handshakes in progress");
+                    continue;
+                };
                 let watcher = graceful.watcher();
                 tokio::spawn(async move {
-                    let hs = tokio::time::timeout(HEADER_READ_TIMEOUT, acceptor.accept(stream));
+                    let hs = tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream));
                     let stream = match hs.await {
                         Ok(Ok(s)) => s,
                         Ok(Err(e)) => return on_failure(peer, &e.to_string()),
                         Err(_) => return on_failure(peer, "TLS handshake timed out"),
                     };
+                    drop(slot);
                     if let Err(e) = watcher.watch(http1_conn(stream, svc)).await {
                         tracing::debug!(listener = what, %peer, error = %e, "connection ended with error");
                     }

@@ -1,6 +1,10 @@
 //! A bounded record of who tried to talk to the cluster plane without valid credentials: TLS
 //! handshakes refused on the cluster listener, gossip datagrams that failed authentication.
 //! `GET /cluster` lists it, so an operator sees a misconfigured or hostile node at once.
+//!
+//! A gossip source is the address the datagram claims (UDP sources can be forged); a cluster
+//! source is the TCP peer. Warnings are logged for new sources at most once a second, so a
+//! flood from forged addresses cannot flood the log.
 
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
@@ -40,6 +44,8 @@ pub struct Rejections {
     by_source: Mutex<HashMap<(IpAddr, Plane), Rejection>>,
     cluster_total: AtomicU64,
     gossip_total: AtomicU64,
+    /// Unix second of the last warning logged.
+    last_warned: AtomicU64,
 }
 
 fn unix_now() -> u64 {
@@ -67,7 +73,9 @@ impl Rejections {
             }
             return;
         }
-        tracing::warn!(%from, ?plane, reason, "refused a peer without valid cluster credentials");
+        if self.last_warned.swap(now, Ordering::Relaxed) != now {
+            tracing::warn!(%from, ?plane, reason, "refused a peer without valid cluster credentials");
+        }
         if map.len() >= MAX_SOURCES {
             if let Some(oldest) = map.iter().min_by_key(|(_, r)| r.last_seen).map(|(k, _)| *k) {
                 map.remove(&oldest);

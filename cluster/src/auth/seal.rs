@@ -10,8 +10,9 @@
 //!   cluster CA once and remembered by fingerprint.
 //!
 //! Both carry the sender's clock (ms), and a datagram more than [`MAX_SKEW`] away from ours is
-//! refused: a recorded datagram cannot be replayed later. Within the window a replay is
-//! harmless by construction: gossip state is versioned, so an old delta changes nothing.
+//! refused: a recorded datagram cannot be replayed later. Within the window, [`Replays`]
+//! remembers every datagram accepted (by nonce or signature) and refuses a second copy, from
+//! whatever source address it comes: a captured datagram cannot be reflected off the cluster.
 //!
 //! A sealed datagram can exceed the largest UDP payload (chitchat fills datagrams up to it):
 //! such a datagram is sent as [`fragment`]s, which [`Reassembler`] puts back together within
@@ -68,6 +69,46 @@ pub enum OpenError {
     Stale(i64),
     #[error("sealed in the other mode (AEAD vs signed): the nodes' credentials differ")]
     WrongMode,
+    #[error("already received (a replay)")]
+    Replayed,
+}
+
+/// What opening a datagram gives: the plaintext, and what names this datagram among all
+/// others (its nonce, or its signature's digest) for [`Replays`].
+#[derive(Debug, PartialEq, Eq)]
+pub struct Opened {
+    pub plain: Vec<u8>,
+    pub id: [u8; 16],
+}
+
+/// The datagrams accepted within the clock window, to refuse copies of them.
+#[derive(Default)]
+pub struct Replays {
+    seen: HashSet<[u8; 16]>,
+    order: std::collections::VecDeque<(u64, [u8; 16])>,
+}
+
+impl Replays {
+    /// Most datagrams remembered: far above what a cluster gossips in the window (tens per
+    /// second per node); past it the oldest are forgotten.
+    pub const MAX: usize = 65_536;
+
+    /// Records `o`, or refuses it as a copy of one already accepted.
+    pub fn check(&mut self, o: &Opened, now_ms: u64) -> Result<(), OpenError> {
+        let horizon = now_ms.saturating_sub(2 * MAX_SKEW.as_millis() as u64);
+        while let Some((t, id)) = self.order.front().copied() {
+            if t >= horizon && self.order.len() < Self::MAX {
+                break;
+            }
+            self.order.pop_front();
+            self.seen.remove(&id);
+        }
+        if !self.seen.insert(o.id) {
+            return Err(OpenError::Replayed);
+        }
+        self.order.push_back((now_ms, o.id));
+        Ok(())
+    }
 }
 
 /// How this node seals and opens gossip.
@@ -80,8 +121,11 @@ pub enum Sealer {
 pub struct Signed {
     tls: Arc<RpcTls>,
     key: Arc<dyn rustls::sign::SigningKey>,
-    /// Fingerprints of certificates already found to chain to the CA.
-    trusted: Mutex<HashSet<[u8; 32]>>,
+    /// Certificate chains already found to lead to the CA, by fingerprint, with when: they
+    /// are checked again after [`Signed::RECHECK`] (expiry).
+    trusted: Mutex<HashMap<[u8; 32], Instant>>,
+    /// This node's chain as sent: each certificate (end entity first) with its length.
+    chain: Vec<u8>,
 }
 
 const SCHEMES: [SignatureScheme; 4] = [
@@ -112,12 +156,27 @@ impl Signed {
                     .into(),
             ));
         }
+        let mut chain = Vec::new();
+        for c in &tls.identity.chain {
+            chain.extend_from_slice(&(c.len() as u16).to_be_bytes());
+            chain.extend_from_slice(c);
+        }
+        if chain.len() > MAX_CHAIN {
+            return Err(AuthError::Tls(format!(
+                "the certificate chain is {} bytes; gossip carries at most {MAX_CHAIN}",
+                chain.len()
+            )));
+        }
         Ok(Signed {
             tls,
             key,
-            trusted: Mutex::new(HashSet::new()),
+            trusted: Mutex::new(HashMap::new()),
+            chain,
         })
     }
+
+    /// How long a verified chain is trusted before it is checked again.
+    pub const RECHECK: Duration = Duration::from_secs(600);
 }
 
 /// A reader over a datagram that fails with [`OpenError::Malformed`] instead of panicking.
@@ -145,9 +204,10 @@ impl<'a> Reader<'a> {
 }
 
 fn check_clock(sent_ms: u64, now_ms: u64) -> Result<(), OpenError> {
-    let diff = now_ms as i64 - sent_ms as i64;
-    if diff.unsigned_abs() > MAX_SKEW.as_millis() as u64 {
-        return Err(OpenError::Stale(diff));
+    let off = now_ms.abs_diff(sent_ms);
+    if off > MAX_SKEW.as_millis() as u64 {
+        let off = i64::try_from(off).unwrap_or(i64::MAX);
+        return Err(OpenError::Stale(if now_ms >= sent_ms { off } else { -off }));
     }
     Ok(())
 }
@@ -183,7 +243,7 @@ impl Sealer {
                 out
             }
             Sealer::Signed(s) => {
-                let cert = s.tls.identity.chain[0].as_ref();
+                let cert = s.chain.as_slice();
                 let mut signed =
                     Vec::with_capacity(SIGNED_CONTEXT.len() + cert.len() + 8 + plain.len());
                 signed.extend_from_slice(SIGNED_CONTEXT);
@@ -208,7 +268,8 @@ impl Sealer {
     }
 
     /// Opens a whole (reassembled) datagram received at `now_ms`: the plaintext, or why not.
-    pub fn open(&self, datagram: &[u8], now_ms: u64) -> Result<Vec<u8>, OpenError> {
+    /// Copies are caught by [`Replays`], which the caller keeps.
+    pub fn open(&self, datagram: &[u8], now_ms: u64) -> Result<Opened, OpenError> {
         let mut r = Reader(datagram);
         let head = r.take(4).map_err(|_| OpenError::NotSealed)?;
         if head[..2] != MAGIC || head[2] != VERSION {
@@ -219,6 +280,7 @@ impl Sealer {
                 let id: [u8; 4] = r.take(4)?.try_into().expect("4 bytes");
                 let key = ring.by_id(&id).ok_or(OpenError::UnknownKey)?;
                 let nonce = r.take(NONCE)?;
+                let tag: [u8; 16] = nonce[..16].try_into().expect("24-byte nonce");
                 let msg = key
                     .aead
                     .decrypt(
@@ -231,38 +293,50 @@ impl Sealer {
                     .map_err(|_| OpenError::BadTag)?;
                 let mut m = Reader(&msg);
                 check_clock(m.u64()?, now_ms)?;
-                Ok(m.0.to_vec())
+                Ok(Opened {
+                    plain: m.0.to_vec(),
+                    id: tag,
+                })
             }
             (Sealer::Signed(s), KIND_SIGNED) => {
                 let cert_len = r.u16()? as usize;
                 if cert_len > MAX_CHAIN {
                     return Err(OpenError::Malformed);
                 }
+                // The sender's chain: certificates, end entity first, each with its length.
                 let cert = r.take(cert_len)?;
+                let mut certs = Vec::new();
+                let mut c = Reader(cert);
+                while !c.0.is_empty() {
+                    let n = c.u16()? as usize;
+                    certs.push(CertificateDer::from(c.take(n)?));
+                }
+                let end_der = certs.first().cloned().ok_or(OpenError::Malformed)?;
                 let scheme = r.u16()?;
                 let sig_len = r.u16()? as usize;
                 let sig = r.take(sig_len)?;
                 let sent = r.u64()?;
                 let plain = r.0;
                 let fingerprint: [u8; 32] = Sha256::digest(cert).into();
+                let now = Instant::now();
                 let known = s
                     .trusted
                     .lock()
                     .unwrap_or_else(|e| e.into_inner())
-                    .contains(&fingerprint);
+                    .get(&fingerprint)
+                    .is_some_and(|at| now.duration_since(*at) < Signed::RECHECK);
                 if !known {
                     s.tls
-                        .verify_chain(&[CertificateDer::from(cert)])
+                        .verify_chain(&certs)
                         .map_err(|_| OpenError::UntrustedCertificate)?;
                     let mut t = s.trusted.lock().unwrap_or_else(|e| e.into_inner());
                     if t.len() >= 1024 {
                         t.clear();
                     }
-                    t.insert(fingerprint);
+                    t.insert(fingerprint, now);
                 }
                 let alg = verification_alg(scheme).ok_or(OpenError::BadSignature)?;
-                let der = CertificateDer::from(cert);
-                let end = webpki::EndEntityCert::try_from(&der)
+                let end = webpki::EndEntityCert::try_from(&end_der)
                     .map_err(|_| OpenError::UntrustedCertificate)?;
                 let mut signed =
                     Vec::with_capacity(SIGNED_CONTEXT.len() + cert.len() + 8 + plain.len());
@@ -273,7 +347,11 @@ impl Sealer {
                 end.verify_signature(alg, &signed, sig)
                     .map_err(|_| OpenError::BadSignature)?;
                 check_clock(sent, now_ms)?;
-                Ok(plain.to_vec())
+                let id: [u8; 32] = Sha256::digest(sig).into();
+                Ok(Opened {
+                    plain: plain.to_vec(),
+                    id: id[..16].try_into().expect("32-byte digest"),
+                })
             }
             (_, KIND_AEAD | KIND_SIGNED) => Err(OpenError::WrongMode),
             _ => Err(OpenError::NotSealed),
@@ -319,11 +397,26 @@ pub struct Reassembler {
     pending: HashMap<(SocketAddr, u64), Partial>,
 }
 
+/// The datagram in progress that started first, among all or among one source IP's.
+fn oldest(
+    pending: &HashMap<(SocketAddr, u64), Partial>,
+    from: Option<std::net::IpAddr>,
+) -> Option<(SocketAddr, u64)> {
+    pending
+        .iter()
+        .filter(|((a, _), _)| from.is_none_or(|ip| a.ip() == ip))
+        .min_by_key(|(_, (t, _))| *t)
+        .map(|(k, _)| *k)
+}
+
 /// When the first fragment came, and the fragments so far by index.
 type Partial = (Instant, Vec<Option<Vec<u8>>>);
 
 impl Reassembler {
-    pub const MAX_PENDING: usize = 16;
+    /// Datagrams in progress in all, and from one source IP (forged first fragments from one
+    /// address cannot push out everyone else's).
+    pub const MAX_PENDING: usize = 64;
+    pub const MAX_PENDING_PER_SOURCE: usize = 4;
     pub const TIMEOUT: Duration = Duration::from_secs(5);
 
     /// Takes one received datagram: a whole one back at once, a fragment held until its
@@ -347,13 +440,20 @@ impl Reassembler {
         self.pending
             .retain(|_, (started, _)| now.duration_since(*started) < Self::TIMEOUT);
         let key = (from, id);
-        if !self.pending.contains_key(&key) && self.pending.len() >= Self::MAX_PENDING {
-            let oldest = self
+        if !self.pending.contains_key(&key) {
+            let from_here = self
                 .pending
-                .iter()
-                .min_by_key(|(_, (t, _))| *t)
-                .map(|(k, _)| *k);
-            if let Some(k) = oldest {
+                .keys()
+                .filter(|(a, _)| a.ip() == from.ip())
+                .count();
+            let evict = if from_here >= Self::MAX_PENDING_PER_SOURCE {
+                oldest(&self.pending, Some(from.ip()))
+            } else if self.pending.len() >= Self::MAX_PENDING {
+                oldest(&self.pending, None)
+            } else {
+                None
+            };
+            if let Some(k) = evict {
                 self.pending.remove(&k);
             }
         }
@@ -375,6 +475,38 @@ impl Reassembler {
 }
 
 #[cfg(test)]
+mod fuzz {
+    use super::*;
+    use crate::auth::keyring;
+    use proptest::prelude::*;
+
+    proptest! {
+        /// Any datagram is opened or refused with a reason, and any run of datagrams keeps the
+        /// reassembly buffers within their bounds.
+        #[test]
+        fn fuzz_datagrams_open_or_are_refused(
+            datagrams in proptest::collection::vec(
+                prop_oneof![
+                    proptest::collection::vec(any::<u8>(), 0..200),
+                    (proptest::collection::vec(any::<u8>(), 0..200), 1u8..4)
+                        .prop_map(|(mut v, kind)| { let mut d = b"TG\x01".to_vec(); d.push(kind); d.append(&mut v); d }),
+                ],
+                0..30,
+            )
+        ) {
+            let sealer = Sealer::Aead(Arc::new(Keyring::parse(&keyring::generate()).unwrap()));
+            let mut r = Reassembler::default();
+            let from: SocketAddr = "10.0.0.1:1".parse().unwrap();
+            for d in &datagrams {
+                prop_assert!(sealer.open(d, 1_800_000_000_000).is_err());
+                let _ = r.push(from, d, Instant::now());
+                prop_assert!(r.pending.len() <= Reassembler::MAX_PENDING);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
 mod tests {
     use super::*;
     use crate::auth::keyring;
@@ -392,7 +524,7 @@ mod tests {
         let (a, b) = (aead(&s), aead(&s));
         let sealed = a.seal(b"hello gossip", NOW);
         assert!(!sealed.windows(5).any(|w| w == b"hello"), "encrypted");
-        assert_eq!(b.open(&sealed, NOW + 1000).unwrap(), b"hello gossip");
+        assert_eq!(b.open(&sealed, NOW + 1000).unwrap().plain, b"hello gossip");
         assert_eq!(
             aead(&keyring::generate()).open(&sealed, NOW),
             Err(OpenError::UnknownKey)
@@ -409,6 +541,30 @@ mod tests {
             Err(OpenError::NotSealed)
         );
         assert_eq!(b.open(&sealed[..20], NOW), Err(OpenError::Malformed));
+    }
+
+    #[test]
+    fn a_copy_of_an_accepted_datagram_is_refused_from_any_source() {
+        let s = keyring::generate();
+        let (a, b) = (aead(&s), aead(&s));
+        let mut replays = Replays::default();
+        let sealed = a.seal(b"syn", NOW);
+        let opened = b.open(&sealed, NOW).unwrap();
+        assert_eq!(replays.check(&opened, NOW), Ok(()));
+        let again = b.open(&sealed, NOW + 5).unwrap();
+        assert_eq!(replays.check(&again, NOW + 5), Err(OpenError::Replayed));
+        // Another datagram with the same content is a new one.
+        let fresh = b.open(&a.seal(b"syn", NOW), NOW).unwrap();
+        assert_eq!(replays.check(&fresh, NOW), Ok(()));
+        // Remembered past the clock window, then forgotten (refused as stale by then).
+        let later = NOW + 2 * MAX_SKEW.as_millis() as u64 + 1;
+        assert_eq!(replays.check(&again, later), Ok(()));
+        // A datagram claiming the farthest future does not overflow the clock check.
+        assert!(matches!(
+            check_clock(u64::MAX, NOW),
+            Err(OpenError::Stale(_))
+        ));
+        assert!(matches!(check_clock(0, u64::MAX), Err(OpenError::Stale(_))));
     }
 
     #[test]
@@ -437,9 +593,9 @@ mod tests {
         };
         let (a, b) = (node(0), node(1));
         let sealed = a.seal(b"counts", NOW);
-        assert_eq!(b.open(&sealed, NOW).unwrap(), b"counts");
+        assert_eq!(b.open(&sealed, NOW).unwrap().plain, b"counts");
         assert_eq!(
-            b.open(&sealed, NOW).unwrap(),
+            b.open(&sealed, NOW).unwrap().plain,
             b"counts",
             "cached certificate"
         );
@@ -496,7 +652,12 @@ mod tests {
             let f = fragment(vec![1u8; MAX_DATAGRAM + 1]);
             r.push(from, &f[0], now).unwrap();
         }
-        assert!(r.pending.len() <= Reassembler::MAX_PENDING);
+        assert!(r.pending.len() <= Reassembler::MAX_PENDING_PER_SOURCE);
+        // Another source still gets its datagram through.
+        let other: SocketAddr = "10.0.0.2:7946".parse().unwrap();
+        let f3 = fragment(vec![3u8; MAX_DATAGRAM + 5]);
+        assert_eq!(r.push(other, &f3[0], now).unwrap(), None);
+        assert!(r.push(other, &f3[1], now).unwrap().is_some());
         let mut bad = f2[0].clone();
         bad[13] = 9; // count above the bound
         assert_eq!(r.push(from, &bad, now), Err(OpenError::Malformed));

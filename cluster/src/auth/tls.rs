@@ -20,6 +20,7 @@ use rcgen::{
     BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa,
     KeyPair, KeyUsagePurpose, SerialNumber,
 };
+use rustls::client::danger::ServerCertVerifier;
 use rustls::crypto::CryptoProvider;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer, UnixTime};
 use rustls::server::danger::ClientCertVerifier;
@@ -181,16 +182,15 @@ impl RpcTls {
             chain,
             key: key_der,
         };
-        let tls = RpcTls::build(roots, identity, server_name)?;
         // Refuse to start with a certificate peers would refuse, rather than fail every call.
-        tls.verify_chain(&tls.identity.chain).map_err(|e| {
-            AuthError::Tls(format!(
-                "{} is not signed by the CA in {}: {e}",
+        RpcTls::build(roots, identity, server_name).map_err(|e| match e {
+            AuthError::Tls(m) => AuthError::Tls(format!(
+                "{} (with the CA in {}): {m}",
                 cert.display(),
                 ca.display()
-            ))
-        })?;
-        Ok(tls)
+            )),
+            other => other,
+        })
     }
 
     fn build(
@@ -204,6 +204,28 @@ impl RpcTls {
         let verifier = WebPkiClientVerifier::builder_with_provider(roots.clone(), provider())
             .build()
             .map_err(tls_err)?;
+        // Peers check our certificate as a server (the name, server authentication) and as a
+        // client: one that would fail either is refused now, not at every call.
+        let (end, rest) = identity
+            .chain
+            .split_first()
+            .ok_or_else(|| AuthError::Tls("empty certificate chain".into()))?;
+        rustls::client::WebPkiServerVerifier::builder_with_provider(roots.clone(), provider())
+            .build()
+            .map_err(tls_err)?
+            .verify_server_cert(end, rest, &name, &[], UnixTime::now())
+            .map_err(|e| {
+                AuthError::Tls(format!(
+                    "the node certificate does not serve as '{server_name}' (name and server authentication): {e}"
+                ))
+            })?;
+        verifier
+            .verify_client_cert(end, rest, UnixTime::now())
+            .map_err(|e| {
+                AuthError::Tls(format!(
+                    "the node certificate cannot authenticate as a client: {e}"
+                ))
+            })?;
         let server = ServerConfig::builder_with_provider(provider())
             .with_protocol_versions(&[&rustls::version::TLS13])
             .map_err(tls_err)?
@@ -345,7 +367,19 @@ mod tests {
         let o = make_pki(1, other.path(), DEFAULT_SERVER_NAME).unwrap();
         let e = RpcTls::from_pem_files(&o.nodes[0].0, &o.nodes[0].1, &files.ca, "tollgate-cluster")
             .unwrap_err();
-        assert!(e.to_string().contains("is not signed by the CA"), "{e}");
+        assert!(e.to_string().contains("invalid peer certificate"), "{e}");
+        // A certificate without the cluster's name is refused at start too.
+        let e = RpcTls::from_pem_files(
+            &files.nodes[0].0,
+            &files.nodes[0].1,
+            &files.ca,
+            "other-name",
+        )
+        .unwrap_err();
+        assert!(
+            e.to_string().contains("does not serve as 'other-name'"),
+            "{e}"
+        );
         #[cfg(unix)]
         {
             use std::os::unix::fs::PermissionsExt;

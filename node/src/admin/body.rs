@@ -103,3 +103,32 @@ impl<S: Send + Sync, const N: usize> axum::extract::FromRequest<S> for Limited<N
         }
     }
 }
+
+#[cfg(test)]
+mod fuzz {
+    use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        /// Any body with any of the content types the Admin API reads parses to an object or
+        /// fails with a message: never a panic, never a deep value.
+        #[test]
+        fn fuzz_bodies_parse_or_fail(
+            body in proptest::collection::vec(any::<u8>(), 0..300),
+            text in "[ -~]{0,300}",
+            ct in proptest::sample::select(vec![
+                "application/json", "application/x-www-form-urlencoded", "", "multipart/form-data",
+            ]),
+        ) {
+            let mut h = HeaderMap::new();
+            if !ct.is_empty() {
+                h.insert(header::CONTENT_TYPE, ct.parse().unwrap());
+            }
+            for b in [Bytes::from(body), Bytes::from(text)] {
+                if let Ok(v) = parse(&h, &b) {
+                    prop_assert!(v.is_object());
+                }
+            }
+        }
+    }
+}

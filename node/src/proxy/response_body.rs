@@ -62,9 +62,8 @@ pub struct Pumped {
 /// body whole is returned (no byte went to the client yet).
 pub async fn buffered(body: ReadTimeout<PooledBody>) -> Result<ProxyBody, BoxError> {
     let hint = body.size_hint();
-    if hint.exact().is_some_and(|n| n <= READ_WHOLE_MAX) {
-        let collected = body.collect().await?;
-        return Ok(ProxyBody::full(Full::new(collected.to_bytes())));
+    if let Some(n) = hint.exact().filter(|n| *n <= READ_WHOLE_MAX) {
+        return read_small(body, n as usize).await.map(ProxyBody::full);
     }
     let (tx, rx) = mpsc::unbounded_channel();
     let room = Arc::new(Semaphore::new(READ_AHEAD));
@@ -76,6 +75,34 @@ pub async fn buffered(body: ReadTimeout<PooledBody>) -> Result<ProxyBody, BoxErr
             done: false,
         },
     })
+}
+
+/// Reads a body of `len` bytes whole. The usual case, one frame holding it all, costs no copy
+/// and no allocation (a general collect would queue the frames first).
+async fn read_small(body: ReadTimeout<PooledBody>, len: usize) -> Result<Full<Bytes>, BoxError> {
+    let mut body = std::pin::pin!(body);
+    let mut first: Option<Bytes> = None;
+    let mut rest: Vec<u8> = Vec::new();
+    while let Some(frame) = body.frame().await {
+        let Ok(data) = frame?.into_data() else {
+            continue;
+        };
+        match &first {
+            None => first = Some(data),
+            Some(f) => {
+                if rest.is_empty() {
+                    rest.reserve(len);
+                    rest.extend_from_slice(f);
+                }
+                rest.extend_from_slice(&data);
+            }
+        }
+    }
+    Ok(Full::new(if rest.is_empty() {
+        first.unwrap_or_default()
+    } else {
+        Bytes::from(rest)
+    }))
 }
 
 async fn pump(
