@@ -26,6 +26,8 @@ pids=()
 cleanup() {
   for p in "${pids[@]}"; do kill -9 "$p" 2>/dev/null || true; done
   pkill -9 -f "nginx -p $D" 2>/dev/null || true
+  # KEEP_CALLGRIND=DIR keeps the profiles, for callgrind_annotate.
+  if [ -n "${KEEP_CALLGRIND:-}" ]; then mkdir -p "$KEEP_CALLGRIND" && cp "$D"/*.cg* "$KEEP_CALLGRIND"/ 2>/dev/null || true; fi
   rm -rf "$D"
 }
 trap cleanup EXIT

@@ -212,8 +212,9 @@ impl Proxy {
         let mut body = Some(body);
         if route.needs_body {
             let incoming = body.take().expect("body present");
+            // Boxed: a rare path whose future would otherwise enlarge every request's.
             let read = Limited::new(incoming, MAX_BUFFERED_BODY).collect();
-            match tokio::time::timeout(CLIENT_BODY_TIMEOUT, read).await {
+            match Box::pin(tokio::time::timeout(CLIENT_BODY_TIMEOUT, read)).await {
                 Ok(Ok(b)) => ctx.body = Some(b.to_bytes()),
                 Ok(Err(e)) if e.is::<http_body_util::LengthLimitError>() => {
                     let r = error_response(StatusCode::PAYLOAD_TOO_LARGE, "Request body too large");
@@ -354,13 +355,9 @@ impl Proxy {
                 (UpstreamBody::empty(), None, service.read_timeout)
             }
             (None, Some(incoming)) if route.request_buffering => {
-                match request_body::read_whole(
-                    incoming,
-                    &self.policy.spill_dir,
-                    CLIENT_BODY_TIMEOUT,
-                )
-                .await
-                {
+                let read =
+                    request_body::read_whole(incoming, &self.policy.spill_dir, CLIENT_BODY_TIMEOUT);
+                match Box::pin(read).await {
                     Ok((b, n)) => (b, Some(n), service.read_timeout),
                     Err(e) => {
                         let (status, msg) = match e {
@@ -455,30 +452,42 @@ impl Proxy {
             }
             Ok(resp) => {
                 let upstream_elapsed = upstream_start.elapsed();
-                let (mut head, upstream_body) = resp.into_parts();
-                let upstream_body = ReadTimeout::new(upstream_body, service.read_timeout);
-                let body = if route.response_buffering {
-                    match response_body::buffered(upstream_body).await {
-                        Ok(b) => b,
-                        Err(e) => {
-                            let timed_out = e.is::<body::ReadTimedOut>();
-                            tracing::debug!(service = %service.label, error = %e, "upstream body failed");
-                            let r = if timed_out {
-                                error_response(
-                                    StatusCode::GATEWAY_TIMEOUT,
-                                    "The upstream server is timing out",
-                                )
-                            } else {
-                                error_response(
-                                    StatusCode::BAD_GATEWAY,
-                                    "An invalid response was received from the upstream server",
-                                )
-                            };
-                            return self.finish(&mut ctx, generated(r), &ran, start, None);
+                let (mut head, pooled) = resp.into_parts();
+                let read_timeout = service.read_timeout;
+                let buffered = if route.response_buffering {
+                    match response_body::take_if_ready(pooled) {
+                        response_body::Ready::Done(b) => Ok(b),
+                        response_body::Ready::Failed(e) => Err(e),
+                        // Boxed: the slow path's future would enlarge every request's.
+                        response_body::Ready::Later(pooled, first) => {
+                            Box::pin(response_body::buffered(
+                                ReadTimeout::new(pooled, read_timeout),
+                                first,
+                            ))
+                            .await
                         }
                     }
                 } else {
-                    ProxyBody::streamed(upstream_body)
+                    Ok(ProxyBody::streamed(ReadTimeout::new(pooled, read_timeout)))
+                };
+                let body = match buffered {
+                    Ok(b) => b,
+                    Err(e) => {
+                        let timed_out = e.is::<body::ReadTimedOut>();
+                        tracing::debug!(service = %service.label, error = %e, "upstream body failed");
+                        let r = if timed_out {
+                            error_response(
+                                StatusCode::GATEWAY_TIMEOUT,
+                                "The upstream server is timing out",
+                            )
+                        } else {
+                            error_response(
+                                StatusCode::BAD_GATEWAY,
+                                "An invalid response was received from the upstream server",
+                            )
+                        };
+                        return self.finish(&mut ctx, generated(r), &ran, start, None);
+                    }
                 };
                 strip_hop_by_hop(&mut head.headers);
                 self.finish(

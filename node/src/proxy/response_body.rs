@@ -58,13 +58,51 @@ pub struct Pumped {
     done: bool,
 }
 
-/// Reads an upstream body ahead of the client, as buffering asks. An error while reading a
-/// body whole is returned (no byte went to the client yet).
-pub async fn buffered(body: ReadTimeout<PooledBody>) -> Result<ProxyBody, BoxError> {
+/// What [`take_if_ready`] found.
+pub enum Ready {
+    /// The whole body, at once.
+    Done(ProxyBody),
+    /// Not all here yet: read on with [`buffered`], from what came already.
+    Later(PooledBody, Option<Bytes>),
+    Failed(BoxError),
+}
+
+/// The usual small response is whole in hyper's read buffer when its head arrives: take it
+/// without a task wake-up, a timer or a future (the request path's cost).
+pub fn take_if_ready(mut body: PooledBody) -> Ready {
+    if body.size_hint().exact().is_none_or(|n| n > READ_WHOLE_MAX) {
+        return Ready::Later(body, None);
+    }
+    if body.is_end_stream() {
+        return Ready::Done(ProxyBody::full(Full::new(Bytes::new())));
+    }
+    let mut cx = Context::from_waker(std::task::Waker::noop());
+    match Pin::new(&mut body).poll_frame(&mut cx) {
+        Poll::Ready(Some(Ok(frame))) => match frame.into_data() {
+            Ok(data) if body.is_end_stream() => Ready::Done(ProxyBody::full(Full::new(data))),
+            Ok(data) => Ready::Later(body, Some(data)),
+            Err(_) => Ready::Later(body, None),
+        },
+        Poll::Ready(None) => Ready::Done(ProxyBody::full(Full::new(Bytes::new()))),
+        Poll::Ready(Some(Err(e))) => Ready::Failed(e.into()),
+        Poll::Pending => Ready::Later(body, None),
+    }
+}
+
+/// Reads an upstream body ahead of the client, as buffering asks, after `first` (what
+/// [`take_if_ready`] took already). An error while reading a body whole is returned (no byte
+/// went to the client yet).
+pub async fn buffered(
+    body: ReadTimeout<PooledBody>,
+    first: Option<Bytes>,
+) -> Result<ProxyBody, BoxError> {
     let hint = body.size_hint();
     if let Some(n) = hint.exact().filter(|n| *n <= READ_WHOLE_MAX) {
-        return read_small(body, n as usize).await.map(ProxyBody::full);
+        return read_small(body, n as usize, first)
+            .await
+            .map(ProxyBody::full);
     }
+    debug_assert!(first.is_none(), "only small bodies are started early");
     let (tx, rx) = mpsc::unbounded_channel();
     let room = Arc::new(Semaphore::new(READ_AHEAD));
     tokio::spawn(pump(body, tx, room));
@@ -79,9 +117,12 @@ pub async fn buffered(body: ReadTimeout<PooledBody>) -> Result<ProxyBody, BoxErr
 
 /// Reads a body of `len` bytes whole. The usual case, one frame holding it all, costs no copy
 /// and no allocation (a general collect would queue the frames first).
-async fn read_small(body: ReadTimeout<PooledBody>, len: usize) -> Result<Full<Bytes>, BoxError> {
+async fn read_small(
+    body: ReadTimeout<PooledBody>,
+    len: usize,
+    mut first: Option<Bytes>,
+) -> Result<Full<Bytes>, BoxError> {
     let mut body = std::pin::pin!(body);
-    let mut first: Option<Bytes> = None;
     let mut rest: Vec<u8> = Vec::new();
     while let Some(frame) = body.frame().await {
         let Ok(data) = frame?.into_data() else {
