@@ -22,6 +22,20 @@ fn secret() -> String {
     String::from_utf8(out.stdout).unwrap().trim().to_string()
 }
 
+/// `tollgate cluster certs --nodes n --out dir`.
+fn make_certs(n: u32, dir: &Path) {
+    let out = std::process::Command::new(BIN)
+        .args(["cluster", "certs", "--nodes", &n.to_string(), "--out"])
+        .arg(dir)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
 fn write(dir: &Path, name: &str, text: &str) -> String {
     let p = dir.join(name);
     std::fs::write(&p, text).unwrap();
@@ -188,23 +202,9 @@ async fn pki_mode_forms_a_cluster_and_refuses_other_cas() {
     let _serial = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
     let spec = ClusterSpec::new(4);
     let certs = spec.dir.path().join("pki");
-    let out = std::process::Command::new(BIN)
-        .args(["cluster", "certs", "--nodes", "3", "--out"])
-        .arg(&certs)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    make_certs(3, &certs);
     let other = spec.dir.path().join("other-pki");
-    let out = std::process::Command::new(BIN)
-        .args(["cluster", "certs", "--nodes", "1", "--out"])
-        .arg(&other)
-        .output()
-        .unwrap();
-    assert!(out.status.success());
+    make_certs(1, &other);
     let p = |dir: &Path, f: &str| dir.join(f).display().to_string();
     let seeds = spec.seeds(3);
     let mut nodes = Vec::new();

@@ -6,7 +6,7 @@ mod common;
 use std::io::{Read, Write};
 use std::time::Duration;
 
-use common::{client, Echo, Node};
+use common::{client, raw, Echo, Node};
 use serde_json::{json, Value};
 
 async fn proxy_get(node: &Node, path: &str, headers: &[(&str, &str)]) -> reqwest::Response {
@@ -329,29 +329,16 @@ async fn proxy_errors_are_json_and_never_crash_the_node() {
 
     // Garbage, an oversized head and a stalled client: each gets its answer or times out alone.
     let addr = node.proxy.trim_start_matches("http://").to_string();
-    let raw = |bytes: Vec<u8>| {
-        let addr = addr.clone();
-        move || {
-            let mut s = std::net::TcpStream::connect(&addr).unwrap();
-            s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
-            let _ = s.write_all(&bytes);
-            let mut out = Vec::new();
-            let _ = s.read_to_end(&mut out);
-            String::from_utf8_lossy(&out).to_string()
-        }
-    };
     let stalled = std::net::TcpStream::connect(&addr).unwrap();
     (&stalled)
         .write_all(b"GET /slowloris HTTP/1.1\r\nHost: x\r\n")
         .unwrap();
-    let garbage = tokio::task::spawn_blocking(raw(b"\x16\x03\x01garbage\r\n\r\n".to_vec()))
-        .await
-        .unwrap();
+    let garbage = raw(&node.proxy, b"\x16\x03\x01garbage\r\n\r\n".to_vec()).await;
     assert!(garbage.starts_with("HTTP/1.1 400"), "{garbage}");
     let mut big = b"GET / HTTP/1.1\r\nHost: x\r\nX-Big: ".to_vec();
     big.extend(std::iter::repeat_n(b'a', 200 * 1024));
     big.extend(b"\r\n\r\n");
-    let oversized = tokio::task::spawn_blocking(raw(big)).await.unwrap();
+    let oversized = raw(&node.proxy, big).await;
     assert!(
         oversized.starts_with("HTTP/1.1 431"),
         "{}",

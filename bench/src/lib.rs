@@ -184,3 +184,48 @@ pub fn pct(sorted: &[Duration], p: f64) -> Duration {
     let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
     sorted[i]
 }
+
+/// A `tollgate echo` backend on a free loopback port: the process and its port.
+pub fn spawn_echo() -> (Proc, u16) {
+    let port = free_port();
+    let p = spawn(&[
+        "echo".into(),
+        "--listen".into(),
+        format!("127.0.0.1:{port}"),
+        "--name".into(),
+        "e".into(),
+    ]);
+    (p, port)
+}
+
+/// Creates `total` consumers through `admins` in turn, `in_flight` at a time; returns the
+/// writes per second (every one must answer 201).
+pub async fn admin_writes(
+    admins: &[String],
+    total: usize,
+    in_flight: usize,
+) -> anyhow::Result<f64> {
+    let c = client();
+    let started = Instant::now();
+    let mut tasks = Vec::new();
+    for i in 0..total {
+        let url = format!("{}/consumers", admins[i % admins.len()]);
+        let c = c.clone();
+        tasks.push(tokio::spawn(async move {
+            c.post(url)
+                .json(&serde_json::json!({"username": format!("u{i}")}))
+                .send()
+                .await
+                .map(|r| r.status().as_u16())
+        }));
+        if tasks.len() == in_flight {
+            for t in tasks.drain(..) {
+                anyhow::ensure!(t.await?? == 201);
+            }
+        }
+    }
+    for t in tasks {
+        anyhow::ensure!(t.await?? == 201);
+    }
+    Ok(total as f64 / started.elapsed().as_secs_f64())
+}

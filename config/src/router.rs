@@ -573,6 +573,16 @@ mod tests {
         }
     }
 
+    /// A seeded xorshift: `next(n)` is in `0..n`, the same sequence every run.
+    fn xorshift(mut seed: u64) -> impl FnMut(usize) -> usize {
+        move |n| {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            (seed % n as u64) as usize
+        }
+    }
+
     #[test]
     fn regex_literal_prefixes() {
         let p = |re: &str| literal_prefix(compile_regex(re).unwrap().as_str()).to_string();
@@ -587,13 +597,7 @@ mod tests {
 
     #[test]
     fn the_index_finds_what_the_full_walk_finds() {
-        let mut seed = 0x9e37_79b9_7f4a_7c15_u64;
-        let mut next = move |n: usize| {
-            seed ^= seed << 13;
-            seed ^= seed >> 7;
-            seed ^= seed << 17;
-            (seed % n as u64) as usize
-        };
+        let mut next = xorshift(0x9e37_79b9_7f4a_7c15_u64);
         let paths = [
             "/",
             "/a",
@@ -921,13 +925,7 @@ mod tests {
 
     #[test]
     fn the_router_agrees_with_kongs_precedence_on_random_route_sets() {
-        let mut seed = 0x2545_f491_4f6c_dd1d_u64;
-        let mut next = move |n: usize| {
-            seed ^= seed << 13;
-            seed ^= seed >> 7;
-            seed ^= seed << 17;
-            (seed % n as u64) as usize
-        };
+        let mut next = xorshift(0x2545_f491_4f6c_dd1d_u64);
         let paths = [
             "/", "/a", "/ab", "/a/b", "/b", "~/a/\\d+", "~/b.*", "/a/b/c",
         ];

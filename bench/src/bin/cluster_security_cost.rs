@@ -14,7 +14,7 @@
 use std::time::{Duration, Instant};
 
 use serde_json::json;
-use tollgate_bench::{binary, client, cluster_with, free_port, pct, spawn, Node};
+use tollgate_bench::{binary, client, cluster_with, pct, spawn_echo, Node};
 
 struct Figures {
     propagation: Vec<Duration>,
@@ -55,29 +55,8 @@ async fn measure(nodes: &[Node], echo: u16) -> anyhow::Result<Figures> {
     }
     propagation.sort();
 
-    let total = 400;
-    let started = Instant::now();
-    let mut tasks = Vec::new();
-    for i in 0..total {
-        let url = format!("{}/consumers", nodes[i % nodes.len()].admin);
-        let c = c.clone();
-        tasks.push(tokio::spawn(async move {
-            c.post(url)
-                .json(&json!({"username": format!("u{i}")}))
-                .send()
-                .await
-                .map(|r| r.status().as_u16())
-        }));
-        if tasks.len() == 16 {
-            for t in tasks.drain(..) {
-                anyhow::ensure!(t.await?? == 201);
-            }
-        }
-    }
-    for t in tasks {
-        anyhow::ensure!(t.await?? == 201);
-    }
-    let writes_per_sec = total as f64 / started.elapsed().as_secs_f64();
+    let admins: Vec<String> = nodes.iter().map(|n| n.admin.clone()).collect();
+    let writes_per_sec = tollgate_bench::admin_writes(&admins, 400, 16).await?;
 
     created(
         c.post(format!("{a}/services/s/routes"))
@@ -177,14 +156,7 @@ async fn measure(nodes: &[Node], echo: u16) -> anyhow::Result<Figures> {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     println!("binary: {}", binary().display());
-    let echo_port = free_port();
-    let _echo = spawn(&[
-        "echo".into(),
-        "--listen".into(),
-        format!("127.0.0.1:{echo_port}"),
-        "--name".into(),
-        "e".into(),
-    ]);
+    let (_echo, echo_port) = spawn_echo();
     println!("| round | credentials | config write-to-served p50 / p99 | admin writes/s | rate-limit gossip seen p50 / p99 | cluster-policy proxy req/s |");
     println!("|---|---|---|---|---|---|");
     let ms = |d: Duration| d.as_secs_f64() * 1e3;

@@ -9,18 +9,11 @@
 use std::time::{Duration, Instant};
 
 use serde_json::json;
-use tollgate_bench::{client, cluster, free_port, pct, spawn};
+use tollgate_bench::{client, cluster, pct, spawn_echo};
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    let echo_port = free_port();
-    let _echo = spawn(&[
-        "echo".into(),
-        "--listen".into(),
-        format!("127.0.0.1:{echo_port}"),
-        "--name".into(),
-        "e".into(),
-    ]);
+    let (_echo, echo_port) = spawn_echo();
     for n in [3usize, 5] {
         let dir = tempfile::tempdir()?;
         let nodes = cluster(n, dir.path()).await;
@@ -69,32 +62,11 @@ async fn main() -> anyhow::Result<()> {
             lat.last().copied().unwrap_or_default().as_secs_f64() * 1e3
         );
 
-        let total = 1000;
-        let started = Instant::now();
-        let mut tasks = Vec::new();
-        for i in 0..total {
-            let url = format!("{}/consumers", nodes[i % n].admin);
-            let c = c.clone();
-            tasks.push(tokio::spawn(async move {
-                c.post(url)
-                    .json(&json!({"username": format!("u{i}")}))
-                    .send()
-                    .await
-                    .map(|r| r.status().as_u16())
-            }));
-            if tasks.len() == 16 {
-                for t in tasks.drain(..) {
-                    anyhow::ensure!(t.await?? == 201);
-                }
-            }
-        }
-        for t in tasks {
-            anyhow::ensure!(t.await?? == 201);
-        }
-        let secs = started.elapsed().as_secs_f64();
+        let admins: Vec<String> = nodes.iter().map(|n| n.admin.clone()).collect();
+        let writes_per_sec = tollgate_bench::admin_writes(&admins, 1000, 16).await?;
         println!(
             "{n} nodes: admin writes (fsync on, 16 in flight, via every node): {:.0} writes/s",
-            total as f64 / secs
+            writes_per_sec
         );
     }
     Ok(())

@@ -10,7 +10,7 @@
 use std::time::{Duration, Instant};
 
 use serde_json::json;
-use tollgate_bench::{client, cluster_with, free_port, spawn, Node};
+use tollgate_bench::{client, cluster_with, spawn_echo, Node};
 
 /// Sends `rate` requests per second for `secs` seconds round-robin over `nodes`; returns
 /// (admitted, sent).
@@ -50,14 +50,7 @@ async fn drive(nodes: &[Node], path: &str, key: &str, rate: u64, secs: u64) -> (
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    let echo_port = free_port();
-    let _echo = spawn(&[
-        "echo".into(),
-        "--listen".into(),
-        format!("127.0.0.1:{echo_port}"),
-        "--name".into(),
-        "e".into(),
-    ]);
+    let (_echo, echo_port) = spawn_echo();
     println!("| nodes | publish interval | rate (req/s) | limit | sent | cluster: admitted / limit | local: admitted / limit |");
     println!("|---|---|---|---|---|---|---|");
     for n in [3usize, 5] {

@@ -27,6 +27,8 @@ use hyper::body::Incoming;
 use tokio::io::AsyncWriteExt;
 use tokio_util::io::ReaderStream;
 
+use super::body::BoxError;
+
 /// Longest wait between two reads of a request body (nginx's default `client_body_timeout`).
 pub const CLIENT_BODY_TIMEOUT: Duration = Duration::from_secs(60);
 /// Largest part of one buffered body held in memory.
@@ -195,8 +197,6 @@ pub async fn read_whole(
     drop(reserved);
     Ok((UpstreamBody::bytes(bytes), len))
 }
-
-type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
 impl Body for UpstreamBody {
     type Data = Bytes;
