@@ -512,3 +512,22 @@ async fn the_cluster_listener_bounds_what_it_reads() {
     drop(held);
     still_serving_and_unchanged(&node).await;
 }
+
+#[tokio::test]
+async fn a_double_encoded_path_cannot_pass_for_a_protected_one() {
+    let (node, _echo) = gateway(&[]).await;
+    node.create(
+        "/services/s/routes",
+        json!({"name": "catch-all", "paths": ["/"]}),
+    )
+    .await;
+    // `%%37` once normalised must not leave `%70` (`p`) for the backend to decode into
+    // `/private`, the route behind key-auth: the stray `%` is escaped instead.
+    let got = echoed(&node, "/%%370rivate", &[]).await;
+    assert_eq!(got["path"], "/%2570rivate", "{got}");
+    let got = echoed(&node, "/%70ublic", &[]).await;
+    assert_eq!(
+        got["path"], "/",
+        "a decoded unreserved escape routes as itself: {got}"
+    );
+}

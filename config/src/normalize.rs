@@ -4,6 +4,12 @@
 //! As Kong: escapes of unreserved characters are decoded (Kong decodes a little more, but
 //! anything else would not survive being forwarded), escapes that stay are upper-cased, dot
 //! segments are removed and repeated slashes merged.
+//!
+//! Normalising twice gives what normalising once gave: the router and the upstream (which
+//! decodes the path once more) must see the same path. So a `%` that starts no valid escape
+//! is itself escaped (`%25`): otherwise `/%%361dmin` would route as `/%61dmin` and reach the
+//! upstream as `/admin`, past a route on `/admin` and its authentication (found by the
+//! property-based fuzzer).
 
 use std::borrow::Cow;
 
@@ -61,7 +67,11 @@ fn decode_unreserved(path: &str) -> String {
                 continue;
             }
         }
-        out.push(b[i]);
+        if b[i] == b'%' {
+            out.extend_from_slice(b"%25");
+        } else {
+            out.push(b[i]);
+        }
         i += 1;
     }
     // Only ASCII was decoded, so the bytes are as valid UTF-8 as the input was.
@@ -113,12 +123,30 @@ mod tests {
             ("/", "/"),
             ("/caf%c3%a9", "/caf%C3%A9"),
             ("/%FF", "/%FF"),
-            ("/%zz", "/%zz"),
-            ("/%", "/%"),
+            ("/%zz", "/%25zz"),
+            ("/%", "/%25"),
+            ("/%4", "/%254"),
+            ("/%%34A", "/%254A"),
+            ("/%%361dmin", "/%2561dmin"),
             ("/a%20b", "/a%20b"),
         ];
         for (input, want) in cases {
             assert_eq!(normalize_path(input), want, "input {input}");
+        }
+    }
+
+    #[test]
+    fn normalising_twice_changes_nothing() {
+        for p in [
+            "/%%34A",
+            "/%%361dmin",
+            "/%25%34%31",
+            "/a/%2e%2e%2f..",
+            "/%2e%2e/%2e/x",
+            "/%",
+        ] {
+            let once = normalize_path(p).into_owned();
+            assert_eq!(normalize_path(&once), once, "input {p}");
         }
     }
 
