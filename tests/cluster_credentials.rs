@@ -58,6 +58,16 @@ async fn voters(node: &Node) -> Vec<u64> {
     v
 }
 
+/// Checks for 3 s (many gossip rounds, in which a live non-member would have been added) that
+/// `node`'s voters stay `want`.
+async fn voters_stay(node: &Node, want: &[u64]) {
+    let until = Instant::now() + Duration::from_secs(3);
+    while Instant::now() < until {
+        assert_eq!(voters(node).await, want);
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
 /// Waits until `node` lists a refusal on `plane`, and returns it.
 async fn refused(node: &Node, plane: &str) -> Value {
     eventually(&format!("a refusal on the {plane} plane"), || async {
@@ -123,13 +133,7 @@ async fn only_nodes_with_the_secret_join_and_replicate() {
         (g["count"].as_u64()? >= 2 && g["reason"].as_str()?.contains("not a sealed")).then_some(())
     })
     .await;
-    // The members would have added a live non-member within a gossip round or two; give them
-    // many rounds, then check nothing changed.
-    let until = Instant::now() + Duration::from_secs(3);
-    while Instant::now() < until {
-        assert_eq!(voters(&nodes[0]).await, vec![1, 2, 3]);
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    voters_stay(&nodes[0], &[1, 2, 3]).await;
     for n in [&rogue, &bare] {
         assert_eq!(n.cluster().await["leader_id"], Value::Null);
         assert_eq!(n.get("/consumers/alice").await.0, 404);
@@ -268,9 +272,5 @@ async fn pki_mode_forms_a_cluster_and_refuses_other_cas() {
             .contains("not signed by the cluster CA"),
         "{r}"
     );
-    let until = Instant::now() + Duration::from_secs(3);
-    while Instant::now() < until {
-        assert_eq!(voters(&nodes[0]).await, vec![1, 2, 3]);
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    voters_stay(&nodes[0], &[1, 2, 3]).await;
 }

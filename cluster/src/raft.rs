@@ -37,6 +37,17 @@ pub const HEARTBEAT_MS: u64 = 250;
 /// leader, so that two of them never hold the log at once while small writes queue behind.
 const LARGE_ENTRY_BYTES: usize = 256 * 1024;
 
+/// The size of an encoded command, or [`ProposeError::TooLarge`].
+fn checked_size(encoded: &[u8]) -> Result<usize, ProposeError> {
+    match encoded.len() {
+        size if size > MAX_ENTRY_BYTES => Err(ProposeError::TooLarge {
+            size,
+            max: MAX_ENTRY_BYTES,
+        }),
+        size => Ok(size),
+    }
+}
+
 /// Where a node listens, and the addresses other nodes and operators reach it at.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct NodeAddrs {
@@ -183,14 +194,13 @@ impl ClusterNode {
 
     /// Proposes a command on this node if it leads. Returns the result and the entry's index.
     pub(crate) async fn propose_here(&self, cmd: Command) -> Result<(Applied, u64), ProposeError> {
-        // Checked here too: a forwarded write comes straight to this function.
-        let size = cmd.encode().len();
-        if size > MAX_ENTRY_BYTES {
-            return Err(ProposeError::TooLarge {
-                size,
-                max: MAX_ENTRY_BYTES,
-            });
-        }
+        // A forwarded write comes straight here: its size is checked here too.
+        let size = checked_size(&cmd.encode())?;
+        self.commit(cmd, size).await
+    }
+
+    /// Commits `cmd`, whose encoded size is `size`, on this node if it leads.
+    async fn commit(&self, cmd: Command, size: usize) -> Result<(Applied, u64), ProposeError> {
         let m = self.raft.metrics().borrow().clone();
         if m.state == ServerState::Leader {
             // A leader that has not heard from a quorum for a while cannot commit: fail fast.
@@ -235,23 +245,19 @@ impl ClusterNode {
     /// Proposes `cmd` to the cluster and returns what applying it produced, once this node has
     /// applied it too (read-your-writes).
     pub async fn propose(&self, cmd: Command) -> Result<Applied, ProposeError> {
-        let size = cmd.encode().len();
-        if size > MAX_ENTRY_BYTES {
-            return Err(ProposeError::TooLarge {
-                size,
-                max: MAX_ENTRY_BYTES,
-            });
-        }
+        // Encoded once: for the size check, and as the body of every forward attempt.
+        let encoded = cmd.encode();
+        let size = checked_size(&encoded)?;
         let deadline = tokio::time::Instant::now() + WRITE_TIMEOUT;
         loop {
             let is_leader = self.raft.metrics().borrow().state == ServerState::Leader;
             if is_leader {
-                return self.propose_here(cmd).await.map(|(a, _)| a);
+                return self.commit(cmd, size).await.map(|(a, _)| a);
             }
             match self.leader_addr() {
                 Some((leader, addr)) if leader != self.addrs.id => {
                     let ttl = deadline.saturating_duration_since(tokio::time::Instant::now());
-                    let body = cmd.encode();
+                    let body = encoded.clone();
                     match network::post(&self.client, &addr, "/cluster/forward", body, ttl).await {
                         Ok(bytes) => {
                             let reply: ForwardReply =
