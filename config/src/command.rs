@@ -7,6 +7,7 @@ use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 use crate::entity::{Entity, EntityKind};
+use crate::legacy::StateDataV1;
 use crate::state::StateData;
 
 /// How a put treats an existing entity with the same id.
@@ -35,6 +36,8 @@ pub enum Command {
         kind: EntityKind,
         id: Uuid,
     },
+    /// A [`Command::Replace`] as versions up to 0.4 wrote it (still in old Raft logs).
+    ReplaceV1(Box<StateDataV1>),
     /// Replaces the whole configuration (declarative load). Checked as a whole: either every
     /// entity is consistent and it replaces everything, or nothing changes.
     Replace(Box<StateData>),
@@ -71,14 +74,25 @@ impl Command {
     }
 }
 
+/// Starts a snapshot in the current format; older snapshots (a [`StateDataV1`]) have none.
+const SNAPSHOT_MAGIC: &[u8] = b"TGS2";
+
 impl StateData {
     pub fn encode(&self) -> Vec<u8> {
-        bincode::serde::encode_to_vec(self, bincode_config()).unwrap_or_default()
+        let mut out = SNAPSHOT_MAGIC.to_vec();
+        out.extend(bincode::serde::encode_to_vec(self, bincode_config()).unwrap_or_default());
+        out
     }
 
     pub fn decode(bytes: &[u8]) -> Result<StateData, DecodeError> {
-        bincode::serde::decode_from_slice(bytes, bincode_config())
-            .map(|(c, _)| c)
-            .map_err(|e| DecodeError(e.to_string()))
+        let err = |e: bincode::error::DecodeError| DecodeError(e.to_string());
+        match bytes.strip_prefix(SNAPSHOT_MAGIC) {
+            Some(rest) => bincode::serde::decode_from_slice(rest, bincode_config())
+                .map(|(c, _)| c)
+                .map_err(err),
+            None => bincode::serde::decode_from_slice::<StateDataV1, _>(bytes, bincode_config())
+                .map(|(c, _)| c.upgrade())
+                .map_err(err),
+        }
     }
 }

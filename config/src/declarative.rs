@@ -1,16 +1,22 @@
 //! Kong's declarative configuration format (`_format_version: "3.0"`), in YAML or JSON.
 //!
-//! Import accepts Kong's nesting (routes and plugins under services, plugins under routes,
-//! credentials and plugins under consumers) and top-level lists that refer to parents by name
-//! or id. The result is a whole [`StateData`], loaded with one `Command::Replace`, which is
-//! checked as a whole by apply. Export writes the same format back, nested as Kong does.
+//! Nothing here names an entity: every registered kind is a top-level key, and a kind nests
+//! under another when its declaration has a nesting reference to it (routes and plugins under
+//! services, plugins under routes, credentials, ACL groups and plugins under consumers). Top-
+//! level lists may refer to parents by name or id. The result is a whole [`StateData`],
+//! loaded with one `Command::Replace`, which is checked as a whole by apply. Export writes the
+//! same format back, nested the same way.
 
-use serde_json::{json, Map, Value};
+use std::collections::BTreeMap;
+
+use serde_json::{json, Value};
 use uuid::Uuid;
 
-use crate::entity::{EntityKind, Timestamp};
+use crate::entity::Timestamp;
 use crate::error::FieldErrors;
-use crate::input::{self, PluginScope, Stamp};
+use crate::input::Stamp;
+use crate::registry::{Entity, EntityKind};
+use crate::schema::{BuildCx, ForeignDecl};
 use crate::state::{State, StateData};
 
 /// Error loading a declarative file, naming where in the file it is.
@@ -57,6 +63,67 @@ fn stamp(s: &mut dyn Stamps) -> Stamp {
     }
 }
 
+/// One entity found in the file, before it is built.
+struct Item {
+    kind: EntityKind,
+    /// Where it is in the file, for messages: `services[0].routes[1]`.
+    path: String,
+    body: Value,
+    /// The reference its nesting gives: the field, and the position of the parent item.
+    parent: Option<(&'static str, usize)>,
+    stamp: Stamp,
+}
+
+/// The kinds that nest under `parent` in a file, with the reference field that links them.
+fn nested_kinds(parent: EntityKind) -> impl Iterator<Item = (EntityKind, &'static str)> {
+    EntityKind::ALL.iter().flat_map(move |k| {
+        k.decl()
+            .foreign
+            .iter()
+            .filter(move |f| f.target == parent && f.nests)
+            .map(move |f| (*k, f.field))
+    })
+}
+
+/// Collects `list` (entities of `kind` at `path`) and what is nested in them, depth first.
+fn collect(
+    kind: EntityKind,
+    list: &Value,
+    path: &str,
+    parent: Option<(&'static str, usize)>,
+    stamps: &mut dyn Stamps,
+    out: &mut Vec<Item>,
+) -> Result<(), DeclarativeError> {
+    let Some(list) = list.as_array() else {
+        return Err(DeclarativeError::Syntax(format!("{path}: expected a list")));
+    };
+    for (i, v) in list.iter().enumerate() {
+        let here = format!("{path}[{i}]");
+        let mut body = refs_to_objects(kind, v);
+        let mut children = Vec::new();
+        if let Some(o) = body.as_object_mut() {
+            for (child, field) in nested_kinds(kind) {
+                if let Some(x) = o.remove(child.table()) {
+                    children.push((child, field, x));
+                }
+            }
+        }
+        let me = out.len();
+        out.push(Item {
+            kind,
+            path: here.clone(),
+            body,
+            parent,
+            stamp: stamp(stamps),
+        });
+        for (child, field, x) in children {
+            let p = format!("{here}.{}", child.table());
+            collect(child, &x, &p, Some((field, me)), stamps, out)?;
+        }
+    }
+    Ok(())
+}
+
 /// Parses a YAML or JSON declarative file into a complete state.
 pub fn parse(text: &str, stamps: &mut dyn Stamps) -> Result<StateData, DeclarativeError> {
     // JSON is YAML too, but the JSON parser is an order of magnitude faster on the large
@@ -85,187 +152,56 @@ pub fn parse(text: &str, stamps: &mut dyn Stamps) -> Result<StateData, Declarati
         }
     }
     for k in root.keys() {
-        if !matches!(
-            k.as_str(),
-            "_format_version"
-                | "_transform"
-                | "_comment"
-                | "services"
-                | "routes"
-                | "consumers"
-                | "plugins"
-                | "keyauth_credentials"
-        ) {
+        let meta = matches!(k.as_str(), "_format_version" | "_transform" | "_comment");
+        if !meta && EntityKind::from_table(k).is_none() {
             return Err(DeclarativeError::Syntax(format!(
                 "unsupported top-level key '{k}'"
             )));
         }
     }
+    let mut items = Vec::new();
+    for kind in EntityKind::ALL {
+        if let Some(list) = root.get(kind.table()) {
+            collect(*kind, list, kind.table(), None, stamps, &mut items)?;
+        }
+    }
+    // Built kind by kind, referenced kinds first, so references by name resolve.
     let mut st = State::default();
-    let list = |k: &str| {
-        root.get(k)
-            .and_then(Value::as_array)
-            .cloned()
-            .unwrap_or_default()
-    };
-    let mut deferred_plugins: Vec<(String, Value, PluginScope)> = Vec::new();
-
-    for (i, svc) in list("services").iter().enumerate() {
-        let path = format!("services[{i}]");
-        let (body, nested) = split(svc, &["routes", "plugins"]);
-        let s = input::service(&body, &stamp(stamps)).map_err(|e| invalid(&path, e))?;
-        let sid = s.id;
-        put(&mut st, crate::Entity::Service(s))?;
-        for (j, r) in nested
-            .get("routes")
-            .and_then(Value::as_array)
-            .into_iter()
-            .flatten()
-            .enumerate()
-        {
-            let rpath = format!("{path}.routes[{j}]");
-            let (rbody, rnested) = split(r, &["plugins"]);
-            let route = input::route(&rbody, &stamp(stamps), &st, Some(sid))
-                .map_err(|e| invalid(&rpath, e))?;
-            let rid = route.id;
-            put(&mut st, crate::Entity::Route(route))?;
-            defer(
-                &mut deferred_plugins,
-                &rpath,
-                &rnested,
-                PluginScope {
-                    route: Some(rid),
-                    ..Default::default()
-                },
-            );
-        }
-        defer(
-            &mut deferred_plugins,
-            &path,
-            &nested,
-            PluginScope {
-                service: Some(sid),
-                ..Default::default()
-            },
-        );
-    }
-    for (i, r) in list("routes").iter().enumerate() {
-        let path = format!("routes[{i}]");
-        let (rbody, rnested) = split(r, &["plugins"]);
-        let route =
-            input::route(&rbody, &stamp(stamps), &st, None).map_err(|e| invalid(&path, e))?;
-        let rid = route.id;
-        put(&mut st, crate::Entity::Route(route))?;
-        defer(
-            &mut deferred_plugins,
-            &path,
-            &rnested,
-            PluginScope {
-                route: Some(rid),
-                ..Default::default()
-            },
-        );
-    }
-    for (i, c) in list("consumers").iter().enumerate() {
-        let path = format!("consumers[{i}]");
-        let (body, nested) = split(c, &["keyauth_credentials", "plugins"]);
-        let consumer = input::consumer(&body, &stamp(stamps)).map_err(|e| invalid(&path, e))?;
-        let cid = consumer.id;
-        put(&mut st, crate::Entity::Consumer(consumer))?;
-        for (j, k) in nested
-            .get("keyauth_credentials")
-            .and_then(Value::as_array)
-            .into_iter()
-            .flatten()
-            .enumerate()
-        {
-            let cred = input::key_auth(k, &stamp(stamps), cid)
-                .map_err(|e| invalid(&format!("{path}.keyauth_credentials[{j}]"), e))?;
-            put(&mut st, crate::Entity::KeyAuth(cred))?;
-        }
-        defer(
-            &mut deferred_plugins,
-            &path,
-            &nested,
-            PluginScope {
-                consumer: Some(cid),
-                ..Default::default()
-            },
-        );
-    }
-    for (i, k) in list("keyauth_credentials").iter().enumerate() {
-        let path = format!("keyauth_credentials[{i}]");
-        let owner = k
-            .get("consumer")
-            .and_then(|c| {
-                c.as_str()
-                    .map(str::to_string)
-                    .or_else(|| c.get("id").and_then(Value::as_str).map(str::to_string))
+    let mut ids: Vec<Option<Uuid>> = vec![None; items.len()];
+    for kind in EntityKind::load_order() {
+        for (n, item) in items.iter().enumerate().filter(|(_, i)| i.kind == kind) {
+            let cx = BuildCx {
+                stamp: &item.stamp,
+                state: &st,
+                parent: item
+                    .parent
+                    .and_then(|(field, p)| ids[p].map(|id| (field, id))),
+            };
+            let e = kind
+                .build(&item.body, &cx)
+                .map_err(|e| invalid(&item.path, e))?;
+            ids[n] = Some(e.id());
+            st.apply(crate::Command::Put {
+                entity: e,
+                mode: crate::PutMode::Create,
             })
-            .and_then(|c| st.resolve(EntityKind::Consumer, &c))
-            .ok_or_else(|| {
-                invalid(
-                    &path,
-                    FieldErrors::single("consumer", "required field missing or unknown consumer"),
-                )
-            })?;
-        let mut body = k.clone();
-        if let Some(o) = body.as_object_mut() {
-            o.remove("consumer");
+            .map_err(|e| DeclarativeError::Conflict(format!("{}: {e}", item.path)))?;
         }
-        let cred = input::key_auth(&body, &stamp(stamps), owner).map_err(|e| invalid(&path, e))?;
-        put(&mut st, crate::Entity::KeyAuth(cred))?;
-    }
-    for (i, p) in list("plugins").iter().enumerate() {
-        deferred_plugins.push((format!("plugins[{i}]"), p.clone(), PluginScope::default()));
-    }
-    for (path, body, scope) in deferred_plugins {
-        let body = refs_to_objects(&body);
-        let plugin =
-            input::plugin(&body, &stamp(stamps), &st, scope).map_err(|e| invalid(&path, e))?;
-        put(&mut st, crate::Entity::Plugin(plugin))?;
     }
     Ok(st.data().clone())
 }
 
 /// Kong's files name parents as plain strings (`service: my-svc`); input wants objects.
-fn refs_to_objects(v: &Value) -> Value {
+fn refs_to_objects(kind: EntityKind, v: &Value) -> Value {
     let mut v = v.clone();
     if let Some(o) = v.as_object_mut() {
-        for k in ["service", "route", "consumer"] {
-            if let Some(Value::String(s)) = o.get(k).cloned() {
-                o.insert(k.into(), json!({ "id": s }));
+        for f in kind.decl().foreign {
+            if let Some(Value::String(s)) = o.get(f.field).cloned() {
+                o.insert(f.field.into(), json!({ "id": s }));
             }
         }
     }
     v
-}
-
-/// Queues the plugins nested under an entity (at `path` in the file) with that entity's scope:
-/// plugins are built last, once everything they may refer to exists.
-fn defer(
-    out: &mut Vec<(String, Value, PluginScope)>,
-    path: &str,
-    nested: &Map<String, Value>,
-    scope: PluginScope,
-) {
-    let plugins = nested.get("plugins").and_then(Value::as_array);
-    for (k, p) in plugins.into_iter().flatten().enumerate() {
-        out.push((format!("{path}.plugins[{k}]"), p.clone(), scope));
-    }
-}
-
-fn split(v: &Value, nested_keys: &[&str]) -> (Value, Map<String, Value>) {
-    let mut body = refs_to_objects(v);
-    let mut nested = Map::new();
-    if let Some(o) = body.as_object_mut() {
-        for k in nested_keys {
-            if let Some(x) = o.remove(*k) {
-                nested.insert(k.to_string(), x);
-            }
-        }
-    }
-    (body, nested)
 }
 
 fn invalid(path: &str, errors: FieldErrors) -> DeclarativeError {
@@ -275,110 +211,61 @@ fn invalid(path: &str, errors: FieldErrors) -> DeclarativeError {
     }
 }
 
-fn put(st: &mut State, e: crate::Entity) -> Result<(), DeclarativeError> {
-    st.apply(crate::Command::Put {
-        entity: e,
-        mode: crate::PutMode::Create,
-    })
-    .map(|_| ())
-    .map_err(|e| DeclarativeError::Conflict(e.to_string()))
+/// The parent an entity is nested under in an export: its one reference, if that reference
+/// nests (a route under its service, a credential under its consumer).
+fn nesting_parent(e: &Entity) -> Option<(&'static ForeignDecl, Uuid)> {
+    let mut set = e
+        .kind()
+        .decl()
+        .foreign
+        .iter()
+        .filter_map(|f| e.field(f.field).id().map(|id| (f, id)));
+    match (set.next(), set.next()) {
+        (Some((f, id)), None) if f.nests => Some((f, id)),
+        _ => None,
+    }
+}
+
+/// An entity as exported, with what nests under it.
+fn export_entity(st: &State, e: &Entity, nested_in: Option<&str>) -> Value {
+    let mut v = e.to_json();
+    if let (Some(field), Some(o)) = (nested_in, v.as_object_mut()) {
+        o.remove(field);
+    }
+    let mut children: BTreeMap<&str, Vec<Value>> = BTreeMap::new();
+    for child in st.referrers(e.kind(), e.id()) {
+        if let Some((f, pid)) = nesting_parent(child) {
+            if f.target == e.kind() && pid == e.id() {
+                children
+                    .entry(child.kind().table())
+                    .or_default()
+                    .push(export_entity(st, child, Some(f.field)));
+            }
+        }
+    }
+    if let Some(o) = v.as_object_mut() {
+        for (table, list) in children {
+            o.insert(table.to_string(), Value::Array(list));
+        }
+    }
+    v
 }
 
 /// Exports a state in Kong's declarative format (JSON value; callers choose YAML or JSON).
-/// Routes, plugins and credentials are nested under their parents as Kong exports them.
+/// An entity with one reference is nested under what it refers to, as Kong exports routes
+/// under services and credentials under consumers; the others are listed at the top.
 pub fn export(st: &State) -> Value {
-    let strip = |mut v: Value, keys: &[&str]| {
-        if let Some(o) = v.as_object_mut() {
-            for k in keys {
-                o.remove(*k);
-            }
-        }
-        v
-    };
-    let plugin_json = |p: &crate::Plugin, drop: &[&str]| {
-        strip(serde_json::to_value(p).unwrap_or(Value::Null), drop)
-    };
-    let mut services = Vec::new();
-    for s in st.services().values() {
-        let mut sv = serde_json::to_value(s).unwrap_or(Value::Null);
-        let routes: Vec<Value> = st
-            .routes()
-            .values()
-            .filter(|r| r.service.map(|f| f.id) == Some(s.id))
-            .map(|r| {
-                let mut rv = strip(serde_json::to_value(r).unwrap_or(Value::Null), &["service"]);
-                let ps: Vec<Value> = st
-                    .plugins()
-                    .values()
-                    .filter(|p| {
-                        p.route.map(|f| f.id) == Some(r.id)
-                            && p.service.is_none()
-                            && p.consumer.is_none()
-                    })
-                    .map(|p| plugin_json(p, &["route", "service", "consumer"]))
-                    .collect();
-                rv["plugins"] = Value::Array(ps);
-                rv
-            })
+    let mut doc = serde_json::Map::new();
+    doc.insert("_format_version".into(), json!("3.0"));
+    for kind in EntityKind::ALL {
+        let top: Vec<Value> = st
+            .list(*kind)
+            .filter(|e| nesting_parent(e).is_none())
+            .map(|e| export_entity(st, e, None))
             .collect();
-        let ps: Vec<Value> = st
-            .plugins()
-            .values()
-            .filter(|p| {
-                p.service.map(|f| f.id) == Some(s.id) && p.route.is_none() && p.consumer.is_none()
-            })
-            .map(|p| plugin_json(p, &["route", "service", "consumer"]))
-            .collect();
-        sv["routes"] = Value::Array(routes);
-        sv["plugins"] = Value::Array(ps);
-        services.push(sv);
+        doc.insert(kind.table().into(), Value::Array(top));
     }
-    let routes: Vec<Value> = st
-        .routes()
-        .values()
-        .filter(|r| r.service.is_none())
-        .map(|r| serde_json::to_value(r).unwrap_or(Value::Null))
-        .collect();
-    let consumers: Vec<Value> = st
-        .consumers()
-        .values()
-        .map(|c| {
-            let mut cv = serde_json::to_value(c).unwrap_or(Value::Null);
-            let creds: Vec<Value> = st
-                .keyauth_credentials()
-                .values()
-                .filter(|k| k.consumer.id == c.id)
-                .map(|k| {
-                    strip(
-                        serde_json::to_value(k).unwrap_or(Value::Null),
-                        &["consumer"],
-                    )
-                })
-                .collect();
-            cv["keyauth_credentials"] = Value::Array(creds);
-            cv
-        })
-        .collect();
-    // Everything not nested above: global and multi-scope plugins, referring by id.
-    let plugins: Vec<Value> = st
-        .plugins()
-        .values()
-        .filter(|p| {
-            let scopes = [p.route.is_some(), p.service.is_some(), p.consumer.is_some()]
-                .iter()
-                .filter(|x| **x)
-                .count();
-            scopes != 1 || p.consumer.is_some()
-        })
-        .map(|p| serde_json::to_value(p).unwrap_or(Value::Null))
-        .collect();
-    json!({
-        "_format_version": "3.0",
-        "services": services,
-        "routes": routes,
-        "consumers": consumers,
-        "plugins": plugins,
-    })
+    Value::Object(doc)
 }
 
 #[cfg(test)]
@@ -412,13 +299,11 @@ plugins:
     #[test]
     fn imports_kongs_nested_format() {
         let data = parse(KONG_FILE, &mut Seq(0)).unwrap();
-        assert_eq!(data.services.len(), 1);
-        assert_eq!(data.routes.len(), 1);
-        assert_eq!(data.plugins.len(), 3);
-        assert_eq!(
-            data.keyauth_credentials.values().next().unwrap().key,
-            "alice-key"
-        );
+        assert_eq!(data.count(EntityKind::Service), 1);
+        assert_eq!(data.count(EntityKind::Route), 1);
+        assert_eq!(data.count(EntityKind::Plugin), 3);
+        let key = data.all::<crate::KeyAuthCredential>().next().unwrap();
+        assert_eq!(key.key, "alice-key");
         let st = State::from_data(data).unwrap();
         let exported = export(&st);
         let again = parse(&serde_json::to_string(&exported).unwrap(), &mut Seq(1000)).unwrap();

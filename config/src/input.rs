@@ -126,7 +126,7 @@ pub const MAX_TAGS: usize = 128;
 pub const MAX_TAG_LEN: usize = 512;
 
 /// Refuses a string field longer than `max` characters; true if it was refused.
-fn check_len(field: &str, v: Option<&str>, max: usize, errs: &mut FieldErrors) -> bool {
+pub(crate) fn check_len(field: &str, v: Option<&str>, max: usize, errs: &mut FieldErrors) -> bool {
     let over = v.is_some_and(|v| v.len() > max && v.chars().nth(max).is_some());
     if over {
         errs.add(field, format!("length must be at most {max}"));
@@ -134,7 +134,7 @@ fn check_len(field: &str, v: Option<&str>, max: usize, errs: &mut FieldErrors) -
     over
 }
 
-fn check_name(field: &str, name: &Option<String>, errs: &mut FieldErrors) {
+pub(crate) fn check_name(field: &str, name: &Option<String>, errs: &mut FieldErrors) {
     if check_len(field, name.as_deref(), MAX_NAME_LEN, errs) {
         return;
     }
@@ -152,7 +152,7 @@ fn check_name(field: &str, name: &Option<String>, errs: &mut FieldErrors) {
     }
 }
 
-fn check_tags(tags: &Option<Vec<String>>, errs: &mut FieldErrors) {
+pub(crate) fn check_tags(tags: &Option<Vec<String>>, errs: &mut FieldErrors) {
     if tags.as_ref().is_some_and(|t| t.len() > MAX_TAGS) {
         errs.add("tags", format!("length must be at most {MAX_TAGS}"));
         return;

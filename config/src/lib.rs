@@ -9,18 +9,22 @@
 
 pub mod command;
 pub mod declarative;
+pub mod entities;
 pub mod entity;
 pub mod error;
 pub mod input;
+pub mod legacy;
 pub mod lenient;
 pub mod normalize;
 pub mod plugins;
+pub mod registry;
 pub mod router;
+pub mod schema;
 pub mod state;
 
 pub use command::{Applied, Command, PutMode};
-pub use entity::{
-    Consumer, Entity, EntityKind, ForeignKey, KeyAuthCredential, Plugin, Protocol, Route, Service,
-};
+pub use entities::{Consumer, KeyAuthCredential, Plugin, Route, Service};
+pub use entity::{ForeignKey, Protocol};
 pub use error::{ApplyError, FieldErrors};
+pub use registry::{Entity, EntityKind, Typed};
 pub use state::State;

@@ -28,7 +28,7 @@ use std::collections::HashMap;
 use regex::Regex;
 use uuid::Uuid;
 
-use crate::entity::Route;
+use crate::entity::{Route, Service};
 use crate::state::State;
 
 /// What the router needs to know about a request. Paths must already be normalised
@@ -279,11 +279,10 @@ impl Router {
         };
         let mut routes = Vec::new();
         let mut matchers = Vec::new();
-        for r in state.routes().values() {
+        for r in state.all::<Route>() {
             let enabled = match r.service {
                 Some(fk) => state
-                    .services()
-                    .get(&fk.id)
+                    .one::<Service>(fk.id)
                     .map(|s| s.enabled)
                     .unwrap_or(false),
                 None => true,
@@ -569,7 +568,7 @@ mod tests {
                 headers: &h,
             })?;
             let id = router.routes()[m.route];
-            self.state.routes()[&id].name.clone()
+            self.state.one::<Route>(id).unwrap().name.clone()
         }
     }
 
@@ -969,8 +968,7 @@ mod tests {
             let router = Router::build(&f.state);
             let mut reference: Vec<kong_reference::Group> = f
                 .state
-                .routes()
-                .values()
+                .all::<Route>()
                 .flat_map(kong_reference::groups)
                 .collect();
             reference.sort_by(|a, b| {

@@ -1,45 +1,92 @@
 //! The configuration state and its one deterministic transition function, [`State::apply`].
 //!
-//! Apply checks everything that depends on the state (unique names and keys, foreign keys,
-//! references that forbid a delete) before it changes anything, so a rejected command leaves
-//! the state exactly as it was. Nodes that apply the same commands in the same order reach the
-//! same state and give the same answers, which is what replication relies on.
+//! Everything here is derived from the entities' declarations ([`crate::schema`]): one table
+//! per registered kind, an index per declared unique constraint, a reverse index per declared
+//! foreign key, and deletes that cascade or are refused as each reference's `on_delete` says.
+//!
+//! Apply checks everything that depends on the state (unique fields, foreign keys, references
+//! that forbid a delete) before it changes anything, so a rejected command leaves the state
+//! exactly as it was. Nodes that apply the same commands in the same order reach the same
+//! state and give the same answers, which is what replication relies on: every iteration here
+//! is over ordered maps.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use serde::{Deserialize, Serialize};
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use serde_json::{json, Value};
 use uuid::Uuid;
 
 use crate::command::{Applied, Command, PutMode};
-use crate::entity::*;
 use crate::error::ApplyError;
+use crate::registry::{Entity, EntityKind, Typed};
+use crate::schema::{FieldRef, OnDelete, Routing};
 
-/// The entities themselves: what snapshots store. Ordered maps, so iteration and encoding are
-/// deterministic.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+/// The entities themselves: what snapshots and declarative loads carry. Ordered maps, so
+/// iteration and encoding are deterministic.
+#[derive(Debug, Clone, Default, PartialEq)]
 pub struct StateData {
-    pub services: BTreeMap<Uuid, Service>,
-    pub routes: BTreeMap<Uuid, Route>,
-    pub consumers: BTreeMap<Uuid, Consumer>,
-    pub keyauth_credentials: BTreeMap<Uuid, KeyAuthCredential>,
-    pub plugins: BTreeMap<Uuid, Plugin>,
+    tables: BTreeMap<EntityKind, BTreeMap<Uuid, Entity>>,
 }
 
-type PluginKey = (String, Option<Uuid>, Option<Uuid>, Option<Uuid>);
+impl StateData {
+    /// Adds (or replaces) an entity.
+    pub fn insert(&mut self, e: Entity) {
+        self.tables.entry(e.kind()).or_default().insert(e.id(), e);
+    }
 
-/// Unique-field indexes, derived from [`StateData`] and never stored.
-#[derive(Debug, Clone, Default)]
-struct Indexes {
-    service_names: HashMap<String, Uuid>,
-    route_names: HashMap<String, Uuid>,
-    usernames: HashMap<String, Uuid>,
-    custom_ids: HashMap<String, Uuid>,
-    keys: HashMap<String, Uuid>,
-    plugin_scopes: HashMap<PluginKey, Uuid>,
-    plugin_instance_names: HashMap<String, Uuid>,
+    /// The entities of one kind, in id order.
+    pub fn table(&self, kind: EntityKind) -> impl Iterator<Item = &Entity> {
+        self.tables.get(&kind).into_iter().flat_map(|t| t.values())
+    }
+
+    /// The entities of one type, in id order.
+    pub fn all<T: Typed>(&self) -> impl Iterator<Item = &T> {
+        self.table(T::KIND).filter_map(T::from_entity)
+    }
+
+    pub fn count(&self, kind: EntityKind) -> usize {
+        self.tables.get(&kind).map_or(0, BTreeMap::len)
+    }
+
+    pub fn len(&self) -> usize {
+        self.tables.values().map(BTreeMap::len).sum()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Every entity, kinds in load order (references before referrers), ids in order.
+    pub fn into_entities(mut self) -> impl Iterator<Item = Entity> {
+        EntityKind::load_order()
+            .into_iter()
+            .flat_map(move |k| self.tables.remove(&k).unwrap_or_default().into_values())
+    }
 }
+
+// Encoded as the list of entities: each carries its kind, so the format does not change when
+// a kind is registered.
+impl Serialize for StateData {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let all: Vec<&Entity> = self.tables.values().flat_map(|t| t.values()).collect();
+        all.serialize(s)
+    }
+}
+
+impl<'de> Deserialize<'de> for StateData {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let mut data = StateData::default();
+        for e in Vec::<Entity>::deserialize(d)? {
+            data.insert(e);
+        }
+        Ok(data)
+    }
+}
+
+/// A unique constraint's entry: kind, the constraint's position in the declaration, and the
+/// key (the raw string for a single string field, Kong's rendering otherwise).
+type UniqueKey = (EntityKind, usize, String);
 
 /// One entity-level effect of an applied command, for storage that persists entities one by
 /// one (the state machine writes exactly these, atomically with its last-applied index).
@@ -52,11 +99,13 @@ pub enum Change {
     Reset,
 }
 
-/// The configuration: entities plus their unique indexes.
+/// The configuration: entities plus the indexes their declarations ask for.
 #[derive(Debug, Clone, Default)]
 pub struct State {
     data: StateData,
-    idx: Indexes,
+    unique: HashMap<UniqueKey, Uuid>,
+    /// Who refers to an entity: `(kind, id)` of the target to the referrers.
+    refs: HashMap<(EntityKind, Uuid), BTreeSet<(EntityKind, Uuid)>>,
     changes: Vec<Change>,
     routing: u64,
 }
@@ -65,19 +114,58 @@ pub struct State {
 /// from a snapshot) never share a generation unless one is a clone of the other.
 static ROUTING_GENERATIONS: AtomicU64 = AtomicU64::new(1);
 
-fn plugin_key(p: &Plugin) -> PluginKey {
-    (
-        p.name.clone(),
-        p.route.map(|f| f.id),
-        p.service.map(|f| f.id),
-        p.consumer.map(|f| f.id),
-    )
+/// The index keys of `e`'s unique constraints, with the position of each constraint.
+fn unique_keys(e: &Entity) -> Vec<(usize, String)> {
+    let decl = e.kind().decl();
+    let mut out = Vec::with_capacity(decl.uniques.len());
+    for (i, fields) in decl.uniques.iter().enumerate() {
+        if let [f] = fields {
+            match e.field(f) {
+                FieldRef::Null => {}
+                FieldRef::Str(s) => out.push((i, s.to_string())),
+                other => out.push((i, other.render())),
+            }
+        } else {
+            out.push((i, composite_key(fields, |f| e.field(f))));
+        }
+    }
+    out
 }
 
-fn fk_text(f: Option<ForeignKey>) -> String {
-    match f {
-        Some(f) => format!("{{id=\"{}\"}}", f.id),
-        None => "null".into(),
+/// Kong's rendering of a composite key, fields in name order: `consumer=null,name="x"`.
+fn composite_key<'a>(fields: &[&str], value: impl Fn(&str) -> FieldRef<'a>) -> String {
+    let mut names: Vec<&str> = fields.to_vec();
+    names.sort_unstable();
+    names
+        .iter()
+        .map(|f| format!("{f}={}", value(f).render()))
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+fn unique_error(e: &Entity, constraint: usize, key: &str) -> ApplyError {
+    let kind = e.kind();
+    let fields = kind.decl().uniques[constraint];
+    match fields {
+        [f] => match e.field(f) {
+            FieldRef::Str(s) => ApplyError::unique(kind, f, s),
+            other => ApplyError::Unique {
+                kind,
+                key: format!("{f}={}", other.render()),
+                fields: json!({ *f: other.json() }),
+            },
+        },
+        _ => {
+            let mut obj = serde_json::Map::new();
+            for f in fields.iter() {
+                obj.insert(f.to_string(), e.field(f).json());
+            }
+            ApplyError::Unique {
+                kind,
+                key: key.to_string(),
+                fields: Value::Object(obj),
+            }
+        }
     }
 }
 
@@ -93,79 +181,86 @@ impl State {
         &self.data
     }
 
-    pub fn services(&self) -> &BTreeMap<Uuid, Service> {
-        &self.data.services
-    }
-    pub fn routes(&self) -> &BTreeMap<Uuid, Route> {
-        &self.data.routes
-    }
-    pub fn consumers(&self) -> &BTreeMap<Uuid, Consumer> {
-        &self.data.consumers
-    }
-    pub fn keyauth_credentials(&self) -> &BTreeMap<Uuid, KeyAuthCredential> {
-        &self.data.keyauth_credentials
-    }
-    pub fn plugins(&self) -> &BTreeMap<Uuid, Plugin> {
-        &self.data.plugins
+    /// The entities of one type, in id order (Kong's paging order).
+    pub fn all<T: Typed>(&self) -> impl Iterator<Item = &T> {
+        self.data.all::<T>()
     }
 
-    /// Finds an entity by id, or by its endpoint key (service/route name, consumer username,
-    /// credential key, plugin instance name), as Kong's `/{kind}/{id_or_name}` URLs do.
+    /// One entity of a type, by id.
+    pub fn one<T: Typed>(&self, id: Uuid) -> Option<&T> {
+        self.get(T::KIND, id).and_then(T::from_entity)
+    }
+
+    pub fn get(&self, kind: EntityKind, id: Uuid) -> Option<&Entity> {
+        self.data.tables.get(&kind)?.get(&id)
+    }
+
+    /// Every entity of a kind, in id order.
+    pub fn list(&self, kind: EntityKind) -> impl Iterator<Item = &Entity> {
+        self.data.table(kind)
+    }
+
+    pub fn count(&self, kind: EntityKind) -> usize {
+        self.data.count(kind)
+    }
+
+    /// Finds an entity by id or by its endpoint key (service name, consumer username,
+    /// credential key, plugin instance name), as Kong's `/{kind}/{id or key}` URLs do.
     pub fn resolve(&self, kind: EntityKind, key: &str) -> Option<Uuid> {
+        self.resolve_in(kind, key, None)
+    }
+
+    /// As [`State::resolve`], under a parent from the URL: an endpoint key unique only per
+    /// parent (an ACL group per consumer) is looked up within it.
+    pub fn resolve_in(
+        &self,
+        kind: EntityKind,
+        key: &str,
+        parent: Option<(&str, Uuid)>,
+    ) -> Option<Uuid> {
         if let Ok(id) = Uuid::parse_str(key) {
             if self.get(kind, id).is_some() {
                 return Some(id);
             }
         }
-        let by_name = match kind {
-            EntityKind::Service => &self.idx.service_names,
-            EntityKind::Route => &self.idx.route_names,
-            EntityKind::Consumer => &self.idx.usernames,
-            EntityKind::KeyAuth => &self.idx.keys,
-            EntityKind::Plugin => &self.idx.plugin_instance_names,
-        };
-        by_name.get(key).copied()
-    }
-
-    pub fn get(&self, kind: EntityKind, id: Uuid) -> Option<Entity> {
-        let d = &self.data;
-        match kind {
-            EntityKind::Service => d.services.get(&id).cloned().map(Entity::Service),
-            EntityKind::Route => d.routes.get(&id).cloned().map(Entity::Route),
-            EntityKind::Consumer => d.consumers.get(&id).cloned().map(Entity::Consumer),
-            EntityKind::KeyAuth => d.keyauth_credentials.get(&id).cloned().map(Entity::KeyAuth),
-            EntityKind::Plugin => d.plugins.get(&id).cloned().map(Entity::Plugin),
+        let decl = kind.decl();
+        let ek = decl.endpoint_key?;
+        for (i, fields) in decl.uniques.iter().enumerate() {
+            let lookup = match (fields, parent) {
+                ([f], _) if *f == ek => key.to_string(),
+                ([a, b], Some((pf, pid))) if (*a == ek && *b == pf) || (*a == pf && *b == ek) => {
+                    composite_key(fields, |f| {
+                        if f == ek {
+                            FieldRef::Str(key)
+                        } else {
+                            FieldRef::Id(pid)
+                        }
+                    })
+                }
+                _ => continue,
+            };
+            if let Some(id) = self.unique.get(&(kind, i, lookup)) {
+                return Some(*id);
+            }
         }
+        None
     }
 
-    /// Every entity of a kind, in primary-key order (Kong's paging order).
-    pub fn list(&self, kind: EntityKind) -> Vec<Entity> {
-        let d = &self.data;
-        match kind {
-            EntityKind::Service => d.services.values().cloned().map(Entity::Service).collect(),
-            EntityKind::Route => d.routes.values().cloned().map(Entity::Route).collect(),
-            EntityKind::Consumer => d
-                .consumers
-                .values()
-                .cloned()
-                .map(Entity::Consumer)
-                .collect(),
-            EntityKind::KeyAuth => d
-                .keyauth_credentials
-                .values()
-                .cloned()
-                .map(Entity::KeyAuth)
-                .collect(),
-            EntityKind::Plugin => d.plugins.values().cloned().map(Entity::Plugin).collect(),
-        }
+    /// The entity of `kind` whose single-field unique `field` is `value` (a credential by its
+    /// key).
+    pub fn find_unique(&self, kind: EntityKind, field: &str, value: &str) -> Option<&Entity> {
+        let i = kind.decl().uniques.iter().position(|u| u == &[field])?;
+        let id = self.unique.get(&(kind, i, value.to_string()))?;
+        self.get(kind, *id)
     }
 
-    /// The credential that owns `key`, if any.
-    pub fn credential_by_key(&self, key: &str) -> Option<&KeyAuthCredential> {
-        self.idx
-            .keys
-            .get(key)
-            .and_then(|id| self.data.keyauth_credentials.get(id))
+    /// The entities that refer to `(kind, id)`, in kind and id order.
+    pub fn referrers(&self, kind: EntityKind, id: Uuid) -> impl Iterator<Item = &Entity> {
+        self.refs
+            .get(&(kind, id))
+            .into_iter()
+            .flatten()
+            .filter_map(|(k, i)| self.get(*k, *i))
     }
 
     /// Changes whenever something the router reads changes: a route, or whether a service is
@@ -197,59 +292,24 @@ impl State {
                 self.delete(kind, id)?;
                 Ok(Applied::Deleted)
             }
-            Command::Replace(data) => {
-                // Build the new state entity by entity in dependency order; any violation
-                // rejects the whole load and leaves `self` untouched.
-                let mut fresh = State::default();
-                let data = *data;
-                let all = data
-                    .services
-                    .into_values()
-                    .map(Entity::Service)
-                    .chain(data.routes.into_values().map(Entity::Route))
-                    .chain(data.consumers.into_values().map(Entity::Consumer))
-                    .chain(data.keyauth_credentials.into_values().map(Entity::KeyAuth))
-                    .chain(data.plugins.into_values().map(Entity::Plugin));
-                for e in all {
-                    fresh.check_put(&e, PutMode::Create)?;
-                    fresh.put(e);
-                }
-                let mut changes = vec![Change::Reset];
-                changes.append(&mut fresh.changes);
-                *self = fresh;
-                self.changes = changes;
-                Ok(Applied::Replaced)
-            }
+            Command::Replace(data) => self.replace(*data),
+            Command::ReplaceV1(data) => self.replace(data.upgrade()),
         }
     }
 
-    fn check_fk(
-        &self,
-        field: &str,
-        target: EntityKind,
-        fk: Option<ForeignKey>,
-    ) -> Result<(), ApplyError> {
-        match fk {
-            Some(f) if self.get(target, f.id).is_none() => Err(ApplyError::ForeignKey {
-                field: field.into(),
-                target,
-                id: f.id.to_string(),
-            }),
-            _ => Ok(()),
+    /// Builds the new state entity by entity, references first; any violation rejects the
+    /// whole load and leaves `self` untouched.
+    fn replace(&mut self, data: StateData) -> Result<Applied, ApplyError> {
+        let mut fresh = State::default();
+        for e in data.into_entities() {
+            fresh.check_put(&e, PutMode::Create)?;
+            fresh.put(e);
         }
-    }
-
-    fn check_unique(
-        map: &HashMap<String, Uuid>,
-        kind: EntityKind,
-        field: &str,
-        value: Option<&String>,
-        me: Uuid,
-    ) -> Result<(), ApplyError> {
-        match value.and_then(|v| map.get(v).map(|owner| (v, owner))) {
-            Some((v, owner)) if *owner != me => Err(ApplyError::unique(kind, field, v)),
-            _ => Ok(()),
-        }
+        let mut changes = vec![Change::Reset];
+        changes.append(&mut fresh.changes);
+        *self = fresh;
+        self.changes = changes;
+        Ok(Applied::Replaced)
     }
 
     fn check_put(&self, e: &Entity, mode: PutMode) -> Result<(), ApplyError> {
@@ -271,52 +331,21 @@ impl State {
             }
             _ => {}
         }
-        let ix = &self.idx;
-        match e {
-            Entity::Service(s) => {
-                Self::check_unique(&ix.service_names, kind, "name", s.name.as_ref(), id)?;
-            }
-            Entity::Route(r) => {
-                self.check_fk("service", EntityKind::Service, r.service)?;
-                Self::check_unique(&ix.route_names, kind, "name", r.name.as_ref(), id)?;
-            }
-            Entity::Consumer(c) => {
-                Self::check_unique(&ix.usernames, kind, "username", c.username.as_ref(), id)?;
-                Self::check_unique(&ix.custom_ids, kind, "custom_id", c.custom_id.as_ref(), id)?;
-            }
-            Entity::KeyAuth(k) => {
-                self.check_fk("consumer", EntityKind::Consumer, Some(k.consumer))?;
-                Self::check_unique(&ix.keys, kind, "key", Some(&k.key), id)?;
-            }
-            Entity::Plugin(p) => {
-                self.check_fk("route", EntityKind::Route, p.route)?;
-                self.check_fk("service", EntityKind::Service, p.service)?;
-                self.check_fk("consumer", EntityKind::Consumer, p.consumer)?;
-                Self::check_unique(
-                    &ix.plugin_instance_names,
-                    kind,
-                    "instance_name",
-                    p.instance_name.as_ref(),
-                    id,
-                )?;
-                if let Some(owner) = ix.plugin_scopes.get(&plugin_key(p)) {
-                    if *owner != id {
-                        return Err(ApplyError::Unique {
-                            kind,
-                            key: format!(
-                                "consumer={},name=\"{}\",route={},service={}",
-                                fk_text(p.consumer),
-                                p.name,
-                                fk_text(p.route),
-                                fk_text(p.service)
-                            ),
-                            fields: json!({
-                                "consumer": p.consumer, "name": p.name,
-                                "route": p.route, "service": p.service,
-                            }),
-                        });
-                    }
+        for fk in kind.decl().foreign {
+            if let Some(target) = e.field(fk.field).id() {
+                if self.get(fk.target, target).is_none() {
+                    return Err(ApplyError::ForeignKey {
+                        field: fk.field.into(),
+                        target: fk.target,
+                        id: target.to_string(),
+                    });
                 }
+            }
+        }
+        for (i, key) in unique_keys(e) {
+            let k = (kind, i, key);
+            if matches!(self.unique.get(&k), Some(owner) if *owner != id) {
+                return Err(unique_error(e, i, &k.2));
             }
         }
         Ok(())
@@ -324,91 +353,88 @@ impl State {
 
     /// Inserts or replaces an entity, keeping indexes in step. Callers have checked it.
     fn put(&mut self, e: Entity) {
+        let kind = e.kind();
         let id = e.id();
-        self.changes.push(Change::Put(e.kind(), id));
-        self.unindex(e.kind(), id);
-        let ix = &mut self.idx;
-        match e {
-            Entity::Service(s) => {
-                if let Some(n) = &s.name {
-                    ix.service_names.insert(n.clone(), id);
-                }
-                let enabled = s.enabled;
-                if let Some(old) = self.data.services.insert(id, s) {
-                    if old.enabled != enabled {
-                        self.routing_changed();
-                    }
-                }
+        let decl = kind.decl();
+        self.changes.push(Change::Put(kind, id));
+        let routing = match decl.routing {
+            Routing::Never => false,
+            Routing::Always => true,
+            Routing::Fields(fields) => self
+                .get(kind, id)
+                .is_some_and(|old| fields.iter().any(|f| old.field(f) != e.field(f))),
+        };
+        self.unindex(kind, id);
+        for (i, key) in unique_keys(&e) {
+            self.unique.insert((kind, i, key), id);
+        }
+        for fk in decl.foreign {
+            if let Some(target) = e.field(fk.field).id() {
+                self.refs
+                    .entry((fk.target, target))
+                    .or_default()
+                    .insert((kind, id));
             }
-            Entity::Route(r) => {
-                if let Some(n) = &r.name {
-                    ix.route_names.insert(n.clone(), id);
-                }
-                self.data.routes.insert(id, r);
-                self.routing_changed();
-            }
-            Entity::Consumer(c) => {
-                if let Some(n) = &c.username {
-                    ix.usernames.insert(n.clone(), id);
-                }
-                if let Some(n) = &c.custom_id {
-                    ix.custom_ids.insert(n.clone(), id);
-                }
-                self.data.consumers.insert(id, c);
-            }
-            Entity::KeyAuth(k) => {
-                ix.keys.insert(k.key.clone(), id);
-                self.data.keyauth_credentials.insert(id, k);
-            }
-            Entity::Plugin(p) => {
-                ix.plugin_scopes.insert(plugin_key(&p), id);
-                if let Some(n) = &p.instance_name {
-                    ix.plugin_instance_names.insert(n.clone(), id);
-                }
-                self.data.plugins.insert(id, p);
-            }
+        }
+        self.data.insert(e);
+        if routing {
+            self.routing_changed();
         }
     }
 
     /// Removes an entity's index entries (not the entity).
     fn unindex(&mut self, kind: EntityKind, id: Uuid) {
-        let ix = &mut self.idx;
-        let d = &self.data;
-        match kind {
-            EntityKind::Service => {
-                if let Some(n) = d.services.get(&id).and_then(|s| s.name.as_ref()) {
-                    ix.service_names.remove(n);
-                }
+        let Some(old) = self.data.tables.get(&kind).and_then(|t| t.get(&id)) else {
+            return;
+        };
+        for (i, key) in unique_keys(old) {
+            let k = (kind, i, key);
+            if self.unique.get(&k) == Some(&id) {
+                self.unique.remove(&k);
             }
-            EntityKind::Route => {
-                if let Some(n) = d.routes.get(&id).and_then(|s| s.name.as_ref()) {
-                    ix.route_names.remove(n);
-                }
-            }
-            EntityKind::Consumer => {
-                if let Some(c) = d.consumers.get(&id) {
-                    if let Some(n) = &c.username {
-                        ix.usernames.remove(n);
-                    }
-                    if let Some(n) = &c.custom_id {
-                        ix.custom_ids.remove(n);
-                    }
-                }
-            }
-            EntityKind::KeyAuth => {
-                if let Some(k) = d.keyauth_credentials.get(&id) {
-                    ix.keys.remove(&k.key);
-                }
-            }
-            EntityKind::Plugin => {
-                if let Some(p) = d.plugins.get(&id) {
-                    ix.plugin_scopes.remove(&plugin_key(p));
-                    if let Some(n) = &p.instance_name {
-                        ix.plugin_instance_names.remove(n);
+        }
+        for fk in kind.decl().foreign {
+            if let Some(target) = old.field(fk.field).id() {
+                if let Some(set) = self.refs.get_mut(&(fk.target, target)) {
+                    set.remove(&(kind, id));
+                    if set.is_empty() {
+                        self.refs.remove(&(fk.target, target));
                     }
                 }
             }
         }
+    }
+
+    /// What deleting `(kind, id)` takes with it, or the reference that forbids it.
+    fn doomed(&self, kind: EntityKind, id: Uuid) -> Result<Vec<(EntityKind, Uuid)>, ApplyError> {
+        let mut out = vec![(kind, id)];
+        let mut seen: BTreeSet<(EntityKind, Uuid)> = BTreeSet::from([(kind, id)]);
+        let mut i = 0;
+        while i < out.len() {
+            let (tk, tid) = out[i];
+            i += 1;
+            for &(rk, rid) in self.refs.get(&(tk, tid)).into_iter().flatten() {
+                let Some(referrer) = self.get(rk, rid) else {
+                    continue;
+                };
+                for fk in rk.decl().foreign.iter().filter(|f| f.target == tk) {
+                    if referrer.field(fk.field).id() != Some(tid) {
+                        continue;
+                    }
+                    match fk.on_delete {
+                        OnDelete::Restrict => {
+                            return Err(ApplyError::ReferencedBy { kind: tk, by: rk })
+                        }
+                        OnDelete::Cascade => {
+                            if seen.insert((rk, rid)) {
+                                out.push((rk, rid));
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        Ok(out)
     }
 
     fn delete(&mut self, kind: EntityKind, id: Uuid) -> Result<(), ApplyError> {
@@ -416,59 +442,14 @@ impl State {
             // Kong answers 204 to deleting what is not there: deletes are idempotent.
             return Ok(());
         }
-        if kind == EntityKind::Service
-            && self
-                .data
-                .routes
-                .values()
-                .any(|r| r.service.map(|f| f.id) == Some(id))
-        {
-            return Err(ApplyError::ReferencedBy {
-                kind,
-                by: EntityKind::Route,
-            });
-        }
-        let mut doomed: Vec<(EntityKind, Uuid)> = vec![(kind, id)];
-        let is = |f: Option<ForeignKey>| f.map(|f| f.id) == Some(id);
-        for p in self.data.plugins.values() {
-            let hit = match kind {
-                EntityKind::Service => is(p.service),
-                EntityKind::Route => is(p.route),
-                EntityKind::Consumer => is(p.consumer),
-                _ => false,
-            };
-            if hit {
-                doomed.push((EntityKind::Plugin, p.id));
-            }
-        }
-        if kind == EntityKind::Consumer {
-            for k in self.data.keyauth_credentials.values() {
-                if k.consumer.id == id {
-                    doomed.push((EntityKind::KeyAuth, k.id));
-                }
-            }
-        }
-        for (k, i) in doomed {
+        for (k, i) in self.doomed(kind, id)? {
             self.changes.push(Change::Delete(k, i));
             self.unindex(k, i);
-            let d = &mut self.data;
-            match k {
-                EntityKind::Service => {
-                    d.services.remove(&i);
-                }
-                EntityKind::Route => {
-                    d.routes.remove(&i);
-                    self.routing_changed();
-                }
-                EntityKind::Consumer => {
-                    d.consumers.remove(&i);
-                }
-                EntityKind::KeyAuth => {
-                    d.keyauth_credentials.remove(&i);
-                }
-                EntityKind::Plugin => {
-                    d.plugins.remove(&i);
-                }
+            if let Some(t) = self.data.tables.get_mut(&k) {
+                t.remove(&i);
+            }
+            if k.decl().routing != Routing::Never {
+                self.routing_changed();
             }
         }
         Ok(())
@@ -476,12 +457,7 @@ impl State {
 
     /// Total number of entities (for metrics and tests).
     pub fn len(&self) -> usize {
-        let d = &self.data;
-        d.services.len()
-            + d.routes.len()
-            + d.consumers.len()
-            + d.keyauth_credentials.len()
-            + d.plugins.len()
+        self.data.len()
     }
 
     pub fn is_empty(&self) -> bool {
@@ -501,6 +477,7 @@ pub fn page_json(data: Vec<Value>, next: Option<String>, offset: Option<String>)
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::entity::*;
 
     fn svc(id: u128, name: &str) -> Entity {
         Entity::Service(Service {
@@ -557,7 +534,7 @@ mod tests {
         st.apply(create(svc(1, "a"))).unwrap();
         let err = st.apply(create(svc(2, "a"))).unwrap_err();
         assert_eq!(err.status(), 409);
-        assert_eq!(st.services().len(), 1);
+        assert_eq!(st.count(EntityKind::Service), 1);
         // Renaming a service onto its own name is fine; onto another's is not.
         st.apply(create(svc(3, "b"))).unwrap();
         let upd = Command::Put {
@@ -706,13 +683,7 @@ mod tests {
         let mut st = State::default();
         st.apply(create(svc(1, "keep"))).unwrap();
         let mut bad = StateData::default();
-        bad.routes.insert(
-            Uuid::from_u128(10),
-            match route(10, 99) {
-                Entity::Route(r) => r,
-                _ => unreachable!(),
-            },
-        );
+        bad.insert(route(10, 99));
         assert!(st.apply(Command::Replace(Box::new(bad))).is_err());
         assert!(st.resolve(EntityKind::Service, "keep").is_some());
     }

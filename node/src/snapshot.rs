@@ -14,7 +14,9 @@ use arc_swap::ArcSwap;
 use http::HeaderValue;
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
-use tollgate_config::entity::{Plugin as PluginEntity, Protocol};
+use tollgate_config::entity::{
+    Consumer, KeyAuthCredential, Plugin as PluginEntity, Protocol, Route, Service,
+};
 use tollgate_config::plugins::{KeyAuthConfig, RateLimitingConfig};
 use tollgate_config::router::Router;
 use tollgate_config::State;
@@ -191,8 +193,7 @@ impl Snapshot {
     /// connections).
     pub fn build(state: &State, prev: &Snapshot, deps: &Deps, version: u64) -> Snapshot {
         let consumers: HashMap<Uuid, Arc<ConsumerInfo>> = state
-            .consumers()
-            .values()
+            .all::<Consumer>()
             .map(|c| {
                 let info = ConsumerInfo {
                     id: c.id,
@@ -204,8 +205,7 @@ impl Snapshot {
             })
             .collect();
         let credentials = state
-            .keyauth_credentials()
-            .values()
+            .all::<KeyAuthCredential>()
             .map(|k| {
                 (
                     key_hash(k.key.as_bytes()),
@@ -221,15 +221,14 @@ impl Snapshot {
             .collect();
 
         let instances: BTreeMap<Uuid, (Instance, &PluginEntity)> = state
-            .plugins()
-            .values()
+            .all::<PluginEntity>()
             .filter(|p| p.enabled && p.protocols.contains(&Protocol::Http))
             .map(|p| (p.id, (instance(p, state, &consumers, deps), p)))
             .collect();
 
         let mut pools: HashMap<(String, u16, u32), Arc<Pool>> = HashMap::new();
         let mut services: HashMap<Uuid, Arc<ServiceRuntime>> = HashMap::new();
-        for s in state.services().values() {
+        for s in state.all::<Service>() {
             let key = (s.host.clone(), s.port, s.connect_timeout);
             let pool = pools
                 .entry(key)
@@ -314,7 +313,9 @@ impl Snapshot {
             .routes()
             .iter()
             .map(|rid| {
-                let r = &state.routes()[rid];
+                let Some(r) = state.one::<Route>(*rid) else {
+                    unreachable!("the router holds only routes of this state")
+                };
                 let sid = r.service.map(|f| f.id);
                 let mut slots: BTreeMap<String, Slot> = BTreeMap::new();
                 for (name, prio) in &consumer_plugin_names {

@@ -25,19 +25,10 @@ const MEMBERSHIP: &[u8] = b"m/membership";
 const SNAPSHOT: &[u8] = b"m/snapshot";
 const ENTITY_PREFIX: &[u8] = b"e/";
 
-fn kind_byte(k: EntityKind) -> u8 {
-    match k {
-        EntityKind::Service => b's',
-        EntityKind::Route => b'r',
-        EntityKind::Consumer => b'c',
-        EntityKind::KeyAuth => b'k',
-        EntityKind::Plugin => b'p',
-    }
-}
-
+/// `e/` + the kind's declared storage tag + the id: one key per entity.
 fn entity_key(k: EntityKind, id: [u8; 16]) -> Vec<u8> {
     let mut key = ENTITY_PREFIX.to_vec();
-    key.push(kind_byte(k));
+    key.push(k.decl().storage_tag);
     key.extend_from_slice(&id);
     key
 }
@@ -88,23 +79,7 @@ impl StateMachineStore {
         let mut data = StateData::default();
         for item in tree.scan_prefix(ENTITY_PREFIX) {
             let (_, v) = item?;
-            match decode::<Entity>(&v)? {
-                Entity::Service(e) => {
-                    data.services.insert(e.id, e);
-                }
-                Entity::Route(e) => {
-                    data.routes.insert(e.id, e);
-                }
-                Entity::Consumer(e) => {
-                    data.consumers.insert(e.id, e);
-                }
-                Entity::KeyAuth(e) => {
-                    data.keyauth_credentials.insert(e.id, e);
-                }
-                Entity::Plugin(e) => {
-                    data.plugins.insert(e.id, e);
-                }
-            }
+            data.insert(decode::<Entity>(&v)?);
         }
         let state = State::from_data(data).map_err(|e| KvError::Inconsistent(e.to_string()))?;
         // Stored as the Option openraft reports (None before the first entry).
@@ -234,7 +209,7 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
                                 if let Some(e) = g.state.get(kind, id) {
                                     batch.put(
                                         entity_key(kind, *id.as_bytes()),
-                                        encode(&e).map_err(io_write)?,
+                                        encode(e).map_err(io_write)?,
                                     );
                                 }
                             }
@@ -291,17 +266,11 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
             let (k, _) = item.map_err(io_read)?;
             batch.remove(k);
         }
-        for kind in [
-            EntityKind::Service,
-            EntityKind::Route,
-            EntityKind::Consumer,
-            EntityKind::KeyAuth,
-            EntityKind::Plugin,
-        ] {
-            for e in state.list(kind) {
+        for kind in EntityKind::ALL {
+            for e in state.list(*kind) {
                 batch.put(
-                    entity_key(kind, *e.id().as_bytes()),
-                    encode(&e).map_err(io_write)?,
+                    entity_key(*kind, *e.id().as_bytes()),
+                    encode(e).map_err(io_write)?,
                 );
             }
         }

@@ -58,5 +58,8 @@ async fn applied_state_survives_reopen() {
     let (_log, mut sm) = tollgate_storage::open(dir.path(), Box::new(|_, _| {})).unwrap();
     let (last, _) = sm.applied_state().await.unwrap();
     assert_eq!(last, Some(LogId::new(CommittedLeaderId::new(3, 1), 5)));
-    assert_eq!(sm.read(|a| a.state.consumers().len()), 5);
+    assert_eq!(
+        sm.read(|a| a.state.count(tollgate_config::EntityKind::Consumer)),
+        5
+    );
 }

@@ -28,7 +28,8 @@ use serde_json::{json, Value};
 use tollgate_cluster::discovery::Discovery;
 use tollgate_cluster::{ClusterNode, ProposeError};
 use tollgate_config::declarative;
-use tollgate_config::input::{self, PluginScope, Stamp};
+use tollgate_config::input::{self, Stamp};
+use tollgate_config::schema::BuildCx;
 use tollgate_config::{
     Applied, ApplyError, Command, Entity, EntityKind, FieldErrors, PutMode, State,
 };
@@ -110,43 +111,21 @@ fn fresh_stamp(existing: Option<(Uuid, i64)>) -> Stamp {
     }
 }
 
-/// Which collection a URL addresses: a kind, maybe nested under a parent.
+/// Which collection a URL addresses: a kind, maybe nested under a parent through one of its
+/// declared references (`/consumers/{c}/acls` is `acls` under `consumer`).
 #[derive(Debug, Clone, Copy)]
 struct Collection {
     kind: EntityKind,
-    parent: Option<EntityKind>,
+    parent: Option<(&'static str, EntityKind)>,
 }
 
-fn created_at(e: &Entity) -> i64 {
-    match e {
-        Entity::Service(x) => x.created_at,
-        Entity::Route(x) => x.created_at,
-        Entity::Consumer(x) => x.created_at,
-        Entity::KeyAuth(x) => x.created_at,
-        Entity::Plugin(x) => x.created_at,
-    }
-}
-
-fn tags(e: &Entity) -> Option<&Vec<String>> {
-    match e {
-        Entity::Service(x) => x.tags.as_ref(),
-        Entity::Route(x) => x.tags.as_ref(),
-        Entity::Consumer(x) => x.tags.as_ref(),
-        Entity::KeyAuth(x) => x.tags.as_ref(),
-        Entity::Plugin(x) => x.tags.as_ref(),
-    }
-}
-
-/// Whether `e` lives under parent `pid` of kind `pk`.
-fn belongs(e: &Entity, pk: EntityKind, pid: Uuid) -> bool {
-    let is = |f: Option<tollgate_config::ForeignKey>| f.map(|f| f.id) == Some(pid);
-    match (e, pk) {
-        (Entity::Route(r), EntityKind::Service) => is(r.service),
-        (Entity::Plugin(p), EntityKind::Service) => is(p.service),
-        (Entity::Plugin(p), EntityKind::Route) => is(p.route),
-        (Entity::Plugin(p), EntityKind::Consumer) => is(p.consumer),
-        (Entity::KeyAuth(k), EntityKind::Consumer) => k.consumer.id == pid,
-        _ => false,
+impl Collection {
+    /// Whether `e` lives under the parent `pid`.
+    fn holds(&self, e: &Entity, pid: Option<Uuid>) -> bool {
+        match (self.parent, pid) {
+            (Some((field, _)), Some(pid)) => e.field(field).id() == Some(pid),
+            _ => true,
+        }
     }
 }
 
@@ -157,36 +136,18 @@ fn build(
     st: &State,
     parent: Option<Uuid>,
 ) -> Result<Entity, FieldErrors> {
-    let scope = |k: EntityKind| if c.parent == Some(k) { parent } else { None };
-    match c.kind {
-        EntityKind::Service => input::service(body, stamp).map(Entity::Service),
-        EntityKind::Route => {
-            input::route(body, stamp, st, scope(EntityKind::Service)).map(Entity::Route)
-        }
-        EntityKind::Consumer => input::consumer(body, stamp).map(Entity::Consumer),
-        EntityKind::KeyAuth => {
-            let owner =
-                parent.ok_or_else(|| FieldErrors::single("consumer", "required field missing"))?;
-            input::key_auth(body, stamp, owner).map(Entity::KeyAuth)
-        }
-        EntityKind::Plugin => input::plugin(
-            body,
-            stamp,
-            st,
-            PluginScope {
-                route: scope(EntityKind::Route),
-                service: scope(EntityKind::Service),
-                consumer: scope(EntityKind::Consumer),
-            },
-        )
-        .map(Entity::Plugin),
-    }
+    let cx = BuildCx {
+        stamp,
+        state: st,
+        parent: c.parent.zip(parent).map(|((field, _), id)| (field, id)),
+    };
+    c.kind.build(body, &cx)
 }
 
 /// Resolves the parent from the URL, or answers 404.
 fn parent_id(st: &State, c: Collection, key: Option<&str>) -> Result<Option<Uuid>, Response> {
     match (c.parent, key) {
-        (Some(pk), Some(k)) => st
+        (Some((_, pk)), Some(k)) => st
             .resolve(pk, k)
             .map(Some)
             .ok_or_else(|| message(StatusCode::NOT_FOUND, "Not found")),
@@ -195,13 +156,10 @@ fn parent_id(st: &State, c: Collection, key: Option<&str>) -> Result<Option<Uuid
 }
 
 /// Finds the addressed entity (and checks it is under the parent), or `None`.
-fn find(st: &State, c: Collection, parent: Option<Uuid>, key: &str) -> Option<Entity> {
-    let id = st.resolve(c.kind, key)?;
-    let e = st.get(c.kind, id)?;
-    match (c.parent, parent) {
-        (Some(pk), Some(pid)) if !belongs(&e, pk, pid) => None,
-        _ => Some(e),
-    }
+fn find<'s>(st: &'s State, c: Collection, parent: Option<Uuid>, key: &str) -> Option<&'s Entity> {
+    let scope = c.parent.zip(parent).map(|((field, _), id)| (field, id));
+    let id = st.resolve_in(c.kind, key, scope)?;
+    st.get(c.kind, id).filter(|e| c.holds(e, parent))
 }
 
 async fn propose(ctx: &Ctx, cmd: Command) -> Result<Applied, Response> {
@@ -276,14 +234,10 @@ async fn list(
             let parent = parent_id(st, c, parent_key.as_deref())?;
             let items: Vec<Entity> = st
                 .list(c.kind)
-                .into_iter()
-                .filter(|e| match (c.parent, parent) {
-                    (Some(pk), Some(pid)) => belongs(e, pk, pid),
-                    _ => true,
-                })
+                .filter(|e| c.holds(e, parent))
                 .filter(|e| {
                     want.is_empty() || {
-                        let have = tags(e).cloned().unwrap_or_default();
+                        let have = e.tags().unwrap_or_default();
                         if any {
                             want.iter().any(|t| have.contains(t))
                         } else {
@@ -292,6 +246,7 @@ async fn list(
                     }
                 })
                 .filter(|e| after.map(|a| e.id() > a).unwrap_or(true))
+                .cloned()
                 .collect();
             Ok::<_, Response>(items)
         })
@@ -411,7 +366,7 @@ async fn update(
                     build(
                         c,
                         &merged,
-                        &fresh_stamp(Some((e.id(), created_at(&e)))),
+                        &fresh_stamp(Some((e.id(), e.created_at()))),
                         st,
                         parent,
                     )
@@ -419,19 +374,15 @@ async fn update(
                 (existing, true) => {
                     // PUT /{kind}/{id or name}: the URL names the entity.
                     let id = existing
-                        .as_ref()
                         .map(Entity::id)
                         .or_else(|| Uuid::parse_str(&key).ok());
                     if Uuid::parse_str(&key).is_err() {
-                        let field = match c.kind {
-                            EntityKind::Consumer => "username",
-                            EntityKind::KeyAuth => "key",
-                            EntityKind::Plugin => "instance_name",
-                            _ => "name",
-                        };
-                        body[field] = Value::String(key.clone());
+                        match c.kind.decl().endpoint_key {
+                            Some(field) => body[field] = Value::String(key.clone()),
+                            None => return Err(message(StatusCode::NOT_FOUND, "Not found")),
+                        }
                     }
-                    let stamp = fresh_stamp(existing.as_ref().map(|e| (e.id(), created_at(e))));
+                    let stamp = fresh_stamp(existing.map(|e| (e.id(), e.created_at())));
                     let stamp = Stamp {
                         id: id.unwrap_or(stamp.id),
                         ..stamp
@@ -479,6 +430,28 @@ async fn remove(ctx: Ctx, c: Collection, parent_key: Option<String>, key: String
             Err(r) => r,
         },
     }
+}
+
+/// `GET /{kind}/{key}/{field}`: what an entity refers to (`/routes/{r}/service`,
+/// `/key-auths/{k}/consumer`), or 404 when it refers to nothing.
+fn back_link(kind: EntityKind, field: &'static str, target: EntityKind) -> MethodRouter<Ctx> {
+    get(
+        move |AxState(ctx): AxState<Ctx>, Path(key): Path<String>| async move {
+            ctx.replicator
+                .read(|st| {
+                    let referred = st
+                        .resolve(kind, &key)
+                        .and_then(|id| st.get(kind, id))
+                        .and_then(|e| e.field(field).id())
+                        .and_then(|id| st.get(target, id));
+                    match referred {
+                        Some(t) => json_response(StatusCode::OK, &t.to_json()),
+                        None => message(StatusCode::NOT_FOUND, "Not found"),
+                    }
+                })
+                .await
+        },
+    )
 }
 
 /// Routes for a collection at `base` and its items at `base/{key}`.
@@ -564,7 +537,10 @@ async fn root(AxState(ctx): AxState<Ctx>) -> Response {
     let enabled: Vec<String> = ctx
         .replicator
         .read(|st| {
-            let mut names: Vec<String> = st.plugins().values().map(|p| p.name.clone()).collect();
+            let mut names: Vec<String> = st
+                .all::<tollgate_config::Plugin>()
+                .map(|p| p.name.clone())
+                .collect();
             names.sort();
             names.dedup();
             names
@@ -729,11 +705,7 @@ async fn config_post(
         Ok(d) => d,
         Err(e) => return message(StatusCode::BAD_REQUEST, &e.to_string()),
     };
-    let n = data.services.len()
-        + data.routes.len()
-        + data.consumers.len()
-        + data.keyauth_credentials.len()
-        + data.plugins.len();
+    let n = data.len();
     match propose(&ctx, Command::Replace(Box::new(data))).await {
         Ok(_) => json_response(
             StatusCode::CREATED,
@@ -772,36 +744,20 @@ pub fn router(ctx: Ctx) -> Router {
             "/cluster/members/{id}",
             axum::routing::delete(remove_member),
         );
-    r = collection(r, "/services", c(EntityKind::Service, None));
-    r = collection(r, "/routes", c(EntityKind::Route, None));
-    r = collection(r, "/consumers", c(EntityKind::Consumer, None));
-    r = collection(r, "/plugins", c(EntityKind::Plugin, None));
-    r = collection(r, "/key-auths", c(EntityKind::KeyAuth, None));
-    r = collection(
-        r,
-        "/services/{parent}/routes",
-        c(EntityKind::Route, Some(EntityKind::Service)),
-    );
-    r = collection(
-        r,
-        "/services/{parent}/plugins",
-        c(EntityKind::Plugin, Some(EntityKind::Service)),
-    );
-    r = collection(
-        r,
-        "/routes/{parent}/plugins",
-        c(EntityKind::Plugin, Some(EntityKind::Route)),
-    );
-    r = collection(
-        r,
-        "/consumers/{parent}/plugins",
-        c(EntityKind::Plugin, Some(EntityKind::Consumer)),
-    );
-    r = collection(
-        r,
-        "/consumers/{parent}/key-auth",
-        c(EntityKind::KeyAuth, Some(EntityKind::Consumer)),
-    );
+    // Every declared kind: its collection, the collections nested under what it refers to,
+    // and a link from each of its items to what it refers to.
+    for kind in EntityKind::ALL {
+        let decl = kind.decl();
+        r = collection(r, &format!("/{}", decl.admin_path), c(*kind, None));
+        for fk in decl.foreign {
+            if let Some(nested) = fk.nested_path {
+                let base = format!("/{}/{{parent}}/{nested}", fk.target.decl().admin_path);
+                r = collection(r, &base, c(*kind, Some((fk.field, fk.target))));
+            }
+            let link = format!("/{}/{{key}}/{}", decl.admin_path, fk.field);
+            r = r.route(&link, back_link(*kind, fk.field, fk.target));
+        }
+    }
     r.fallback(|| async { message(StatusCode::NOT_FOUND, "Not found") })
         .method_not_allowed_fallback(|| async {
             message(StatusCode::METHOD_NOT_ALLOWED, "Method not allowed")

@@ -1,0 +1,20 @@
+//! The entities, one declaration per file (the struct as Kong's Admin API prints it, and its
+//! [`crate::schema::Declared`] implementation), and the registry: the list below, one line
+//! per type, from which [`Entity`] and [`EntityKind`] are made.
+//!
+//! Order matters for stored data: commands, log entries and snapshots encode an entity by its
+//! position here, so new types go at the end and none is ever removed or moved.
+
+use serde_json::Value;
+use uuid::Uuid;
+
+use crate::registry::registry;
+use crate::schema::{Declared, FieldRef};
+
+registry! {
+    Service(service::Service),
+    Route(route::Route),
+    Consumer(consumer::Consumer),
+    KeyAuth(key_auth::KeyAuthCredential),
+    Plugin(plugin::Plugin),
+}

@@ -1,0 +1,250 @@
+//! Building an entity from input by its declared fields alone: types, defaults, required
+//! fields, lengths, ranges, references and Kong's messages. Entities with nothing beyond their
+//! fields (credentials, ACL groups) build with [`build_record`]; the others add their own
+//! checks in their `Declared::build`.
+
+use serde_json::{Map, Value};
+use uuid::Uuid;
+
+use super::{EntityDecl, FieldDecl, FieldType};
+use crate::error::FieldErrors;
+use crate::input::{check_len, check_name, check_tags, Stamp};
+use crate::registry::EntityKind;
+use crate::state::State;
+
+/// What building an entity may read besides its input.
+pub struct BuildCx<'a> {
+    pub stamp: &'a Stamp,
+    /// For references given by name (`{"service": {"name": "s"}}`).
+    pub state: &'a State,
+    /// The reference the URL or the file's nesting gives (`/consumers/{c}/acls` gives
+    /// `("consumer", c)`); it wins over one in the body.
+    pub parent: Option<(&'static str, Uuid)>,
+}
+
+impl BuildCx<'_> {
+    /// The parent's id if the parent reference is `field`.
+    pub fn parent_for(&self, field: &str) -> Option<Uuid> {
+        self.parent.filter(|(f, _)| *f == field).map(|(_, id)| id)
+    }
+}
+
+/// A reference in input: `{"id": ...}`, or the target's endpoint key
+/// (`{"name": ...}`, `{"username": ...}`), or a bare id or key (declarative files).
+pub struct FkInput;
+
+impl FkInput {
+    /// Resolves a reference for `field` to `target`; an error names the field as Kong does.
+    pub fn resolve(
+        state: &State,
+        field: &str,
+        target: EntityKind,
+        v: &Value,
+        errs: &mut FieldErrors,
+    ) -> Option<Uuid> {
+        let by = target.decl().endpoint_key.unwrap_or("name");
+        let (key, via) = match v {
+            Value::Null => return None,
+            Value::String(s) => (s.clone(), "id"),
+            Value::Object(o) => {
+                if let Some(extra) = o.keys().find(|k| *k != "id" && *k != by) {
+                    errs.add(&format!("{field}.{extra}"), "unknown field");
+                    return None;
+                }
+                match (o.get("id"), o.get(by)) {
+                    (Some(Value::String(s)), _) => (s.clone(), "id"),
+                    (_, Some(Value::String(s))) => (s.clone(), by),
+                    _ => {
+                        errs.add(&format!("{field}.id"), "required field missing");
+                        return None;
+                    }
+                }
+            }
+            _ => {
+                errs.add(field, "expected a record");
+                return None;
+            }
+        };
+        if let Some(id) = state.resolve(target, &key) {
+            return Some(id);
+        }
+        match Uuid::parse_str(&key) {
+            // An unknown id is reported by apply as a foreign key violation.
+            Ok(id) => Some(id),
+            Err(_) if via == "id" => {
+                errs.add(&format!("{field}.id"), "expected a valid UUID");
+                None
+            }
+            Err(_) => {
+                errs.add(
+                    &format!("{field}.{by}"),
+                    format!(
+                        "the foreign key cannot be resolved with '{{{by}=\"{key}\"}}' for an existing '{}' entity",
+                        target.decl().table
+                    ),
+                );
+                None
+            }
+        }
+    }
+}
+
+fn string_of(v: &Value) -> Option<String> {
+    match v {
+        Value::String(s) => Some(s.clone()),
+        // Form bodies carry numbers and booleans for string fields.
+        Value::Number(n) => Some(n.to_string()),
+        Value::Bool(b) => Some(b.to_string()),
+        _ => None,
+    }
+}
+
+fn strings_of(v: &Value) -> Option<Vec<String>> {
+    match v {
+        Value::Array(a) => a.iter().map(string_of).collect(),
+        other => string_of(other).map(|s| vec![s]),
+    }
+}
+
+/// Checks one field's input and returns its stored value (`Null` when unset).
+fn field(f: &FieldDecl, v: Option<&Value>, cx: &BuildCx<'_>, errs: &mut FieldErrors) -> Value {
+    let name = f.name;
+    let given = v.filter(|v| !v.is_null());
+    if let FieldType::Foreign(target) = f.typ {
+        let id = match cx.parent_for(name) {
+            Some(id) => Some(id),
+            None => given.and_then(|v| FkInput::resolve(cx.state, name, target, v, errs)),
+        };
+        return match id {
+            Some(id) => serde_json::json!({ "id": id }),
+            None => {
+                if f.required && !errs.0.contains_key(name) {
+                    errs.add(name, "required field missing");
+                }
+                Value::Null
+            }
+        };
+    }
+    match f.typ {
+        FieldType::Id => {
+            return match given.map(string_of) {
+                None => Value::String(cx.stamp.id.to_string()),
+                Some(Some(s)) if Uuid::parse_str(&s).is_ok() => Value::String(s),
+                Some(_) => {
+                    errs.add(name, "expected a valid UUID");
+                    Value::Null
+                }
+            }
+        }
+        FieldType::Timestamp => {
+            let t = if name == "created_at" {
+                cx.stamp
+                    .created_at
+                    .or(given.and_then(Value::as_i64))
+                    .unwrap_or(cx.stamp.now)
+            } else {
+                cx.stamp.now
+            };
+            return Value::from(t);
+        }
+        _ => {}
+    }
+    let Some(v) = given else {
+        if f.auto {
+            return Value::String(cx.stamp.generated_key.clone());
+        }
+        if let Some(d) = f.default {
+            return serde_json::from_str(d).unwrap_or(Value::Null);
+        }
+        if f.required {
+            errs.add(name, "required field missing");
+        }
+        return Value::Null;
+    };
+    match f.typ {
+        FieldType::String { min, max } => match string_of(v) {
+            None => errs.add(name, "expected a string"),
+            Some(s) if s.chars().count() < min => {
+                errs.add(name, format!("length must be at least {min}"))
+            }
+            Some(s) => {
+                if !check_len(name, Some(&s), max, errs) {
+                    return Value::String(s);
+                }
+            }
+        },
+        FieldType::Name => match string_of(v) {
+            None => errs.add(name, "expected a string"),
+            Some(s) => {
+                let before = errs.0.len();
+                check_name(name, &Some(s.clone()), errs);
+                if errs.0.len() == before {
+                    return Value::String(s);
+                }
+            }
+        },
+        FieldType::Integer { min, max } => match v.as_i64() {
+            Some(i) if (min..=max).contains(&i) => return Value::from(i),
+            Some(_) => errs.add(name, format!("value should be between {min} and {max}")),
+            None => errs.add(name, "expected an integer"),
+        },
+        FieldType::Number => match v.as_f64() {
+            Some(_) => return v.clone(),
+            None => errs.add(name, "expected a number"),
+        },
+        FieldType::Boolean => match v.as_bool() {
+            Some(b) => return Value::Bool(b),
+            None => errs.add(name, "expected a boolean"),
+        },
+        FieldType::OneOf(allowed) => match string_of(v) {
+            Some(s) if allowed.contains(&s.as_str()) => return Value::String(s),
+            _ => errs.add(name, format!("expected one of: {}", allowed.join(", "))),
+        },
+        FieldType::Array | FieldType::Set => match strings_of(v) {
+            Some(list) => return Value::from(list),
+            None => errs.add(name, "expected an array"),
+        },
+        FieldType::Tags => match strings_of(v) {
+            Some(list) => {
+                let list = Some(list);
+                let before = errs.0.len();
+                check_tags(&list, errs);
+                if errs.0.len() == before {
+                    return Value::from(list);
+                }
+            }
+            None => errs.add(name, "expected a set"),
+        },
+        FieldType::Map | FieldType::Record => match v {
+            Value::Object(_) => return v.clone(),
+            _ => errs.add(name, "expected a record"),
+        },
+        FieldType::Id | FieldType::Timestamp | FieldType::Foreign(_) => {}
+    }
+    Value::Null
+}
+
+/// Builds an entity's stored JSON from input by its declared fields: every declared field is
+/// present (null when unset), unknown fields are refused, and every message names its field.
+pub fn build_record(
+    decl: &EntityDecl,
+    body: &Value,
+    cx: &BuildCx<'_>,
+) -> Result<Map<String, Value>, FieldErrors> {
+    let Some(input) = body.as_object() else {
+        return Err(FieldErrors::single("@entity", "expected a JSON object"));
+    };
+    let mut errs = FieldErrors::new();
+    for k in input.keys() {
+        if !decl.has_field(k) {
+            errs.add(k, "unknown field");
+        }
+    }
+    let mut out = Map::new();
+    for f in decl.fields {
+        let v = field(f, input.get(f.name), cx, &mut errs);
+        out.insert(f.name.to_string(), v);
+    }
+    errs.into_result()?;
+    Ok(out)
+}
