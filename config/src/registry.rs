@@ -203,6 +203,31 @@ mod tests {
                 }
             }
         }
+        // The examples are valid input, given their required reference.
+        for k in EntityKind::ALL {
+            let d = k.decl();
+            let required = d
+                .foreign
+                .iter()
+                .find(|f| d.field(f.field).is_some_and(|fd| fd.required));
+            for ex in d.examples {
+                let body: serde_json::Value = serde_json::from_str(ex).expect("example is JSON");
+                let stamp = crate::input::Stamp {
+                    id: uuid::Uuid::from_u128(1),
+                    now: 1,
+                    created_at: None,
+                    generated_key: "k".into(),
+                };
+                let cx = crate::schema::BuildCx {
+                    stamp: &stamp,
+                    state: &crate::State::default(),
+                    parent: required.map(|f| (f.field, uuid::Uuid::from_u128(2))),
+                };
+                if let Err(e) = k.build(&body, &cx) {
+                    panic!("{}: example {ex} is refused: {}", d.table, e.message());
+                }
+            }
+        }
         let order = EntityKind::load_order();
         for (i, k) in order.iter().enumerate() {
             for f in k.decl().foreign {

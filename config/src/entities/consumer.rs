@@ -36,6 +36,7 @@ impl Declared for Consumer {
         ],
         entity_checks: r#"[{"at_least_one_of": ["custom_id", "username"]}]"#,
         storage_tag: b'c',
+        examples: [r#"{"username": "example-1"}"#, r#"{"custom_id": "example-2"}"#],
         routing: Routing::Never,
     };
 

@@ -44,6 +44,7 @@ impl Declared for KeyAuthCredential {
         ],
         entity_checks: "",
         storage_tag: b'k',
+        examples: [r#"{"key": "example-key-1"}"#, r#"{"key": "example-key-2"}"#],
         routing: Routing::Never,
     };
 

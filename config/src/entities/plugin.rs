@@ -71,6 +71,7 @@ impl Declared for Plugin {
         ],
         entity_checks: "",
         storage_tag: b'p',
+        examples: [r#"{"name": "key-auth"}"#, r#"{"name": "rate-limiting", "config": {"minute": 5}}"#],
         routing: Routing::Never,
     };
 

@@ -83,6 +83,7 @@ impl Declared for Route {
         ],
         entity_checks: "",
         storage_tag: b'r',
+        examples: [r#"{"name": "example-1", "paths": ["/example-1"]}"#, r#"{"name": "example-2", "hosts": ["example-2.test"]}"#],
         routing: Routing::Always,
     };
 

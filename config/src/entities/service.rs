@@ -57,6 +57,7 @@ impl Declared for Service {
         ],
         entity_checks: "",
         storage_tag: b's',
+        examples: [r#"{"name": "example-1", "url": "http://example-1.test:8080/p"}"#, r#"{"name": "example-2", "host": "example-2.test"}"#],
         routing: Routing::Fields(&["enabled"]),
     };
 

@@ -166,6 +166,10 @@ pub struct EntityDecl {
     pub entity_checks: &'static str,
     /// The byte that keys this table in storage. Never reuse one: stored data depends on it.
     pub storage_tag: u8,
+    /// Two distinct valid inputs, references left out (`/schemas` has no examples; the generic
+    /// Admin API test drives every entity with these, filling required references itself).
+    /// Strings meant to be unique contain `example`, which the test may replace.
+    pub examples: [&'static str; 2],
     pub routing: Routing,
 }
 
