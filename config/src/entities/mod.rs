@@ -17,4 +17,5 @@ registry! {
     Consumer(consumer::Consumer),
     KeyAuth(key_auth::KeyAuthCredential),
     Plugin(plugin::Plugin),
+    Acl(acl::Acl),
 }
