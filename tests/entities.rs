@@ -72,6 +72,20 @@ async fn drive(node: &Node, kind: EntityKind) {
     let (s, got) = node.get(&format!("{base}/{id0}")).await;
     assert_eq!((s, &got), (200, &e0), "{what}: read by id");
 
+    // `/schemas/{table}` lists exactly the fields the entity is printed with.
+    let (s, schema) = node.get(&format!("/schemas/{what}")).await;
+    assert_eq!(s, 200, "{what}: schema");
+    let mut declared: Vec<String> = schema["fields"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|f| f.as_object().unwrap().keys().cloned())
+        .collect();
+    let mut printed: Vec<String> = e0.as_object().unwrap().keys().cloned().collect();
+    declared.sort();
+    printed.sort();
+    assert_eq!(declared, printed, "{what}: schema fields vs entity");
+
     // Read by endpoint key: at the top when it is unique alone, under the parent when it is
     // unique per parent.
     if let Some(ek) = decl.endpoint_key {
@@ -248,4 +262,140 @@ async fn every_declared_entity_behaves_like_a_kong_entity() {
     for kind in EntityKind::ALL {
         drive(&node, *kind).await;
     }
+}
+
+/// Follows `next` links from `path` and returns every row.
+async fn all_pages(node: &Node, path: &str) -> Vec<Value> {
+    let mut rows = Vec::new();
+    let mut next = Some(path.to_string());
+    while let Some(url) = next.take() {
+        let (s, page) = node.get(&url).await;
+        assert_eq!(s, 200, "{url} -> {page}");
+        rows.extend(page["data"].as_array().unwrap().iter().cloned());
+        next = page["next"].as_str().map(str::to_string);
+    }
+    rows
+}
+
+// Ported from Kong's spec/02-integration/04-admin_api/14-tags_spec.lua ("/tags", "/tags/:tags",
+// a tag that does not exist, `?tags=` ignored), with our own entities.
+#[tokio::test]
+async fn tags_list_every_tagged_entity() {
+    let node = Node::start().await;
+    for i in 1..=2 {
+        let c = node
+            .create(
+                "/consumers",
+                json!({"username": format!("tagged-{i}"), "tags": ["corp_ a", format!("consumer_ {i}")]}),
+            )
+            .await;
+        node.create(
+            &format!("/consumers/{}/plugins", id_of(&c)),
+            json!({"name": "rate-limiting", "config": {"minute": 5}, "tags": ["corp_ a"]}),
+        )
+        .await;
+    }
+    node.create("/services", json!({"name": "untagged", "host": "h.test"}))
+        .await;
+
+    let all = all_pages(&node, "/tags?size=1").await;
+    assert_eq!(all.len(), 6, "{all:?}");
+    for row in &all {
+        let kind = EntityKind::from_table(row["entity_name"].as_str().unwrap()).unwrap();
+        let id = row["entity_id"].as_str().unwrap();
+        let (s, e) = node.get(&format!("{}/{id}", path(kind))).await;
+        assert_eq!(s, 200);
+        assert!(e["tags"].as_array().unwrap().contains(&row["tag"]), "{row}");
+    }
+    let corp = all_pages(&node, "/tags/corp_%20a").await;
+    assert_eq!(corp.len(), 4);
+    assert!(corp.iter().all(|r| r["tag"] == "corp_ a"));
+    assert_eq!(all_pages(&node, "/tags/nope").await.len(), 0);
+    assert_eq!(
+        all_pages(&node, "/tags/corp_%20a?tags=consumer_%201")
+            .await
+            .len(),
+        4
+    );
+}
+
+#[tokio::test]
+async fn schemas_describe_and_validate_without_storing() {
+    let node = Node::start().await;
+    let (s, c) = node.get("/schemas/consumers").await;
+    assert_eq!(s, 200);
+    assert_eq!(
+        c["entity_checks"],
+        json!([{"at_least_one_of": ["custom_id", "username"]}])
+    );
+    let (_, acls) = node.get("/schemas/acls").await;
+    let consumer = acls["fields"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find_map(|f| f.get("consumer"))
+        .unwrap();
+    assert_eq!(
+        (
+            &consumer["reference"],
+            &consumer["on_delete"],
+            &consumer["required"]
+        ),
+        (&json!("consumers"), &json!("cascade"), &json!(true))
+    );
+    let (s, e) = node.get("/schemas/nope").await;
+    assert_eq!((s, &e["message"]), (404, &json!("No entity named 'nope'")));
+
+    let (s, e) = node.post("/schemas/consumers/validate", json!({})).await;
+    assert_eq!((s, &e["name"]), (400, &json!("schema violation")));
+    let (s, e) = node
+        .post(
+            "/schemas/consumers/validate",
+            json!({"username": "only-checked"}),
+        )
+        .await;
+    assert_eq!(
+        (s, &e["message"]),
+        (200, &json!("schema validation successful"))
+    );
+    assert_eq!(node.get("/consumers/only-checked").await.0, 404);
+
+    let (s, rl) = node.get("/schemas/plugins/rate-limiting").await;
+    assert_eq!(s, 200);
+    let config = rl["fields"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find_map(|f| f.get("config"))
+        .unwrap();
+    let names: Vec<&str> = config["fields"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|f| f.as_object().unwrap().keys().map(String::as_str))
+        .collect();
+    assert!(
+        names.contains(&"minute") && names.contains(&"policy"),
+        "{names:?}"
+    );
+    assert_eq!(node.get("/schemas/plugins/nope").await.0, 404);
+    let (s, e) = node
+        .post(
+            "/schemas/plugins/validate",
+            json!({"name": "rate-limiting", "config": {"minute": -1}}),
+        )
+        .await;
+    assert_eq!(s, 400);
+    assert_eq!(
+        e["fields"]["config"]["minute"],
+        "value must be greater than 0"
+    );
+    let (s, _) = node
+        .post(
+            "/schemas/plugins/validate",
+            json!({"name": "rate-limiting", "config": {"minute": 1}}),
+        )
+        .await;
+    assert_eq!(s, 200);
+    assert_eq!(node.get("/plugins").await.1["data"], json!([]));
 }

@@ -16,8 +16,9 @@ pub trait Typed: Declared {
 /// Declares the entity modules and makes [`Entity`] and [`EntityKind`] from them; invoked
 /// once, in [`crate::entities`].
 macro_rules! registry {
-    ($($variant:ident($module:ident :: $ty:ident)),* $(,)?) => {
+    ($($variant:ident($module:ident :: $ty:ident) $(in $path:literal)?),* $(,)?) => {
         $(
+            $(#[path = $path])?
             mod $module;
             pub use $module::$ty;
         )*

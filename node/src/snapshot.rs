@@ -17,27 +17,16 @@ use subtle::ConstantTimeEq;
 use tollgate_config::entity::{
     Consumer, KeyAuthCredential, Plugin as PluginEntity, Protocol, Route, Service,
 };
-use tollgate_config::plugins::{KeyAuthConfig, RateLimitingConfig};
 use tollgate_config::router::Router;
 use tollgate_config::State;
 use uuid::Uuid;
 
-use crate::metrics::Metrics;
-use crate::plugins::key_auth::{Anonymous, KeyAuth};
-use crate::plugins::rate_limiting::RateLimiting;
+pub use crate::plugins::Deps;
 use crate::plugins::{error_response, ConsumerInfo, CredentialInfo, Ctx, Flow, Instance, Plugin};
 use crate::proxy::upstream::Pool;
-use crate::ratelimit::{GCounters, LocalCounters};
 
 /// Body type sent upstream: the client's streamed body, or a buffered one.
 pub use crate::proxy::request_body::UpstreamBody;
-
-/// Long-lived things snapshots point to.
-pub struct Deps {
-    pub counters: Arc<LocalCounters>,
-    pub cluster_counters: Arc<GCounters>,
-    pub metrics: Arc<Metrics>,
-}
 
 /// A service as the proxy uses it.
 pub struct ServiceRuntime {
@@ -110,8 +99,13 @@ pub struct Snapshot {
     /// Global plugins, by descending priority (the rewrite phase).
     pub global: Vec<Instance>,
     consumers: HashMap<Uuid, Arc<ConsumerInfo>>,
+    /// Consumers by username, for settings that name one (`anonymous`).
+    usernames: HashMap<String, Uuid>,
     credentials: HashMap<[u8; 32], (Box<[u8]>, CredentialInfo)>,
     consumer_plugins: HashMap<Uuid, Vec<ConsumerPlugin>>,
+    /// Every plugin instance with the stored plugin it was built from: the next snapshot
+    /// reuses an instance whose plugin did not change, instead of rebuilding it.
+    instances: HashMap<Uuid, (PluginEntity, Instance)>,
     /// Upstream pools by `(host, port, connect_timeout)`, carried over to the next snapshot
     /// so a configuration change keeps warm connections.
     pools: HashMap<(String, u16, u32), Arc<Pool>>,
@@ -182,8 +176,10 @@ impl Snapshot {
             routes: Vec::new(),
             global: Vec::new(),
             consumers: HashMap::new(),
+            usernames: HashMap::new(),
             credentials: HashMap::new(),
             consumer_plugins: HashMap::new(),
+            instances: HashMap::new(),
             pools: HashMap::new(),
             version: 0,
         }
@@ -220,10 +216,25 @@ impl Snapshot {
             })
             .collect();
 
+        let usernames = state
+            .all::<Consumer>()
+            .filter_map(|c| c.username.clone().map(|u| (u, c.id)))
+            .collect();
         let instances: BTreeMap<Uuid, (Instance, &PluginEntity)> = state
             .all::<PluginEntity>()
             .filter(|p| p.enabled && p.protocols.contains(&Protocol::Http))
-            .map(|p| (p.id, (instance(p, state, &consumers, deps), p)))
+            .map(|p| {
+                let reused = prev
+                    .instances
+                    .get(&p.id)
+                    .filter(|(built_from, _)| built_from == p)
+                    .map(|(_, i)| i.clone());
+                (p.id, (reused.unwrap_or_else(|| instance(p, deps)), p))
+            })
+            .collect();
+        let kept: HashMap<Uuid, (PluginEntity, Instance)> = instances
+            .iter()
+            .map(|(id, (i, p))| (*id, ((*p).clone(), i.clone())))
             .collect();
 
         let mut pools: HashMap<(String, u16, u32), Arc<Pool>> = HashMap::new();
@@ -395,8 +406,10 @@ impl Snapshot {
             routes,
             global,
             consumers,
+            usernames,
             credentials,
             consumer_plugins,
+            instances: kept,
             pools,
             version,
         }
@@ -441,46 +454,27 @@ impl Snapshot {
     pub fn consumer(&self, id: Uuid) -> Option<&Arc<ConsumerInfo>> {
         self.consumers.get(&id)
     }
+
+    /// A consumer named by id or username, as Kong's `anonymous` settings name one.
+    pub fn consumer_by_ref(&self, who: &str) -> Option<&Arc<ConsumerInfo>> {
+        let id = Uuid::parse_str(who)
+            .ok()
+            .filter(|id| self.consumers.contains_key(id))
+            .or_else(|| self.usernames.get(who).copied())?;
+        self.consumers.get(&id)
+    }
 }
 
-fn instance(
-    p: &PluginEntity,
-    state: &State,
-    consumers: &HashMap<Uuid, Arc<ConsumerInfo>>,
-    deps: &Deps,
-) -> Instance {
-    let broken = |name: &'static str| -> Instance {
-        tracing::error!(plugin = %p.id, name, "stored plugin config unreadable; failing closed");
-        Arc::new(Broken { id: p.id, name })
-    };
-    match p.name.as_str() {
-        "key-auth" => match KeyAuthConfig::parse(&p.config.0) {
-            Some(cfg) => {
-                let anonymous = match &cfg.anonymous {
-                    None => Anonymous::None,
-                    Some(a) => match state
-                        .resolve(tollgate_config::EntityKind::Consumer, a)
-                        .and_then(|id| consumers.get(&id))
-                    {
-                        Some(c) => Anonymous::Consumer(c.clone()),
-                        None => Anonymous::Missing(a.clone()),
-                    },
-                };
-                Arc::new(KeyAuth::new(p.id, cfg, anonymous))
-            }
-            None => broken("key-auth"),
-        },
-        "rate-limiting" => match RateLimitingConfig::parse(&p.config.0) {
-            Some(cfg) => Arc::new(RateLimiting::new(
-                p.id,
-                cfg,
-                deps.counters.clone(),
-                deps.cluster_counters.clone(),
-                deps.metrics.clone(),
-            )),
-            None => broken("rate-limiting"),
-        },
-        _ => broken("unknown"),
+/// Builds an instance with its plugin's handler; one that cannot be built fails closed.
+fn instance(p: &PluginEntity, deps: &Deps) -> Instance {
+    let handler = crate::plugins::handler(&p.name);
+    match handler.and_then(|h| (h.build)(p, deps)) {
+        Some(i) => i,
+        None => {
+            tracing::error!(plugin = %p.id, name = %p.name, "stored plugin config unreadable; failing closed");
+            let name = handler.map_or("unknown", |h| h.schema.name);
+            Arc::new(Broken { id: p.id, name })
+        }
     }
 }
 
@@ -508,6 +502,8 @@ impl SnapshotHandle {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::metrics::Metrics;
+    use crate::ratelimit::GCounters;
     use tollgate_config::declarative::{self, Sequence};
     use tollgate_config::router::RequestView;
     use tollgate_config::{input, Command, PutMode};
@@ -573,6 +569,62 @@ mod tests {
         assert!(!Arc::ptr_eq(&second.router, &third.router));
         assert!(routes_to(&third, "/b"));
         assert_eq!(third.routes.len(), 2);
+    }
+
+    #[test]
+    fn a_write_rebuilds_only_the_plugin_instances_it_changes() {
+        let doc = "_format_version: \"3.0\"\nservices: [{name: s, url: \"http://127.0.0.1:9\", routes: [{paths: [\"/\"]}]}]\nplugins:\n- {name: key-auth}\n- {name: rate-limiting, config: {minute: 5}}\n";
+        let deps = deps();
+        let mut st = State::from_data(declarative::parse(doc, &mut Sequence(0)).unwrap()).unwrap();
+        let first = Snapshot::build(&st, &Snapshot::empty(), &deps, 1);
+        let instance = |snap: &Snapshot, name: &str| {
+            snap.global
+                .iter()
+                .find(|i| i.name() == name)
+                .cloned()
+                .unwrap()
+        };
+        // A consumer changes nothing a plugin was built from.
+        let stamp = input::Stamp {
+            id: Uuid::from_u128(99),
+            now: 1,
+            created_at: None,
+            generated_key: String::new(),
+        };
+        let consumer = input::consumer(&serde_json::json!({"username": "u"}), &stamp).unwrap();
+        st.apply(Command::Put {
+            entity: consumer.into(),
+            mode: PutMode::Create,
+        })
+        .unwrap();
+        let second = Snapshot::build(&st, &first, &deps, 2);
+        for name in ["key-auth", "rate-limiting"] {
+            assert!(Arc::ptr_eq(
+                &instance(&first, name),
+                &instance(&second, name)
+            ));
+        }
+        // A changed config rebuilds that instance only.
+        let mut rl = st
+            .all::<PluginEntity>()
+            .find(|p| p.name == "rate-limiting")
+            .unwrap()
+            .clone();
+        rl.config.0["minute"] = serde_json::json!(6);
+        st.apply(Command::Put {
+            entity: rl.into(),
+            mode: PutMode::Update,
+        })
+        .unwrap();
+        let third = Snapshot::build(&st, &second, &deps, 3);
+        assert!(Arc::ptr_eq(
+            &instance(&second, "key-auth"),
+            &instance(&third, "key-auth")
+        ));
+        assert!(!Arc::ptr_eq(
+            &instance(&second, "rate-limiting"),
+            &instance(&third, "rate-limiting")
+        ));
     }
 
     #[test]

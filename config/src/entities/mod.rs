@@ -1,6 +1,7 @@
 //! The entities, one declaration per file (the struct as Kong's Admin API prints it, and its
 //! [`crate::schema::Declared`] implementation), and the registry: the list below, one line
-//! per type, from which [`Entity`] and [`EntityKind`] are made.
+//! per type, from which [`Entity`] and [`EntityKind`] are made. A plugin's credential lives in
+//! the plugin's folder (`plugins/<name>/credential.rs`) and is listed here with its path.
 //!
 //! Order matters for stored data: commands, log entries and snapshots encode an entity by its
 //! position here, so new types go at the end and none is ever removed or moved.
@@ -15,7 +16,7 @@ registry! {
     Service(service::Service),
     Route(route::Route),
     Consumer(consumer::Consumer),
-    KeyAuth(key_auth::KeyAuthCredential),
+    KeyAuth(key_auth::KeyAuthCredential) in "../../../plugins/key_auth/credential.rs",
     Plugin(plugin::Plugin),
     Acl(acl::Acl),
 }

@@ -10,7 +10,7 @@ use crate::input::Stamp;
 use crate::registry::EntityKind;
 use crate::state::State;
 
-fn describe_field(decl: &EntityDecl, f: &FieldDecl) -> Value {
+fn describe_field(decl: Option<&EntityDecl>, f: &FieldDecl) -> Value {
     let mut d = Map::new();
     let ty = |t: &str| Value::String(t.to_string());
     match f.typ {
@@ -65,7 +65,7 @@ fn describe_field(decl: &EntityDecl, f: &FieldDecl) -> Value {
         FieldType::Foreign(target) => {
             d.insert("type".into(), ty("foreign"));
             d.insert("reference".into(), ty(target.decl().table));
-            if let Some(fk) = decl.foreign(f.name) {
+            if let Some(fk) = decl.and_then(|d| d.foreign(f.name)) {
                 d.insert("on_delete".into(), ty(fk.on_delete.as_str()));
             }
         }
@@ -82,10 +82,15 @@ fn describe_field(decl: &EntityDecl, f: &FieldDecl) -> Value {
     if let Some(def) = f.default.and_then(|t| serde_json::from_str(t).ok()) {
         d.insert("default".into(), def);
     }
-    if decl.uniques.iter().any(|u| u.len() == 1 && u[0] == f.name) {
+    if decl.is_some_and(|d| d.uniques.iter().any(|u| u.len() == 1 && u[0] == f.name)) {
         d.insert("unique".into(), Value::Bool(true));
     }
     json!({ f.name: d })
+}
+
+/// Kong's description of a list of fields (a plugin's config).
+pub fn describe_fields(fields: &[FieldDecl]) -> Vec<Value> {
+    fields.iter().map(|f| describe_field(None, f)).collect()
 }
 
 /// Kong's `GET /schemas/{entity}` body for a declared entity.
@@ -94,7 +99,7 @@ pub fn entity_schema(kind: EntityKind) -> Value {
     let fields: Vec<Value> = decl
         .fields
         .iter()
-        .map(|f| describe_field(decl, f))
+        .map(|f| describe_field(Some(decl), f))
         .collect();
     let mut v = json!({
         "fields": fields,

@@ -15,7 +15,7 @@ mod build;
 mod describe;
 
 pub use build::{build_record, BuildCx, FkInput};
-pub use describe::{entity_schema, validate_entity};
+pub use describe::{describe_fields, entity_schema, validate_entity};
 
 use serde::de::DeserializeOwned;
 use serde::Serialize;

@@ -12,6 +12,8 @@
 
 mod body;
 pub mod guard;
+mod schemas;
+mod tags;
 
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -546,12 +548,12 @@ async fn root(AxState(ctx): AxState<Ctx>) -> Response {
             names
         })
         .await;
-    let available: serde_json::Map<String, Value> = tollgate_config::plugins::BUNDLED
+    let available: serde_json::Map<String, Value> = tollgate_config::plugins::ALL
         .iter()
-        .map(|(n, p)| {
+        .map(|p| {
             (
-                n.to_string(),
-                json!({"priority": p, "version": env!("CARGO_PKG_VERSION")}),
+                p.name.to_string(),
+                json!({"priority": p.priority, "version": env!("CARGO_PKG_VERSION")}),
             )
         })
         .collect();
@@ -652,9 +654,9 @@ async fn metrics(AxState(ctx): AxState<Ctx>) -> Response {
 }
 
 async fn plugins_enabled() -> Response {
-    let names: Vec<&str> = tollgate_config::plugins::BUNDLED
+    let names: Vec<&str> = tollgate_config::plugins::ALL
         .iter()
-        .map(|(n, _)| *n)
+        .map(|p| p.name)
         .collect();
     json_response(StatusCode::OK, &json!({ "enabled_plugins": names }))
 }
@@ -758,6 +760,8 @@ pub fn router(ctx: Ctx) -> Router {
             r = r.route(&link, back_link(*kind, fk.field, fk.target));
         }
     }
+    r = schemas::routes(r);
+    r = tags::routes(r);
     r.fallback(|| async { message(StatusCode::NOT_FOUND, "Not found") })
         .method_not_allowed_fallback(|| async {
             message(StatusCode::METHOD_NOT_ALLOWED, "Method not allowed")

@@ -14,9 +14,6 @@
 //!
 //! Any phase before the upstream call may end the request by returning [`Flow::Respond`].
 
-pub mod key_auth;
-pub mod rate_limiting;
-
 use std::net::IpAddr;
 use std::sync::Arc;
 
@@ -25,7 +22,50 @@ use http::{header, HeaderName, HeaderValue, Response, StatusCode};
 use http_body_util::Full;
 use uuid::Uuid;
 
+use tollgate_config::entity::Plugin as PluginEntity;
+use tollgate_config::plugins::PluginSchema;
+
+use crate::metrics::Metrics;
+use crate::ratelimit::{GCounters, LocalCounters};
 use crate::snapshot::{RouteRuntime, Snapshot};
+
+/// A bundled plugin's handler: its schema (from the same folder, `plugins/<name>/`) and how an
+/// instance is made from a stored plugin.
+pub struct Handler {
+    pub schema: &'static PluginSchema,
+    /// Builds an instance; `None` when the stored config cannot be read back (the instance
+    /// then fails closed).
+    pub build: fn(&PluginEntity, &Deps) -> Option<Instance>,
+}
+
+/// Long-lived things plugin instances point to.
+pub struct Deps {
+    pub counters: Arc<LocalCounters>,
+    pub cluster_counters: Arc<GCounters>,
+    pub metrics: Arc<Metrics>,
+}
+
+macro_rules! handlers {
+    ($($module:ident at $path:literal),* $(,)?) => {
+        $(
+            #[path = $path]
+            pub mod $module;
+        )*
+
+        /// Every bundled plugin's handler.
+        pub const HANDLERS: &[&Handler] = &[$(&$module::HANDLER),*];
+    };
+}
+
+handlers! {
+    key_auth at "../../../plugins/key_auth/handler.rs",
+    rate_limiting at "../../../plugins/rate_limiting/handler.rs",
+}
+
+/// The handler of the plugin named `name`.
+pub fn handler(name: &str) -> Option<&'static Handler> {
+    HANDLERS.iter().copied().find(|h| h.schema.name == name)
+}
 
 /// A consumer as the data plane needs it, with its upstream header values prepared.
 #[derive(Debug)]
@@ -122,3 +162,17 @@ pub fn error_response(status: StatusCode, message: &str) -> Response<Full<Bytes>
 
 /// A plugin that applies to a request, resolved by scope.
 pub type Instance = Arc<dyn Plugin>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_bundled_plugin_has_one_handler() {
+        for p in tollgate_config::plugins::ALL {
+            let h = handler(p.name).unwrap_or_else(|| panic!("{} has no handler", p.name));
+            assert_eq!(h.schema.priority, p.priority);
+        }
+        assert_eq!(HANDLERS.len(), tollgate_config::plugins::ALL.len());
+    }
+}

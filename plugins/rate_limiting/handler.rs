@@ -10,16 +10,33 @@
 use std::sync::Arc;
 
 use http::{HeaderName, HeaderValue, StatusCode};
-use tollgate_config::plugins::{LimitBy, Policy, RateLimitingConfig, WindowType, PERIODS};
+use tollgate_config::entity::Plugin as PluginEntity;
+use tollgate_config::plugins::rate_limiting::{
+    LimitBy, Policy, RateLimitingConfig, WindowType, PERIODS, SCHEMA,
+};
 use uuid::Uuid;
 use xxhash_rust::xxh3::xxh3_64_with_seed;
 
-use super::{error_response, Ctx, Flow, Plugin};
+use super::{error_response, Ctx, Deps, Flow, Handler, Instance, Plugin};
 use crate::metrics::Metrics;
 use crate::proxy::headers::number_header;
 use crate::ratelimit::{CounterKey, Counters, Decision};
 
-pub const PRIORITY: u32 = 910;
+pub const HANDLER: Handler = Handler {
+    schema: &SCHEMA,
+    build,
+};
+
+fn build(p: &PluginEntity, deps: &Deps) -> Option<Instance> {
+    let cfg = RateLimitingConfig::parse(&p.config.0)?;
+    Some(Arc::new(RateLimiting::new(
+        p.id,
+        cfg,
+        deps.counters.clone(),
+        deps.cluster_counters.clone(),
+        deps.metrics.clone(),
+    )))
+}
 
 const PERIOD_TITLES: [&str; 6] = ["Second", "Minute", "Hour", "Day", "Month", "Year"];
 
@@ -137,11 +154,11 @@ impl RateLimiting {
 
 impl Plugin for RateLimiting {
     fn name(&self) -> &'static str {
-        "rate-limiting"
+        SCHEMA.name
     }
 
     fn priority(&self) -> u32 {
-        PRIORITY
+        SCHEMA.priority
     }
 
     fn id(&self) -> Uuid {

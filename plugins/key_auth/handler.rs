@@ -5,12 +5,21 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use http::{header, HeaderName, HeaderValue, Method, StatusCode, Uri};
-use tollgate_config::plugins::KeyAuthConfig;
+use tollgate_config::entity::Plugin as PluginEntity;
+use tollgate_config::plugins::key_auth::{KeyAuthConfig, SCHEMA};
 use uuid::Uuid;
 
-use super::{error_response, ConsumerInfo, Ctx, Flow, Plugin};
+use super::{error_response, ConsumerInfo, Ctx, Deps, Flow, Handler, Instance, Plugin};
 
-pub const PRIORITY: u32 = 1250;
+pub const HANDLER: Handler = Handler {
+    schema: &SCHEMA,
+    build,
+};
+
+fn build(p: &PluginEntity, _deps: &Deps) -> Option<Instance> {
+    let cfg = KeyAuthConfig::parse(&p.config.0)?;
+    Some(Arc::new(KeyAuth::new(p.id, cfg)))
+}
 
 static X_CONSUMER_ID: HeaderName = HeaderName::from_static("x-consumer-id");
 static X_CONSUMER_USERNAME: HeaderName = HeaderName::from_static("x-consumer-username");
@@ -18,19 +27,10 @@ static X_CONSUMER_CUSTOM_ID: HeaderName = HeaderName::from_static("x-consumer-cu
 static X_CREDENTIAL_IDENTIFIER: HeaderName = HeaderName::from_static("x-credential-identifier");
 static X_ANONYMOUS_CONSUMER: HeaderName = HeaderName::from_static("x-anonymous-consumer");
 
-/// The anonymous consumer setting, resolved when the snapshot is built.
-pub enum Anonymous {
-    None,
-    Consumer(Arc<ConsumerInfo>),
-    /// Configured but no such consumer: requests that would fall back to it get a 500, as Kong.
-    Missing(String),
-}
-
 pub struct KeyAuth {
     id: Uuid,
     cfg: KeyAuthConfig,
     header_names: Vec<Option<HeaderName>>,
-    anonymous: Anonymous,
     challenge: HeaderValue,
 }
 
@@ -41,7 +41,7 @@ enum Found {
 }
 
 impl KeyAuth {
-    pub fn new(id: Uuid, cfg: KeyAuthConfig, anonymous: Anonymous) -> KeyAuth {
+    pub fn new(id: Uuid, cfg: KeyAuthConfig) -> KeyAuth {
         let header_names = cfg
             .key_names
             .iter()
@@ -54,7 +54,6 @@ impl KeyAuth {
             id,
             cfg,
             header_names,
-            anonymous,
             challenge,
         }
     }
@@ -127,25 +126,28 @@ impl KeyAuth {
         req: &mut http::request::Parts,
         message: &str,
     ) -> Flow {
-        match &self.anonymous {
-            Anonymous::None => {
-                let mut r = error_response(StatusCode::UNAUTHORIZED, message);
-                r.headers_mut()
-                    .insert(header::WWW_AUTHENTICATE, self.challenge.clone());
-                Flow::Respond(r)
-            }
-            Anonymous::Missing(who) => Flow::Respond(error_response(
+        // The anonymous consumer (an id or a username) is looked up in the request's snapshot,
+        // so the instance does not depend on the consumers and survives their changes.
+        let Some(who) = &self.cfg.anonymous else {
+            let mut r = error_response(StatusCode::UNAUTHORIZED, message);
+            r.headers_mut()
+                .insert(header::WWW_AUTHENTICATE, self.challenge.clone());
+            return Flow::Respond(r);
+        };
+        match ctx.snapshot.consumer_by_ref(who).cloned() {
+            // Configured but no such consumer: a 500, as Kong.
+            None => Flow::Respond(error_response(
                 StatusCode::INTERNAL_SERVER_ERROR,
                 &format!("anonymous consumer {who} is configured but doesn't exist"),
             )),
-            Anonymous::Consumer(c) => {
-                set_consumer_headers(req, c);
+            Some(c) => {
+                set_consumer_headers(req, &c);
                 req.headers.remove(&X_CREDENTIAL_IDENTIFIER);
                 req.headers.insert(
                     X_ANONYMOUS_CONSUMER.clone(),
                     HeaderValue::from_static("true"),
                 );
-                ctx.consumer = Some(c.clone());
+                ctx.consumer = Some(c);
                 ctx.credential = None;
                 Flow::Continue
             }
@@ -208,11 +210,11 @@ fn body_without(req: &http::request::Parts, body: &Bytes, name: &str) -> Option<
 
 impl Plugin for KeyAuth {
     fn name(&self) -> &'static str {
-        "key-auth"
+        SCHEMA.name
     }
 
     fn priority(&self) -> u32 {
-        PRIORITY
+        SCHEMA.priority
     }
 
     fn id(&self) -> Uuid {

@@ -1,214 +1,60 @@
-//! Plugin schemas: the config each bundled plugin accepts, with Kong's field names, defaults
-//! and checks. A config is validated once, when written; what is stored is the normalised form
-//! with every default filled in, which the data plane parses back with [`KeyAuthConfig::parse`]
-//! / [`RateLimitingConfig::parse`] without any chance of failure.
+//! `rate-limiting`'s config: limits per period, what is counted, where counters live, and
+//! Kong's `redis` fields (accepted and shown; the cluster shares counters without Redis).
 
-use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
+use super::{parse_typed, to_value, yes, PluginSchema};
 use crate::error::FieldErrors;
 use crate::lenient;
+use crate::schema::{FieldDecl, FieldType};
 
-/// Bundled plugins and their static priorities (Kong's values: higher runs first).
-pub const BUNDLED: &[(&str, u32)] = &[("key-auth", 1250), ("rate-limiting", 910)];
+pub const SCHEMA: PluginSchema = PluginSchema {
+    name: "rate-limiting",
+    priority: 910,
+    consumer_scope: true,
+    protocols: &["grpc", "grpcs", "http", "https"],
+    config: &[
+        FieldDecl::new("second", FieldType::Number),
+        FieldDecl::new("minute", FieldType::Number),
+        FieldDecl::new("hour", FieldType::Number),
+        FieldDecl::new("day", FieldType::Number),
+        FieldDecl::new("month", FieldType::Number),
+        FieldDecl::new("year", FieldType::Number),
+        FieldDecl::new(
+            "limit_by",
+            FieldType::OneOf(&["consumer", "credential", "ip", "service", "header", "path"]),
+        )
+        .default(r#""consumer""#),
+        FieldDecl::new("header_name", FieldType::String { min: 1, max: 512 }),
+        FieldDecl::new("path", FieldType::String { min: 1, max: 4096 }),
+        FieldDecl::new("policy", FieldType::OneOf(&["local", "cluster", "redis"]))
+            .default(r#""local""#),
+        FieldDecl::new("fault_tolerant", FieldType::Boolean)
+            .required()
+            .default("true"),
+        FieldDecl::new("hide_client_headers", FieldType::Boolean)
+            .required()
+            .default("false"),
+        FieldDecl::new("error_code", FieldType::Number).default("429"),
+        FieldDecl::new("error_message", FieldType::String { min: 0, max: 4096 })
+            .default(r#""API rate limit exceeded""#),
+        FieldDecl::new("sync_rate", FieldType::Number)
+            .required()
+            .default("-1"),
+        FieldDecl::new("window_type", FieldType::OneOf(&["sliding", "fixed"]))
+            .default(r#""sliding""#),
+        FieldDecl::new("redis", FieldType::Record).required(),
+    ],
+    example: r#"{"minute": 5}"#,
+    validate,
+};
 
-/// The priority of a bundled plugin, or `None` for an unknown name.
-pub fn priority(name: &str) -> Option<u32> {
-    BUNDLED.iter().find(|(n, _)| *n == name).map(|(_, p)| *p)
-}
-
-/// Authentication plugins identify the consumer, so they cannot themselves be scoped to one.
-pub fn allows_consumer_scope(name: &str) -> bool {
-    name != "key-auth"
-}
-
-/// Validates a plugin's `config` (absent means all defaults) and returns its normalised form.
-/// Errors are keyed under `config.`.
-pub fn validate(name: &str, config: Option<&Value>) -> Result<Value, FieldErrors> {
-    let empty = Value::Object(Default::default());
-    let config = match config {
-        None | Some(Value::Null) => &empty,
-        Some(v) => v,
-    };
-    match name {
-        "key-auth" => {
-            let c: KeyAuthConfig = parse_typed(config)?;
-            c.check()?;
-            Ok(to_value(&c))
-        }
-        "rate-limiting" => {
-            let c: RateLimitingConfig = parse_typed(config)?;
-            let c = c.fold_redis_shorthands();
-            c.check()?;
-            Ok(to_value(&c))
-        }
-        other => Err(FieldErrors::single(
-            "name",
-            format!("plugin '{other}' not enabled; add it to the 'plugins' configuration property"),
-        )),
-    }
-}
-
-/// Serializes a config, printing whole numbers without a fraction (`5`, not `5.0`) as Kong does.
-fn to_value<T: Serialize>(t: &T) -> Value {
-    fn whole(v: Value) -> Value {
-        match v {
-            Value::Number(n) => match n.as_f64() {
-                Some(f) if n.is_f64() && f.fract() == 0.0 && f.abs() < 9.0e15 => {
-                    Value::from(f as i64)
-                }
-                _ => Value::Number(n),
-            },
-            Value::Object(m) => Value::Object(m.into_iter().map(|(k, v)| (k, whole(v))).collect()),
-            Value::Array(a) => Value::Array(a.into_iter().map(whole).collect()),
-            other => other,
-        }
-    }
-    whole(serde_json::to_value(t).unwrap_or(Value::Null))
-}
-
-/// Deserializes `v` into `T`, turning serde's first error into a field error under `config`.
-fn parse_typed<T: DeserializeOwned>(v: &Value) -> Result<T, FieldErrors> {
-    if !v.is_object() {
-        return Err(FieldErrors::single("config", "expected a record"));
-    }
-    serde_path_to_error::deserialize(v).map_err(|e| {
-        let path = e.path().to_string();
-        let msg = e.inner().to_string();
-        serde_error_to_field("config", &path, &msg)
-    })
-}
-
-/// Maps one serde error (path + message) to Kong's per-field message.
-pub fn serde_error_to_field(prefix: &str, path: &str, msg: &str) -> FieldErrors {
-    let join = |p: &str, leaf: &str| {
-        let mut s = String::from(prefix);
-        for part in [p, leaf] {
-            if !part.is_empty() && part != "." {
-                if !s.is_empty() {
-                    s.push('.');
-                }
-                s.push_str(part);
-            }
-        }
-        s
-    };
-    if let Some(rest) = msg.strip_prefix("unknown field `") {
-        let field = rest.split('`').next().unwrap_or("");
-        // The path may or may not already end with the unknown field's name.
-        let parent = match path.rsplit_once('.') {
-            Some((p, last)) if last == field => p,
-            None if path == field => "",
-            _ => path,
-        };
-        return FieldErrors::single(&join(parent, field), "unknown field");
-    }
-    if let Some(rest) = msg.strip_prefix("missing field `") {
-        let field = rest.split('`').next().unwrap_or("");
-        return FieldErrors::single(&join(path, field), "required field missing");
-    }
-    let clean = match msg.find(" at line ") {
-        Some(i) => &msg[..i],
-        None => msg,
-    };
-    let friendly = if clean.starts_with("invalid type") {
-        let expected = clean.rsplit("expected ").next().unwrap_or("");
-        let what = if expected.contains("bool") {
-            "a boolean"
-        } else if expected.contains("string") || expected.contains("Scalar") {
-            "a string"
-        } else if expected.contains("sequence") || expected.contains("OneOrMany") {
-            "an array"
-        } else if expected.contains("map") || expected.contains("struct") {
-            "a record"
-        } else if expected.contains("f64")
-            || expected.contains("u16")
-            || expected.contains("u32")
-            || expected.contains("i64")
-            || expected.contains("integer")
-        {
-            "a number"
-        } else {
-            expected
-        };
-        format!("expected {what}")
-    } else if clean.starts_with("unknown variant") {
-        let allowed = clean
-            .rsplit("expected ")
-            .next()
-            .unwrap_or("")
-            .replace('`', "\"");
-        format!("expected one of: {allowed}")
-    } else {
-        clean.to_string()
-    };
-    FieldErrors::single(&join(path, ""), friendly)
-}
-
-/// The `key-auth` plugin's config.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct KeyAuthConfig {
-    #[serde(default = "default_key_names", deserialize_with = "de_key_names")]
-    pub key_names: Vec<String>,
-    #[serde(default)]
-    pub hide_credentials: bool,
-    #[serde(default, deserialize_with = "lenient::opt_string")]
-    pub anonymous: Option<String>,
-    #[serde(default = "yes")]
-    pub key_in_header: bool,
-    #[serde(default = "yes")]
-    pub key_in_query: bool,
-    #[serde(default)]
-    pub key_in_body: bool,
-    #[serde(default = "yes")]
-    pub run_on_preflight: bool,
-    #[serde(default, deserialize_with = "lenient::opt_string")]
-    pub realm: Option<String>,
-}
-
-fn yes() -> bool {
-    true
-}
-
-fn default_key_names() -> Vec<String> {
-    vec!["apikey".to_string()]
-}
-
-fn de_key_names<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Error> {
-    Ok(lenient::opt_string_list(d)?.unwrap_or_else(default_key_names))
-}
-
-impl KeyAuthConfig {
-    pub fn parse(v: &Value) -> Option<Self> {
-        serde_json::from_value(v.clone()).ok()
-    }
-
-    fn check(&self) -> Result<(), FieldErrors> {
-        let mut e = FieldErrors::new();
-        if self.key_names.is_empty() {
-            e.add("config.key_names", "length must be at least 1");
-        }
-        for k in &self.key_names {
-            if k.is_empty() || !k.bytes().all(is_header_token_byte) {
-                e.add(
-                    "config.key_names",
-                    format!(
-                        "bad header name '{k}', allowed characters are A-Z, a-z, 0-9, '_', and '-'"
-                    ),
-                );
-            }
-        }
-        if !(self.key_in_header || self.key_in_query || self.key_in_body) {
-            e.add_entity("at least one of 'config.key_in_header', 'config.key_in_query', 'config.key_in_body' must be true");
-        }
-        e.into_result()
-    }
-}
-
-fn is_header_token_byte(b: u8) -> bool {
-    b.is_ascii_alphanumeric() || b == b'-' || b == b'_'
+fn validate(config: &Value) -> Result<Value, FieldErrors> {
+    let c: RateLimitingConfig = parse_typed(config)?;
+    let c = c.fold_redis_shorthands();
+    c.check()?;
+    Ok(to_value(&c))
 }
 
 /// What a rate-limiting counter is keyed by.
@@ -477,21 +323,11 @@ impl RateLimitingConfig {
     }
 }
 
+
 #[cfg(test)]
 mod tests {
-    use super::*;
+    use super::super::validate;
     use serde_json::json;
-
-    #[test]
-    fn key_auth_defaults_are_kongs() {
-        let v = validate("key-auth", None).unwrap();
-        assert_eq!(
-            v,
-            json!({"key_names": ["apikey"], "hide_credentials": false, "anonymous": null,
-                   "key_in_header": true, "key_in_query": true, "key_in_body": false,
-                   "run_on_preflight": true, "realm": null})
-        );
-    }
 
     #[test]
     fn rate_limiting_defaults_and_redis_shorthands() {
@@ -565,22 +401,5 @@ mod tests {
             .as_str()
             .unwrap()
             .starts_with("expected one of"));
-    }
-
-    #[test]
-    fn unknown_plugin_is_named() {
-        let e = validate("nope", None).unwrap_err();
-        assert_eq!(
-            e.to_json()["name"],
-            "plugin 'nope' not enabled; add it to the 'plugins' configuration property"
-        );
-    }
-
-    #[test]
-    fn key_auth_rejects_bad_key_names() {
-        let e = validate("key-auth", Some(&json!({"key_names": ["bad name"]}))).unwrap_err();
-        assert!(e.to_json()["config"]["key_names"].is_string());
-        let e = validate("key-auth", Some(&json!({"key_names": []}))).unwrap_err();
-        assert!(e.to_json()["config"]["key_names"].is_string());
     }
 }
