@@ -15,6 +15,7 @@
 use std::convert::Infallible;
 use std::future::Future;
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -39,19 +40,57 @@ pub const MAX_HANDSHAKES_PER_IP: usize = 16;
 /// A signal that flips to `true` once, when the process should stop.
 pub type Shutdown = watch::Receiver<bool>;
 
-/// The client end of a connection, worked out once per connection rather than per request.
-#[derive(Clone)]
+/// A connection's ends, worked out once per connection rather than per request.
 pub struct Peer {
+    /// The client's address.
     pub addr: SocketAddr,
     /// The client's IP as a header value (`X-Real-IP`, `X-Forwarded-For`).
     pub ip_header: HeaderValue,
+    /// This end: the listener's address.
+    pub local: SocketAddr,
+    /// The connection's serial number in this process (nginx's `$connection`).
+    pub connection: u64,
+    /// Requests made on the connection, the current one included (`$connection_requests`).
+    requests: AtomicU64,
 }
 
+/// Serial numbers of accepted connections.
+static CONNECTIONS: AtomicU64 = AtomicU64::new(0);
+
 impl Peer {
-    pub fn new(addr: SocketAddr) -> Peer {
+    pub fn new(addr: SocketAddr, local: SocketAddr) -> Peer {
         let ip_header = HeaderValue::from_str(&addr.ip().to_string())
             .expect("an IP address is a valid header value");
-        Peer { addr, ip_header }
+        Peer {
+            addr,
+            ip_header,
+            local,
+            connection: CONNECTIONS.fetch_add(1, Ordering::Relaxed) + 1,
+            requests: AtomicU64::new(0),
+        }
+    }
+
+    /// Counts a new request on the connection.
+    fn next_request(&self) {
+        self.requests.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Requests made on the connection so far (as of this copy).
+    pub fn requests(&self) -> u64 {
+        self.requests.load(Ordering::Relaxed)
+    }
+}
+
+/// A copy taken for one request keeps that request's number.
+impl Clone for Peer {
+    fn clone(&self) -> Peer {
+        Peer {
+            addr: self.addr,
+            ip_header: self.ip_header.clone(),
+            local: self.local,
+            connection: self.connection,
+            requests: AtomicU64::new(self.requests()),
+        }
     }
 }
 
@@ -149,8 +188,10 @@ pub async fn serve<H, F, B>(
             c.inc();
         }
         let h = handler.clone();
-        let client = Peer::new(peer);
+        let local = stream.local_addr().unwrap_or(peer);
+        let client = Peer::new(peer, local);
         let svc = hyper::service::service_fn(move |req| {
+            client.next_request();
             let fut = h(req, &client);
             async move { Ok::<_, Infallible>(fut.await) }
         });

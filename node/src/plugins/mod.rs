@@ -27,6 +27,7 @@ use tollgate_config::plugins::PluginSchema;
 
 use crate::metrics::Metrics;
 use crate::ratelimit::{GCounters, LocalCounters};
+use crate::serve::Peer;
 use crate::snapshot::{RouteRuntime, Snapshot};
 
 /// A bundled plugin's handler: its schema (from the same folder, `plugins/<name>/`) and how an
@@ -90,6 +91,8 @@ pub struct Ctx<'a> {
     pub route: Option<&'a RouteRuntime>,
     /// The client's address (Kong's forwarded IP with no trusted proxies).
     pub client_ip: IpAddr,
+    /// The connection the request came on.
+    pub peer: &'a Peer,
     /// Unix time in seconds, read once per request.
     pub now: f64,
     /// The request path after normalisation (what routing saw).

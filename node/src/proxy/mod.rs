@@ -170,6 +170,7 @@ impl Proxy {
             snapshot: &snap,
             route: None,
             client_ip: peer.addr.ip(),
+            peer: &peer,
             now,
             path: &norm,
             consumer: None,
