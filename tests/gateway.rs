@@ -582,3 +582,136 @@ async fn upstream_connections_are_reused_and_closed_ones_never_are() {
     assert_eq!(keep_accepted.load(Ordering::SeqCst), keep_before);
     assert_eq!(close_accepted.load(Ordering::SeqCst), close_before + 20);
 }
+
+// Ported from Kong's spec/03-plugins/11-correlation-id/01-access_spec.lua: the three
+// generators' shapes and uniqueness, the counter counting, a custom header, an incoming id kept
+// (and an empty or blank one replaced), echo_downstream on success and on an upstream failure,
+// and no echo unless asked.
+#[tokio::test]
+async fn correlation_id_gives_every_request_an_id() {
+    let echo = Echo::start("echo-ci").await;
+    let node = Node::start().await;
+    node.create("/services", json!({"name": "s", "url": echo.url()}))
+        .await;
+    node.create(
+        "/services",
+        json!({"name": "down", "url": format!("http://127.0.0.1:{}", common::free_port())}),
+    )
+    .await;
+    for (path, service, config) in [
+        ("/counter", "s", json!({})),
+        ("/uuid", "s", json!({"generator": "uuid"})),
+        ("/tracker", "s", json!({"generator": "tracker"})),
+        ("/custom", "s", json!({"header_name": "Foo-Bar-Id"})),
+        (
+            "/echo",
+            "s",
+            json!({"generator": "uuid", "echo_downstream": true}),
+        ),
+        (
+            "/down",
+            "down",
+            json!({"generator": "uuid", "echo_downstream": true}),
+        ),
+    ] {
+        let name = path.trim_start_matches('/');
+        node.create(
+            &format!("/services/{service}/routes"),
+            json!({"name": name, "paths": [path]}),
+        )
+        .await;
+        node.create(
+            &format!("/routes/{name}/plugins"),
+            json!({"name": "correlation-id", "config": config}),
+        )
+        .await;
+    }
+    let upstream_id = |v: &Value, h: &str| v["headers"][h].as_str().unwrap_or("").to_string();
+    let uuid = |s: &str| uuid::Uuid::parse_str(s).is_ok();
+
+    // uuid#counter: the process's UUID, then a counter that goes up by one.
+    let mut ids = Vec::new();
+    for _ in 0..2 {
+        let r = proxy_get(&node, "/counter", &[]).await;
+        assert_eq!(r.status(), 200);
+        assert!(
+            header(&r, "kong-request-id").is_none(),
+            "no echo unless asked"
+        );
+        ids.push(upstream_id(&r.json().await.unwrap(), "kong-request-id"));
+    }
+    let parts: Vec<(&str, u64)> = ids
+        .iter()
+        .map(|id| {
+            let (u, n) = id.split_once('#').unwrap();
+            (u, n.parse().unwrap())
+        })
+        .collect();
+    assert!(uuid(parts[0].0) && parts[0].0 == parts[1].0, "{ids:?}");
+    assert_eq!(parts[1].1, parts[0].1 + 1);
+
+    // uuid: a new one each time.
+    let a = upstream_id(
+        &proxy_get(&node, "/uuid", &[]).await.json().await.unwrap(),
+        "kong-request-id",
+    );
+    let b = upstream_id(
+        &proxy_get(&node, "/uuid", &[]).await.json().await.unwrap(),
+        "kong-request-id",
+    );
+    assert!(uuid(&a) && uuid(&b) && a != b);
+
+    // tracker: address-port-pid-connection-requests-seconds.millis, different each time.
+    let t1 = upstream_id(
+        &proxy_get(&node, "/tracker", &[])
+            .await
+            .json()
+            .await
+            .unwrap(),
+        "kong-request-id",
+    );
+    let t2 = upstream_id(
+        &proxy_get(&node, "/tracker", &[])
+            .await
+            .json()
+            .await
+            .unwrap(),
+        "kong-request-id",
+    );
+    let shape = |t: &str| {
+        let f: Vec<&str> = t.split('-').collect();
+        f.len() == 6
+            && f[0].parse::<std::net::IpAddr>().is_ok()
+            && f[1..5].iter().all(|x| x.parse::<u64>().is_ok())
+            && f[5]
+                .split_once('.')
+                .is_some_and(|(s, ms)| s.len() == 10 && ms.len() == 3)
+    };
+    assert!(shape(&t1) && shape(&t2) && t1 != t2, "{t1} {t2}");
+
+    // A custom header name.
+    let v: Value = proxy_get(&node, "/custom", &[]).await.json().await.unwrap();
+    assert!(upstream_id(&v, "foo-bar-id").contains('#'));
+
+    // An incoming id is kept; an empty or blank one is not.
+    let v: Value = proxy_get(&node, "/uuid", &[("kong-request-id", "foobar")])
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(upstream_id(&v, "kong-request-id"), "foobar");
+    for blank in ["", " "] {
+        let h = [("kong-request-id", blank)];
+        let v: Value = proxy_get(&node, "/uuid", &h).await.json().await.unwrap();
+        assert!(uuid(&upstream_id(&v, "kong-request-id")), "{v}");
+    }
+
+    // echo_downstream: the client gets the id the upstream got, even when the upstream fails.
+    let r = proxy_get(&node, "/echo", &[]).await;
+    let echoed = header(&r, "kong-request-id").unwrap().to_string();
+    let v: Value = r.json().await.unwrap();
+    assert_eq!(upstream_id(&v, "kong-request-id"), echoed);
+    let r = proxy_get(&node, "/down", &[]).await;
+    assert_eq!(r.status(), 502);
+    assert!(uuid(header(&r, "kong-request-id").unwrap()));
+}

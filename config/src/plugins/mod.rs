@@ -52,6 +52,7 @@ macro_rules! plugins {
 plugins! {
     key_auth at "../../../plugins/key_auth/schema.rs",
     rate_limiting at "../../../plugins/rate_limiting/schema.rs",
+    correlation_id at "../../../plugins/correlation_id/schema.rs",
 }
 
 /// The bundled plugin named `name`.

@@ -61,6 +61,7 @@ macro_rules! handlers {
 handlers! {
     key_auth at "../../../plugins/key_auth/handler.rs",
     rate_limiting at "../../../plugins/rate_limiting/handler.rs",
+    correlation_id at "../../../plugins/correlation_id/handler.rs",
 }
 
 /// The handler of the plugin named `name`.
