@@ -6,9 +6,10 @@
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
+use crate::codec::{bincode_config, DecodeError};
+use crate::data::StateData;
 use crate::entity::{Entity, EntityKind};
 use crate::legacy::StateDataV1;
-use crate::state::StateData;
 
 /// How a put treats an existing entity with the same id.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -52,15 +53,6 @@ pub enum Applied {
     Replaced,
 }
 
-/// Error decoding a command from bytes.
-#[derive(Debug, thiserror::Error)]
-#[error("cannot decode command: {0}")]
-pub struct DecodeError(String);
-
-fn bincode_config() -> impl bincode::config::Config {
-    bincode::config::standard()
-}
-
 impl Command {
     pub fn encode(&self) -> Vec<u8> {
         // Encoding into a Vec only fails for types serde cannot represent; ours are plain data.
@@ -71,28 +63,5 @@ impl Command {
         bincode::serde::decode_from_slice(bytes, bincode_config())
             .map(|(c, _)| c)
             .map_err(|e| DecodeError(e.to_string()))
-    }
-}
-
-/// Starts a snapshot in the current format; older snapshots (a [`StateDataV1`]) have none.
-const SNAPSHOT_MAGIC: &[u8] = b"TGS2";
-
-impl StateData {
-    pub fn encode(&self) -> Vec<u8> {
-        let mut out = SNAPSHOT_MAGIC.to_vec();
-        out.extend(bincode::serde::encode_to_vec(self, bincode_config()).unwrap_or_default());
-        out
-    }
-
-    pub fn decode(bytes: &[u8]) -> Result<StateData, DecodeError> {
-        let err = |e: bincode::error::DecodeError| DecodeError(e.to_string());
-        match bytes.strip_prefix(SNAPSHOT_MAGIC) {
-            Some(rest) => bincode::serde::decode_from_slice(rest, bincode_config())
-                .map(|(c, _)| c)
-                .map_err(err),
-            None => bincode::serde::decode_from_slice::<StateDataV1, _>(bytes, bincode_config())
-                .map(|(c, _)| c.upgrade())
-                .map_err(err),
-        }
     }
 }

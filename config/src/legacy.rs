@@ -7,8 +7,7 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
-use crate::entities::{Consumer, KeyAuthCredential, Plugin, Route, Service};
-use crate::state::StateData;
+use crate::entities::{Consumer, Entity, KeyAuthCredential, Plugin, Route, Service};
 
 /// A whole configuration as versions up to 0.4 encoded it: one map per kind, in this order.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -21,19 +20,14 @@ pub struct StateDataV1 {
 }
 
 impl StateDataV1 {
-    pub fn upgrade(self) -> StateData {
-        let mut data = StateData::default();
-        let all = self
-            .services
+    /// Its entities, in the current model.
+    pub fn into_entities(self) -> impl Iterator<Item = Entity> {
+        self.services
             .into_values()
             .map(Into::into)
             .chain(self.routes.into_values().map(Into::into))
             .chain(self.consumers.into_values().map(Into::into))
             .chain(self.keyauth_credentials.into_values().map(Into::into))
-            .chain(self.plugins.into_values().map(Into::into));
-        for e in all {
-            data.insert(e);
-        }
-        data
+            .chain(self.plugins.into_values().map(Into::into))
     }
 }

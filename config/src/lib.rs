@@ -7,7 +7,9 @@
 //! timestamps, generated keys) is decided by the caller *before* a command is built, so that
 //! replaying the same commands on any node yields the same state.
 
+pub mod codec;
 pub mod command;
+pub mod data;
 pub mod declarative;
 pub mod entities;
 pub mod entity;

@@ -10,79 +10,17 @@
 //! state and give the same answers, which is what replication relies on: every iteration here
 //! is over ordered maps.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeSet, HashMap};
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use serde_json::{json, Value};
 use uuid::Uuid;
 
 use crate::command::{Applied, Command, PutMode};
+pub use crate::data::StateData;
 use crate::error::ApplyError;
 use crate::registry::{Entity, EntityKind, Typed};
 use crate::schema::{FieldRef, OnDelete, Routing};
-
-/// The entities themselves: what snapshots and declarative loads carry. Ordered maps, so
-/// iteration and encoding are deterministic.
-#[derive(Debug, Clone, Default, PartialEq)]
-pub struct StateData {
-    tables: BTreeMap<EntityKind, BTreeMap<Uuid, Entity>>,
-}
-
-impl StateData {
-    /// Adds (or replaces) an entity.
-    pub fn insert(&mut self, e: Entity) {
-        self.tables.entry(e.kind()).or_default().insert(e.id(), e);
-    }
-
-    /// The entities of one kind, in id order.
-    pub fn table(&self, kind: EntityKind) -> impl Iterator<Item = &Entity> {
-        self.tables.get(&kind).into_iter().flat_map(|t| t.values())
-    }
-
-    /// The entities of one type, in id order.
-    pub fn all<T: Typed>(&self) -> impl Iterator<Item = &T> {
-        self.table(T::KIND).filter_map(T::from_entity)
-    }
-
-    pub fn count(&self, kind: EntityKind) -> usize {
-        self.tables.get(&kind).map_or(0, BTreeMap::len)
-    }
-
-    pub fn len(&self) -> usize {
-        self.tables.values().map(BTreeMap::len).sum()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
-
-    /// Every entity, kinds in load order (references before referrers), ids in order.
-    pub fn into_entities(mut self) -> impl Iterator<Item = Entity> {
-        EntityKind::load_order()
-            .into_iter()
-            .flat_map(move |k| self.tables.remove(&k).unwrap_or_default().into_values())
-    }
-}
-
-// Encoded as the list of entities: each carries its kind, so the format does not change when
-// a kind is registered.
-impl Serialize for StateData {
-    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        let all: Vec<&Entity> = self.tables.values().flat_map(|t| t.values()).collect();
-        all.serialize(s)
-    }
-}
-
-impl<'de> Deserialize<'de> for StateData {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let mut data = StateData::default();
-        for e in Vec::<Entity>::deserialize(d)? {
-            data.insert(e);
-        }
-        Ok(data)
-    }
-}
 
 /// A unique constraint's entry: kind, the constraint's position in the declaration, and the
 /// key (the raw string for a single string field, Kong's rendering otherwise).
@@ -293,7 +231,9 @@ impl State {
                 Ok(Applied::Deleted)
             }
             Command::Replace(data) => self.replace(*data),
-            Command::ReplaceV1(data) => self.replace(data.upgrade()),
+            Command::ReplaceV1(data) => {
+                self.replace(StateData::from_entities(data.into_entities()))
+            }
         }
     }
 

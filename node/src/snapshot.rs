@@ -22,7 +22,9 @@ use tollgate_config::State;
 use uuid::Uuid;
 
 pub use crate::plugins::Deps;
-use crate::plugins::{error_response, ConsumerInfo, CredentialInfo, Ctx, Flow, Instance, Plugin};
+use crate::plugins::{
+    error_response, ConsumerInfo, CredentialInfo, Ctx, Directory, Flow, Instance, Plugin, RouteInfo,
+};
 use crate::proxy::upstream::Pool;
 
 /// Body type sent upstream: the client's streamed body, or a buffered one.
@@ -52,10 +54,22 @@ pub struct Slot {
     candidates: Vec<(u8, Instance)>,
 }
 
+#[cfg(test)]
+impl Slot {
+    /// A slot holding one instance, for tests that put a plugin on a route by hand.
+    pub fn with(instance: Instance) -> Slot {
+        Slot {
+            name: instance.name().to_string(),
+            priority: instance.priority(),
+            candidates: vec![(7, instance)],
+        }
+    }
+}
+
 /// A route as the proxy uses it.
 pub struct RouteRuntime {
-    pub id: Uuid,
-    pub label: String,
+    /// What plugins see of it.
+    pub info: RouteInfo,
     pub service_label: String,
     pub strip_path: bool,
     pub preserve_host: bool,
@@ -373,8 +387,11 @@ impl Snapshot {
                     .any(|s| s.candidates.iter().any(|(_, i)| i.needs_body()));
                 let service = sid.and_then(|id| services.get(&id).cloned());
                 RouteRuntime {
-                    id: r.id,
-                    label: r.name.clone().unwrap_or_else(|| r.id.to_string()),
+                    info: RouteInfo {
+                        id: r.id,
+                        label: r.name.clone().unwrap_or_else(|| r.id.to_string()),
+                        service: sid,
+                    },
                     service_label: service
                         .as_ref()
                         .map(|s| s.label.clone())
@@ -415,17 +432,6 @@ impl Snapshot {
         }
     }
 
-    /// The credential owning `key` and its consumer. The map is keyed by a hash of the key, and
-    /// the key itself is compared in constant time, so timing reveals nothing about stored keys.
-    pub fn find_credential(&self, key: &str) -> Option<(CredentialInfo, Arc<ConsumerInfo>)> {
-        let (stored, cred) = self.credentials.get(&key_hash(key.as_bytes()))?;
-        if !bool::from(stored.as_ref().ct_eq(key.as_bytes())) {
-            return None;
-        }
-        let consumer = self.consumers.get(&cred.consumer)?.clone();
-        Some((*cred, consumer))
-    }
-
     /// The instance of `slot` that applies on `route` for `consumer` (most specific scope).
     pub fn resolve<'a>(
         &'a self,
@@ -438,7 +444,7 @@ impl Snapshot {
             let sid = route.service.as_ref().map(|s| s.id);
             for cp in list {
                 if cp.name != slot.name
-                    || cp.route.is_some_and(|r| r != route.id)
+                    || cp.route.is_some_and(|r| r != route.info.id)
                     || cp.service.is_some() && cp.service != sid
                 {
                     continue;
@@ -454,9 +460,22 @@ impl Snapshot {
     pub fn consumer(&self, id: Uuid) -> Option<&Arc<ConsumerInfo>> {
         self.consumers.get(&id)
     }
+}
+
+impl Directory for Snapshot {
+    /// The credential owning `key` and its consumer. The map is keyed by a hash of the key, and
+    /// the key itself is compared in constant time, so timing reveals nothing about stored keys.
+    fn find_credential(&self, key: &str) -> Option<(CredentialInfo, Arc<ConsumerInfo>)> {
+        let (stored, cred) = self.credentials.get(&key_hash(key.as_bytes()))?;
+        if !bool::from(stored.as_ref().ct_eq(key.as_bytes())) {
+            return None;
+        }
+        let consumer = self.consumers.get(&cred.consumer)?.clone();
+        Some((*cred, consumer))
+    }
 
     /// A consumer named by id or username, as Kong's `anonymous` settings name one.
-    pub fn consumer_by_ref(&self, who: &str) -> Option<&Arc<ConsumerInfo>> {
+    fn consumer_by_ref(&self, who: &str) -> Option<&Arc<ConsumerInfo>> {
         let id = Uuid::parse_str(who)
             .ok()
             .filter(|id| self.consumers.contains_key(id))

@@ -126,7 +126,7 @@ impl KeyAuth {
         req: &mut http::request::Parts,
         message: &str,
     ) -> Flow {
-        // The anonymous consumer (an id or a username) is looked up in the request's snapshot,
+        // The anonymous consumer (an id or a username) is looked up in the request's configuration,
         // so the instance does not depend on the consumers and survives their changes.
         let Some(who) = &self.cfg.anonymous else {
             let mut r = error_response(StatusCode::UNAUTHORIZED, message);
@@ -134,7 +134,7 @@ impl KeyAuth {
                 .insert(header::WWW_AUTHENTICATE, self.challenge.clone());
             return Flow::Respond(r);
         };
-        match ctx.snapshot.consumer_by_ref(who).cloned() {
+        match ctx.config.consumer_by_ref(who).cloned() {
             // Configured but no such consumer: a 500, as Kong.
             None => Flow::Respond(error_response(
                 StatusCode::INTERNAL_SERVER_ERROR,
@@ -232,7 +232,7 @@ impl Plugin for KeyAuth {
         let Some((key, found)) = self.find(ctx, req) else {
             return self.reject_or_anonymous(ctx, req, "No API key found in request");
         };
-        let Some((cred, consumer)) = ctx.snapshot.find_credential(&key) else {
+        let Some((cred, consumer)) = ctx.config.find_credential(&key) else {
             return self.reject_or_anonymous(ctx, req, "Invalid authentication credentials");
         };
         if self.cfg.hide_credentials {

@@ -134,8 +134,8 @@ impl RateLimiting {
             LimitBy::Credential => ctx.credential.map(|c| id(c.id)).unwrap_or_else(ip),
             LimitBy::Service => ctx
                 .route
-                .and_then(|r| r.service.as_ref())
-                .map(|s| id(s.id))
+                .and_then(|r| r.service)
+                .map(id)
                 .unwrap_or_else(ip),
             LimitBy::Header => self
                 .cfg

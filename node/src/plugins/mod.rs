@@ -8,13 +8,22 @@
 //! 1. [`Plugin::rewrite`] — global plugins only, before routing (the route is not known yet).
 //! 2. [`Plugin::access`] — after routing, before the upstream is contacted. Authentication
 //!    plugins run first (higher priority) and identify the consumer; plugins after them are
-//!    re-resolved with that consumer, so consumer-scoped configs apply.
+//!    re-resolved with that consumer, so consumer-scoped configs apply. A plugin that must
+//!    wait (a key-set fetch, an external authorisation call) says so with
+//!    [`Plugin::is_async`] and is awaited through [`Plugin::access_async`], in its turn; the
+//!    others are called directly, at no cost.
 //! 3. [`Plugin::header_filter`] — on the response head, upstream's or a short-circuit's.
-//! 4. [`Plugin::log`] — once the response head has been sent, with its status.
+//! 4. [`Plugin::response_body`] — on the whole upstream response body, for plugins that ask
+//!    for it ([`Plugin::needs_response_body`]); the proxy then buffers the response.
+//! 5. [`Plugin::log`] — once the response head has been sent, with its status.
 //!
 //! Any phase before the upstream call may end the request by returning [`Flow::Respond`].
+//! Plugins see a narrow [`Ctx`]: the request's facts, the matched route's identity, and a
+//! [`Directory`] of consumers and credentials — not the proxy's snapshot.
 
+use std::future::Future;
 use std::net::IpAddr;
+use std::pin::Pin;
 use std::sync::Arc;
 
 use bytes::Bytes;
@@ -28,7 +37,23 @@ use tollgate_config::plugins::PluginSchema;
 use crate::metrics::Metrics;
 use crate::ratelimit::{GCounters, LocalCounters};
 use crate::serve::Peer;
-use crate::snapshot::{RouteRuntime, Snapshot};
+
+/// What plugins may look up in the configuration a request is served with.
+pub trait Directory: Sync {
+    /// The credential owning `key` and its consumer (compared in constant time).
+    fn find_credential(&self, key: &str) -> Option<(CredentialInfo, Arc<ConsumerInfo>)>;
+    /// A consumer named by id or username.
+    fn consumer_by_ref(&self, who: &str) -> Option<&Arc<ConsumerInfo>>;
+}
+
+/// The matched route as plugins see it.
+#[derive(Debug)]
+pub struct RouteInfo {
+    pub id: Uuid,
+    /// Its name, or its id when unnamed (metric labels).
+    pub label: String,
+    pub service: Option<Uuid>,
+}
 
 /// A bundled plugin's handler: its schema (from the same folder, `plugins/<name>/`) and how an
 /// instance is made from a stored plugin.
@@ -87,9 +112,10 @@ pub struct CredentialInfo {
 
 /// Per-request state shared by the phases.
 pub struct Ctx<'a> {
-    pub snapshot: &'a Snapshot,
+    /// Consumers and credentials of the configuration this request is served with.
+    pub config: &'a dyn Directory,
     /// The matched route (`None` during rewrite).
-    pub route: Option<&'a RouteRuntime>,
+    pub route: Option<&'a RouteInfo>,
     /// The client's address (Kong's forwarded IP with no trusted proxies).
     pub client_ip: IpAddr,
     /// The connection the request came on.
@@ -144,9 +170,42 @@ pub trait Plugin: Send + Sync {
         Flow::Continue
     }
 
+    /// Whether access must wait on something: the proxy then awaits
+    /// [`Plugin::access_async`] instead of calling [`Plugin::access`].
+    fn is_async(&self) -> bool {
+        false
+    }
+
+    /// Access for plugins that must wait. Same contract as [`Plugin::access`].
+    fn access_async<'s>(
+        &'s self,
+        ctx: &'s mut Ctx<'_>,
+        req: &'s mut http::request::Parts,
+    ) -> Pin<Box<dyn Future<Output = Flow> + Send + 's>> {
+        let flow = self.access(ctx, req);
+        Box::pin(std::future::ready(flow))
+    }
+
     /// Runs on the response head before it is sent to the client. May change status and
     /// headers, not the body.
     fn header_filter(&self, _ctx: &mut Ctx<'_>, _resp: &mut http::response::Parts) {}
+
+    /// Whether [`Plugin::response_body`] must see the upstream's response body. The proxy
+    /// then reads it whole (up to a bound) instead of streaming it.
+    fn needs_response_body(&self) -> bool {
+        false
+    }
+
+    /// Runs after header_filter on the whole upstream response body and returns the body to
+    /// send (the proxy sets `Content-Length` to match).
+    fn response_body(
+        &self,
+        _ctx: &mut Ctx<'_>,
+        _resp: &mut http::response::Parts,
+        body: Bytes,
+    ) -> Bytes {
+        body
+    }
 
     /// Runs after the response head is sent. Observes only.
     fn log(&self, _ctx: &Ctx<'_>, _status: StatusCode) {}

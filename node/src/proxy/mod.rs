@@ -13,6 +13,9 @@
 //! gateway adds its own, so a client cannot make the gateway drop them. The client address is
 //! the peer's, or, from a trusted proxy (`--trusted-ips`), the one in `--real-ip-header`.
 
+// Steps end early with a ready response (see `Early`).
+#![allow(clippy::result_large_err)]
+
 pub mod body;
 pub mod headers;
 pub mod request_body;
@@ -38,7 +41,7 @@ use tollgate_config::router::RequestView;
 use crate::metrics::Metrics;
 use crate::plugins::{error_response, Ctx, Flow, Instance};
 use crate::serve::Peer;
-use crate::snapshot::{RouteMetrics, RouteRuntime, SnapshotHandle};
+use crate::snapshot::{RouteMetrics, RouteRuntime, ServiceRuntime, Snapshot, SnapshotHandle};
 use body::ReadTimeout;
 use headers::{join_path, number_header, split_host, strip_hop_by_hop, Lookup};
 use request_body::{ReadError, Streamed, UpstreamBody, CLIENT_BODY_TIMEOUT};
@@ -97,13 +100,6 @@ fn drop_underscored(h: &mut http::HeaderMap) {
     }
 }
 
-enum UpstreamError {
-    Timeout,
-    Unreachable,
-    /// The client broke its streamed body (malformed chunks, cut short): its error, 400.
-    ClientBody,
-}
-
 impl Proxy {
     pub fn new(
         snapshots: Arc<SnapshotHandle>,
@@ -120,7 +116,8 @@ impl Proxy {
         }
     }
 
-    /// Handles one client request.
+    /// Handles one client request: the steps below, in order. A step that ends the request
+    /// early hands back the response to send, which goes through [`Proxy::finish`] like any.
     pub async fn handle(
         self: Arc<Self>,
         req: Request<Incoming>,
@@ -133,13 +130,119 @@ impl Proxy {
             .map(|d| d.as_secs_f64())
             .unwrap_or(0.0);
         let (mut parts, body) = req.into_parts();
+        let accepted = self.accept(&mut parts, &peer);
 
+        // Cheap clones (shared bytes) that outlive the plugins' mutable access to `parts`.
+        let original_uri = parts.uri.clone();
+        let raw_host: &str = accepted
+            .host
+            .as_ref()
+            .and_then(|v| v.to_str().ok())
+            .or_else(|| original_uri.authority().map(|a| a.as_str()))
+            .unwrap_or_default();
+        let original_path = original_uri.path();
+        let norm = normalize_path(original_path);
+
+        let mut ctx = Ctx {
+            config: &*snap,
+            route: None,
+            client_ip: accepted.client_ip,
+            peer: &peer,
+            now,
+            path: &norm,
+            consumer: None,
+            credential: None,
+            body: None,
+            response_headers: Vec::new(),
+        };
+        let mut done = Done {
+            start,
+            route: None,
+            ran: Vec::new(),
+        };
+        macro_rules! or_finish {
+            ($step:expr) => {
+                match $step {
+                    Ok(v) => v,
+                    Err(r) => return self.finish(&mut ctx, &done, generated(r), None, None),
+                }
+            };
+        }
+        if accepted.bad_host {
+            or_finish!(Err(error_response(StatusCode::BAD_REQUEST, "Bad request")));
+        }
+        or_finish!(rewrite(&snap.global, &mut ctx, &mut parts));
+        let (route, matched_len) = or_finish!(self.route(&snap, &parts, raw_host, &norm));
+        done.route = Some(route);
+        ctx.route = Some(&route.info);
+        let mut body = Some(body);
+        if route.needs_body {
+            let incoming = body.take().expect("body present");
+            ctx.body = Some(or_finish!(read_for_plugins(incoming).await));
+        }
+        or_finish!(access(&snap, route, &mut ctx, &mut parts, &mut done.ran).await);
+        let Some(service) = route.service.as_ref() else {
+            or_finish!(Err(error_response(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "no Service found with those values",
+            )))
+        };
+        let uri = or_finish!(upstream_uri(
+            route,
+            service,
+            &parts,
+            original_path,
+            &norm,
+            matches!(norm, std::borrow::Cow::Borrowed(_)),
+            matched_len
+        ));
+        self.forwarding_headers(
+            &mut parts.headers,
+            Forwarding {
+                route,
+                service,
+                peer: &peer,
+                client_ip: accepted.client_ip,
+                trusted: accepted.trusted,
+                client_host: accepted.host.as_ref(),
+                original_path,
+                norm: &norm,
+                matched_len,
+                raw_host,
+            },
+        );
+        let outgoing = or_finish!(
+            self.request_body(route, service, &mut ctx, &mut parts, body.take())
+                .await
+        );
+        let mut up = Request::new(outgoing.body);
+        *up.method_mut() = parts.method.clone();
+        *up.uri_mut() = uri;
+        *up.headers_mut() = std::mem::take(&mut parts.headers);
+        let upstream_start = Instant::now();
+        let resp =
+            or_finish!(send(service, up, outgoing.head_timeout, &outgoing.client_failed).await);
+        let upstream_elapsed = upstream_start.elapsed();
+        let wants_body = done.ran.iter().any(|i| i.needs_response_body());
+        let (head, body, whole) = or_finish!(response(route, service, resp, wants_body).await);
+        self.finish(
+            &mut ctx,
+            &done,
+            Response::from_parts(head, body),
+            whole,
+            Some(upstream_elapsed),
+        )
+    }
+
+    /// Step 1, before anything reads the request: the Host check, underscored headers
+    /// dropped, the client's hop-by-hop headers removed, and the client address worked out.
+    fn accept(&self, parts: &mut http::request::Parts, peer: &Peer) -> Accepted {
         // Exactly one Host (HTTP/1.0 may have none): two would let the router and the
         // upstream each read a different one.
         let mut hosts = parts.headers.get_all(header::HOST).iter();
-        let host_value = hosts.next().cloned();
-        let bad_host = hosts.next().is_some()
-            || host_value.is_none() && parts.version != http::Version::HTTP_10;
+        let host = hosts.next().cloned();
+        let bad_host =
+            hosts.next().is_some() || host.is_none() && parts.version != http::Version::HTTP_10;
         if !self.policy.underscores_in_headers {
             drop_underscored(&mut parts.headers);
         }
@@ -155,166 +258,79 @@ impl Proxy {
         } else {
             peer.addr.ip()
         };
-
-        // Cheap clones (shared bytes) that outlive the plugins' mutable access to `parts`.
-        let original_uri = parts.uri.clone();
-        let raw_host: &str = host_value
-            .as_ref()
-            .and_then(|v| v.to_str().ok())
-            .or_else(|| original_uri.authority().map(|a| a.as_str()))
-            .unwrap_or_default();
-        let original_path = original_uri.path();
-        let norm = normalize_path(original_path);
-
-        let mut ctx = Ctx {
-            snapshot: &snap,
-            route: None,
-            client_ip: peer.addr.ip(),
-            peer: &peer,
-            now,
-            path: &norm,
-            consumer: None,
-            credential: None,
-            body: None,
-            response_headers: Vec::new(),
-        };
-        ctx.client_ip = client_ip;
-        if bad_host {
-            let r = error_response(StatusCode::BAD_REQUEST, "Bad request");
-            return self.finish(&mut ctx, generated(r), &[], start, None);
+        Accepted {
+            host,
+            bad_host,
+            client_ip,
+            trusted,
         }
+    }
 
-        for g in &snap.global {
-            if let Flow::Respond(r) = g.rewrite(&mut ctx, &mut parts) {
-                return self.finish(&mut ctx, generated(r), &[], start, None);
-            }
-        }
-
+    /// Step 3: the route for the request, and how much of the path it matched. A route that
+    /// does not take plain HTTP answers with a redirect or 426.
+    fn route<'s>(
+        &self,
+        snap: &'s Snapshot,
+        parts: &http::request::Parts,
+        raw_host: &str,
+        norm: &str,
+    ) -> Result<(&'s RouteRuntime, usize), Early> {
         let (host, port) = split_host(raw_host);
         let found = snap.router.find(&RequestView {
             method: parts.method.as_str(),
             host: &host,
             port,
-            path: &norm,
+            path: norm,
             headers: &Lookup(&parts.headers),
         });
         let Some(m) = found else {
-            let r = error_response(StatusCode::NOT_FOUND, "no Route matched with those values");
-            return self.finish(&mut ctx, generated(r), &[], start, None);
+            return Err(error_response(
+                StatusCode::NOT_FOUND,
+                "no Route matched with those values",
+            ));
         };
         let route = &snap.routes[m.route];
-        ctx.route = Some(route);
-
         if !route.accepts_http {
-            let r = https_redirect(route, raw_host, &parts.uri);
-            return self.finish(&mut ctx, generated(r), &[], start, None);
+            return Err(https_redirect(route, raw_host, &parts.uri));
         }
+        Ok((route, m.matched_len))
+    }
 
-        let mut body = Some(body);
-        if route.needs_body {
-            let incoming = body.take().expect("body present");
-            // Boxed: a rare path whose future would otherwise enlarge every request's.
-            let read = Limited::new(incoming, MAX_BUFFERED_BODY).collect();
-            match Box::pin(tokio::time::timeout(CLIENT_BODY_TIMEOUT, read)).await {
-                Ok(Ok(b)) => ctx.body = Some(b.to_bytes()),
-                Ok(Err(e)) if e.is::<http_body_util::LengthLimitError>() => {
-                    let r = error_response(StatusCode::PAYLOAD_TOO_LARGE, "Request body too large");
-                    return self.finish(&mut ctx, generated(r), &[], start, None);
-                }
-                Ok(Err(_)) => {
-                    let r = error_response(StatusCode::BAD_REQUEST, "Bad request");
-                    return self.finish(&mut ctx, generated(r), &[], start, None);
-                }
-                Err(_) => {
-                    let r = error_response(StatusCode::REQUEST_TIMEOUT, "Request timeout");
-                    return self.finish(&mut ctx, generated(r), &[], start, None);
-                }
-            }
-        }
-
-        // Access phase, with instances re-resolved as authentication sets the consumer.
-        let mut ran: Vec<&Instance> = Vec::with_capacity(route.slots.len());
-        for slot in &route.slots {
-            let consumer = ctx.consumer.as_ref().map(|c| c.id);
-            let Some(inst) = snap.resolve(route, slot, consumer) else {
-                continue;
-            };
-            ran.push(inst);
-            if let Flow::Respond(r) = inst.access(&mut ctx, &mut parts) {
-                return self.finish(&mut ctx, generated(r), &ran, start, None);
-            }
-        }
-
-        let Some(service) = route.service.as_ref() else {
-            let r = error_response(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "no Service found with those values",
-            );
-            return self.finish(&mut ctx, generated(r), &ran, start, None);
-        };
-
-        // Upstream URI: service path joined with the (stripped) normalised path, plus the query.
-        let rest = if route.strip_path {
-            &norm[m.matched_len.min(norm.len())..]
-        } else {
-            &norm[..]
-        };
-        // The client's path and query go upstream as they are when nothing changes them (no
-        // service path, nothing stripped, already normal): no string is built.
-        let unchanged = service.path.is_none()
-            && rest.len() == original_path.len()
-            && matches!(norm, std::borrow::Cow::Borrowed(_))
-            && parts.uri.path() == original_path;
-        let path_and_query = match parts.uri.path_and_query() {
-            Some(pq) if unchanged => Ok(pq.clone()),
-            _ => {
-                let mut target = join_path(service.path.as_deref(), rest);
-                if let Some(q) = parts.uri.query() {
-                    target.push('?');
-                    target.push_str(q);
-                }
-                http::uri::PathAndQuery::try_from(target)
-            }
-        };
-        // Origin form: the connection already goes to the service's address.
-        let uri = path_and_query.ok().map(Uri::from);
-        let Some(uri) = uri else {
-            let r = error_response(StatusCode::BAD_REQUEST, "Bad request");
-            return self.finish(&mut ctx, generated(r), &ran, start, None);
-        };
-
-        let h = &mut parts.headers;
+    /// Step 6: the forwarding headers, as Kong sets them, and the Host sent upstream.
+    fn forwarding_headers(&self, h: &mut http::HeaderMap, f: Forwarding<'_>) {
         let client_host = h.contains_key(header::HOST);
-        if !route.preserve_host || !client_host {
-            h.insert(header::HOST, service.host_header.clone());
+        if !f.route.preserve_host || !client_host {
+            h.insert(header::HOST, f.service.host_header.clone());
         }
         // Room for the forwarding headers at once, instead of growing the map as they go in.
         h.reserve(8);
         // From a trusted proxy the client is the real IP it names; `X-Forwarded-For` still
         // gets the peer appended, as nginx's `$proxy_add_x_forwarded_for` does.
-        let real_ip_header = if client_ip == peer.addr.ip() {
-            peer.ip_header.clone()
+        let real_ip_header = if f.client_ip == f.peer.addr.ip() {
+            f.peer.ip_header.clone()
         } else {
-            HeaderValue::from_str(&client_ip.to_string()).unwrap_or(peer.ip_header.clone())
+            HeaderValue::from_str(&f.client_ip.to_string()).unwrap_or(f.peer.ip_header.clone())
         };
         let xff = match h.get(&X_FORWARDED_FOR).and_then(|v| v.to_str().ok()) {
-            Some(prev) => peer
+            Some(prev) => f
+                .peer
                 .ip_header
                 .to_str()
                 .ok()
                 .and_then(|ip| HeaderValue::from_str(&format!("{prev}, {ip}")).ok()),
-            None => Some(peer.ip_header.clone()),
+            None => Some(f.peer.ip_header.clone()),
         };
         if let Some(v) = xff {
             h.insert(X_FORWARDED_FOR.clone(), v);
         }
         h.insert(X_REAL_IP.clone(), real_ip_header);
         // Kong believes a trusted proxy's X-Forwarded-Proto/Host/Port/Path/Prefix.
-        let keep = |h: &http::HeaderMap, name: &HeaderName| trusted && h.contains_key(name);
+        let keep = |h: &http::HeaderMap, name: &HeaderName| f.trusted && h.contains_key(name);
         if !keep(h, &X_FORWARDED_PROTO) {
             h.insert(X_FORWARDED_PROTO.clone(), HeaderValue::from_static("http"));
         }
-        let forwarded_host = match &host_value {
+        let (host, port) = split_host(f.raw_host);
+        let forwarded_host = match f.client_host {
             // The client's Host header is already the name alone: share its bytes.
             Some(v) if port.is_none() && matches!(host, std::borrow::Cow::Borrowed(_)) => {
                 Some(v.clone())
@@ -328,13 +344,13 @@ impl Proxy {
             h.insert(X_FORWARDED_PORT.clone(), self.port_header.clone());
         }
         if !keep(h, &X_FORWARDED_PATH) {
-            if let Ok(v) = HeaderValue::from_str(original_path) {
+            if let Ok(v) = HeaderValue::from_str(f.original_path) {
                 h.insert(X_FORWARDED_PATH.clone(), v);
             }
         }
         if !keep(h, &X_FORWARDED_PREFIX) {
-            if route.strip_path && m.matched_len > 0 {
-                if let Ok(v) = HeaderValue::from_str(&norm[..m.matched_len.min(norm.len())]) {
+            if f.route.strip_path && f.matched_len > 0 {
+                if let Ok(v) = HeaderValue::from_str(&f.norm[..f.matched_len.min(f.norm.len())]) {
                     h.insert(X_FORWARDED_PREFIX.clone(), v);
                 }
             } else {
@@ -342,12 +358,22 @@ impl Proxy {
             }
         }
         h.append(header::VIA, self.via.clone());
+    }
 
-        // The body: read by a plugin already, empty, read whole here (request_buffering, the
-        // default) or streamed. Once connected, the response head has read_timeout; a
-        // streamed body is written meanwhile, so it adds write_timeout.
+    /// Step 7: the body sent upstream — read by a plugin already, empty, read whole here
+    /// (`request_buffering`, the default) or streamed — and how long the response head may
+    /// take: once connected, `read_timeout`; a streamed body is written meanwhile, so it adds
+    /// `write_timeout`.
+    async fn request_body(
+        &self,
+        route: &RouteRuntime,
+        service: &ServiceRuntime,
+        ctx: &mut Ctx<'_>,
+        parts: &mut http::request::Parts,
+        incoming: Option<Incoming>,
+    ) -> Result<Outgoing, Early> {
         let mut client_failed = None;
-        let (req_body, length, head_timeout) = match (ctx.body.take(), body.take()) {
+        let (body, length, head_timeout) = match (ctx.body.take(), incoming) {
             (Some(b), _) => {
                 let n = b.len() as u64;
                 (UpstreamBody::bytes(b), Some(n), service.read_timeout)
@@ -374,8 +400,7 @@ impl Proxy {
                                 )
                             }
                         };
-                        let r = error_response(status, msg);
-                        return self.finish(&mut ctx, generated(r), &ran, start, None);
+                        return Err(error_response(status, msg));
                     }
                 }
             }
@@ -396,127 +421,30 @@ impl Proxy {
                 .headers
                 .insert(header::CONTENT_LENGTH, HeaderValue::from(n));
         }
-
-        let upstream_start = Instant::now();
-        let mut up = Request::new(req_body);
-        *up.method_mut() = parts.method.clone();
-        *up.uri_mut() = uri;
-        *up.headers_mut() = std::mem::take(&mut parts.headers);
-        let mut attempt = 0u32;
-        let result = loop {
-            match service.pool.send(up, head_timeout).await {
-                Ok(resp) => break Ok(resp),
-                // Not sent: the request comes back whole and is resent while retries last
-                // (a streamed body was not read, so it can be resent too).
-                Err(SendError::Connect {
-                    request, source, ..
-                }) if attempt < service.retries => {
-                    tracing::debug!(service = %service.label, error = %source, "upstream connect failed, retrying");
-                    up = *request;
-                    attempt += 1;
-                }
-                Err(e) => {
-                    tracing::debug!(service = %service.label, error = %e, "upstream request failed");
-                    break Err(
-                        if client_failed
-                            .as_ref()
-                            .is_some_and(|f| f.load(Ordering::Relaxed))
-                        {
-                            UpstreamError::ClientBody
-                        } else if e.is_timeout() {
-                            UpstreamError::Timeout
-                        } else {
-                            UpstreamError::Unreachable
-                        },
-                    );
-                }
-            }
-        };
-        match result {
-            Err(UpstreamError::Timeout) => {
-                let r = error_response(
-                    StatusCode::GATEWAY_TIMEOUT,
-                    "The upstream server is timing out",
-                );
-                self.finish(&mut ctx, generated(r), &ran, start, None)
-            }
-            Err(UpstreamError::Unreachable) => {
-                let r = error_response(
-                    StatusCode::BAD_GATEWAY,
-                    "An invalid response was received from the upstream server",
-                );
-                self.finish(&mut ctx, generated(r), &ran, start, None)
-            }
-            Err(UpstreamError::ClientBody) => {
-                let r = error_response(StatusCode::BAD_REQUEST, "Bad request");
-                self.finish(&mut ctx, generated(r), &ran, start, None)
-            }
-            Ok(resp) => {
-                let upstream_elapsed = upstream_start.elapsed();
-                let (mut head, pooled) = resp.into_parts();
-                let read_timeout = service.read_timeout;
-                let buffered = if route.response_buffering {
-                    match response_body::take_if_ready(pooled) {
-                        response_body::Ready::Done(b) => Ok(b),
-                        response_body::Ready::Failed(e) => Err(e),
-                        // Boxed: the slow path's future would enlarge every request's.
-                        response_body::Ready::Later(pooled, first) => {
-                            Box::pin(response_body::buffered(
-                                ReadTimeout::new(pooled, read_timeout),
-                                first,
-                            ))
-                            .await
-                        }
-                    }
-                } else {
-                    Ok(ProxyBody::streamed(ReadTimeout::new(pooled, read_timeout)))
-                };
-                let body = match buffered {
-                    Ok(b) => b,
-                    Err(e) => {
-                        let timed_out = e.is::<body::ReadTimedOut>();
-                        tracing::debug!(service = %service.label, error = %e, "upstream body failed");
-                        let r = if timed_out {
-                            error_response(
-                                StatusCode::GATEWAY_TIMEOUT,
-                                "The upstream server is timing out",
-                            )
-                        } else {
-                            error_response(
-                                StatusCode::BAD_GATEWAY,
-                                "An invalid response was received from the upstream server",
-                            )
-                        };
-                        return self.finish(&mut ctx, generated(r), &ran, start, None);
-                    }
-                };
-                strip_hop_by_hop(&mut head.headers);
-                self.finish(
-                    &mut ctx,
-                    Response::from_parts(head, body),
-                    &ran,
-                    start,
-                    Some(upstream_elapsed),
-                )
-            }
-        }
+        Ok(Outgoing {
+            body,
+            head_timeout,
+            client_failed,
+        })
     }
 
-    /// Common tail of every request: response headers, header_filter, metrics, log.
+    /// The common tail of every request, whatever ended it: response headers from plugins,
+    /// latency headers, header_filter, the response-body hook (when the body was read whole
+    /// for it), metrics, log.
     fn finish(
         &self,
         ctx: &mut Ctx<'_>,
+        done: &Done<'_>,
         resp: Response<ProxyBody>,
-        ran: &[&Instance],
-        start: Instant,
+        whole: Option<Bytes>,
         upstream: Option<Duration>,
     ) -> Response<ProxyBody> {
-        let (mut parts, body) = resp.into_parts();
+        let (mut parts, mut body) = resp.into_parts();
         for (k, v) in ctx.response_headers.drain(..) {
             parts.headers.insert(k, v);
         }
         parts.headers.append(header::VIA, self.via.clone());
-        let total = start.elapsed();
+        let total = done.start.elapsed();
         if let Some(up) = upstream {
             parts
                 .headers
@@ -526,16 +454,276 @@ impl Proxy {
                 .headers
                 .insert(X_PROXY_LATENCY.clone(), millis_header(own));
         }
-        for inst in ran {
+        for inst in &done.ran {
             inst.header_filter(ctx, &mut parts);
         }
+        if let Some(mut bytes) = whole {
+            for inst in done.ran.iter().filter(|i| i.needs_response_body()) {
+                bytes = inst.response_body(ctx, &mut parts, bytes);
+            }
+            parts.headers.remove(header::TRANSFER_ENCODING);
+            parts
+                .headers
+                .insert(header::CONTENT_LENGTH, HeaderValue::from(bytes.len()));
+            body = ProxyBody::full(Full::new(bytes));
+        }
         let status = parts.status;
-        record(&self.metrics, ctx.route, status, total, upstream);
-        for inst in ran {
+        record(&self.metrics, done.route, status, total, upstream);
+        for inst in &done.ran {
             inst.log(ctx, status);
         }
         Response::from_parts(parts, body)
     }
+}
+
+/// A response made by the gateway itself (an error, a plugin's answer) that ends a step. Not
+/// boxed: it is moved once, on the rare path, and boxing would allocate on every 401 or 429.
+type Early = Response<Full<Bytes>>;
+
+/// What step 1 found out about the request.
+struct Accepted {
+    /// The one Host header, if there is one.
+    host: Option<HeaderValue>,
+    bad_host: bool,
+    client_ip: std::net::IpAddr,
+    /// Whether the peer is a trusted proxy.
+    trusted: bool,
+}
+
+/// What step 6 needs.
+struct Forwarding<'a> {
+    route: &'a RouteRuntime,
+    service: &'a ServiceRuntime,
+    peer: &'a Peer,
+    client_ip: std::net::IpAddr,
+    trusted: bool,
+    client_host: Option<&'a HeaderValue>,
+    original_path: &'a str,
+    norm: &'a str,
+    matched_len: usize,
+    raw_host: &'a str,
+}
+
+/// What step 7 produces.
+struct Outgoing {
+    body: UpstreamBody,
+    head_timeout: Duration,
+    /// Set when a streamed client body breaks (its error, not the upstream's).
+    client_failed: Option<Arc<std::sync::atomic::AtomicBool>>,
+}
+
+/// What the finish needs to know of the request's way so far.
+struct Done<'s> {
+    start: Instant,
+    route: Option<&'s RouteRuntime>,
+    /// The plugin instances whose access ran, in order; header_filter, response_body and log
+    /// run for these.
+    ran: Vec<&'s Instance>,
+}
+
+/// Step 2: global plugins' rewrite, before routing; they may change the path and headers
+/// routing sees.
+fn rewrite(
+    global: &[Instance],
+    ctx: &mut Ctx<'_>,
+    parts: &mut http::request::Parts,
+) -> Result<(), Early> {
+    for g in global {
+        if let Flow::Respond(r) = g.rewrite(ctx, parts) {
+            return Err(r);
+        }
+    }
+    Ok(())
+}
+
+/// Step 4, only when a plugin on the route needs the request body before access: reads it
+/// whole, up to [`MAX_BUFFERED_BODY`].
+async fn read_for_plugins(incoming: Incoming) -> Result<Bytes, Early> {
+    // Boxed: a rare path whose future would otherwise enlarge every request's.
+    let read = Limited::new(incoming, MAX_BUFFERED_BODY).collect();
+    match Box::pin(tokio::time::timeout(CLIENT_BODY_TIMEOUT, read)).await {
+        Ok(Ok(b)) => Ok(b.to_bytes()),
+        Ok(Err(e)) if e.is::<http_body_util::LengthLimitError>() => Err(error_response(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "Request body too large",
+        )),
+        Ok(Err(_)) => Err(error_response(StatusCode::BAD_REQUEST, "Bad request")),
+        Err(_) => Err(error_response(
+            StatusCode::REQUEST_TIMEOUT,
+            "Request timeout",
+        )),
+    }
+}
+
+/// Step 5, access: each plugin name on the route, by priority, resolved to the instance that
+/// applies for the consumer known so far (authentication sets it), run in turn; an async one
+/// is awaited in its turn. The instances that ran are pushed to `ran`.
+async fn access<'s>(
+    snap: &'s Snapshot,
+    route: &'s RouteRuntime,
+    ctx: &mut Ctx<'_>,
+    parts: &mut http::request::Parts,
+    ran: &mut Vec<&'s Instance>,
+) -> Result<(), Early> {
+    ran.reserve(route.slots.len());
+    for slot in &route.slots {
+        let consumer = ctx.consumer.as_ref().map(|c| c.id);
+        let Some(inst) = snap.resolve(route, slot, consumer) else {
+            continue;
+        };
+        ran.push(inst);
+        let flow = if inst.is_async() {
+            inst.access_async(ctx, parts).await
+        } else {
+            inst.access(ctx, parts)
+        };
+        if let Flow::Respond(r) = flow {
+            return Err(r);
+        }
+    }
+    Ok(())
+}
+
+/// The upstream URI in origin form (the connection already goes to the service's address):
+/// the service path joined with the (stripped) normalised path, plus the query.
+fn upstream_uri(
+    route: &RouteRuntime,
+    service: &ServiceRuntime,
+    parts: &http::request::Parts,
+    original_path: &str,
+    norm: &str,
+    already_normal: bool,
+    matched_len: usize,
+) -> Result<Uri, Early> {
+    let rest = if route.strip_path {
+        &norm[matched_len.min(norm.len())..]
+    } else {
+        norm
+    };
+    // The client's path and query go upstream as they are when nothing changes them (no
+    // service path, nothing stripped, already normal): no string is built.
+    let unchanged = service.path.is_none()
+        && rest.len() == original_path.len()
+        && already_normal
+        && parts.uri.path() == original_path;
+    let path_and_query = match parts.uri.path_and_query() {
+        Some(pq) if unchanged => Ok(pq.clone()),
+        _ => {
+            let mut target = join_path(service.path.as_deref(), rest);
+            if let Some(q) = parts.uri.query() {
+                target.push('?');
+                target.push_str(q);
+            }
+            http::uri::PathAndQuery::try_from(target)
+        }
+    };
+    path_and_query
+        .map(Uri::from)
+        .map_err(|_| error_response(StatusCode::BAD_REQUEST, "Bad request"))
+}
+
+/// Step 8: sends the request to the service's pool, resending it while connects fail and
+/// retries last (a request not sent comes back whole, a streamed body unread, so it can be
+/// resent), and maps failures to Kong's answers.
+async fn send(
+    service: &ServiceRuntime,
+    mut up: Request<UpstreamBody>,
+    head_timeout: Duration,
+    client_failed: &Option<Arc<std::sync::atomic::AtomicBool>>,
+) -> Result<Response<upstream::PooledBody>, Early> {
+    let mut attempt = 0u32;
+    loop {
+        match service.pool.send(up, head_timeout).await {
+            Ok(resp) => return Ok(resp),
+            Err(SendError::Connect {
+                request, source, ..
+            }) if attempt < service.retries => {
+                tracing::debug!(service = %service.label, error = %source, "upstream connect failed, retrying");
+                up = *request;
+                attempt += 1;
+            }
+            Err(e) => {
+                tracing::debug!(service = %service.label, error = %e, "upstream request failed");
+                let client = client_failed
+                    .as_ref()
+                    .is_some_and(|f| f.load(Ordering::Relaxed));
+                return Err(if client {
+                    // The client broke its streamed body (malformed chunks, cut short).
+                    error_response(StatusCode::BAD_REQUEST, "Bad request")
+                } else if e.is_timeout() {
+                    upstream_timed_out()
+                } else {
+                    upstream_invalid()
+                });
+            }
+        }
+    }
+}
+
+fn upstream_timed_out() -> Early {
+    error_response(
+        StatusCode::GATEWAY_TIMEOUT,
+        "The upstream server is timing out",
+    )
+}
+
+fn upstream_invalid() -> Early {
+    error_response(
+        StatusCode::BAD_GATEWAY,
+        "An invalid response was received from the upstream server",
+    )
+}
+
+/// Step 9: the upstream's response head and body: read ahead of the client
+/// (`response_buffering`), streamed, or read whole for a plugin's response-body hook (then
+/// also returned as bytes).
+async fn response(
+    route: &RouteRuntime,
+    service: &ServiceRuntime,
+    resp: Response<upstream::PooledBody>,
+    whole: bool,
+) -> Result<(http::response::Parts, ProxyBody, Option<Bytes>), Early> {
+    let (mut head, pooled) = resp.into_parts();
+    let read_timeout = service.read_timeout;
+    let mut bytes = None;
+    let body = if whole {
+        let read = Limited::new(ReadTimeout::new(pooled, read_timeout), MAX_BUFFERED_BODY);
+        match Box::pin(read.collect()).await {
+            Ok(b) => {
+                bytes = Some(b.to_bytes());
+                Ok(ProxyBody::full(Full::new(Bytes::new())))
+            }
+            Err(e) => Err(e),
+        }
+    } else if route.response_buffering {
+        match response_body::take_if_ready(pooled) {
+            response_body::Ready::Done(b) => Ok(b),
+            response_body::Ready::Failed(e) => Err(e),
+            // Boxed: the slow path's future would enlarge every request's.
+            response_body::Ready::Later(pooled, first) => {
+                Box::pin(response_body::buffered(
+                    ReadTimeout::new(pooled, read_timeout),
+                    first,
+                ))
+                .await
+            }
+        }
+    } else {
+        Ok(ProxyBody::streamed(ReadTimeout::new(pooled, read_timeout)))
+    };
+    let body = match body {
+        Ok(b) => b,
+        Err(e) => {
+            tracing::debug!(service = %service.label, error = %e, "upstream body failed");
+            return Err(if e.is::<body::ReadTimedOut>() {
+                upstream_timed_out()
+            } else {
+                upstream_invalid()
+            });
+        }
+    };
+    strip_hop_by_hop(&mut head.headers);
+    Ok((head, body, bytes))
 }
 
 /// A duration in whole milliseconds as a header value.
@@ -559,7 +747,7 @@ fn record(
             .observe(total.as_secs_f64());
         return;
     };
-    let (svc, rt) = (route.service_label.as_str(), route.label.as_str());
+    let (svc, rt) = (route.service_label.as_str(), route.info.label.as_str());
     let rm = route.metrics.get_or_init(|| RouteMetrics {
         latency: m.request_latency.with_label_values(&[svc, rt]),
         upstream: m.upstream_latency.with_label_values(&[svc, rt]),
@@ -603,6 +791,147 @@ fn https_redirect(route: &RouteRuntime, host: &str, uri: &Uri) -> Response<Full<
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    use std::sync::atomic::AtomicUsize;
+
+    use tollgate_config::declarative::{self, Sequence};
+    use tollgate_config::State;
+    use uuid::Uuid;
+
+    use crate::plugins::{Deps, Plugin};
+    use crate::snapshot::Slot;
+
+    /// Waits in access (so it must be awaited), then rewrites the upstream's response body.
+    struct Hooks {
+        bodies: AtomicUsize,
+    }
+
+    impl Plugin for Hooks {
+        fn name(&self) -> &'static str {
+            "test-hooks"
+        }
+        fn priority(&self) -> u32 {
+            1
+        }
+        fn id(&self) -> Uuid {
+            Uuid::nil()
+        }
+        fn is_async(&self) -> bool {
+            true
+        }
+        fn access_async<'s>(
+            &'s self,
+            ctx: &'s mut Ctx<'_>,
+            req: &'s mut http::request::Parts,
+        ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Flow> + Send + 's>> {
+            Box::pin(async move {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+                if req.headers.contains_key("x-stop") {
+                    return Flow::Respond(error_response(StatusCode::IM_A_TEAPOT, "stopped"));
+                }
+                req.headers
+                    .insert("x-from-async", HeaderValue::from_static("waited"));
+                ctx.response_headers.push((
+                    HeaderName::from_static("x-async"),
+                    HeaderValue::from_static("1"),
+                ));
+                Flow::Continue
+            })
+        }
+        fn needs_response_body(&self) -> bool {
+            true
+        }
+        fn response_body(
+            &self,
+            _ctx: &mut Ctx<'_>,
+            _resp: &mut http::response::Parts,
+            body: Bytes,
+        ) -> Bytes {
+            self.bodies.fetch_add(1, Ordering::Relaxed);
+            Bytes::from(format!(
+                "[{}]",
+                String::from_utf8_lossy(&body).to_uppercase()
+            ))
+        }
+    }
+
+    /// An upstream that answers with the `x-from-async` header it was sent.
+    async fn upstream() -> u16 {
+        let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = l.local_addr().unwrap().port();
+        let (_tx, rx) = tokio::sync::watch::channel(false);
+        tokio::spawn(async move {
+            let _keep = _tx;
+            crate::serve::serve(
+                l,
+                |req: Request<Incoming>, _peer: &Peer| {
+                    let seen = req
+                        .headers()
+                        .get("x-from-async")
+                        .map(|v| v.to_str().unwrap_or("").to_string())
+                        .unwrap_or_default();
+                    async move { Response::new(Full::new(Bytes::from(format!("up:{seen}")))) }
+                },
+                rx,
+                "test-upstream",
+                None,
+                None,
+            )
+            .await
+        });
+        port
+    }
+
+    #[tokio::test]
+    async fn an_async_access_hook_is_awaited_and_the_body_hook_rewrites_the_response() {
+        let up = upstream().await;
+        let doc = format!(
+            "_format_version: \"3.0\"\nservices: [{{name: s, url: \"http://127.0.0.1:{up}\", routes: [{{paths: [\"/\"]}}]}}]\n"
+        );
+        let st = State::from_data(declarative::parse(&doc, &mut Sequence(0)).unwrap()).unwrap();
+        let metrics = Arc::new(Metrics::new());
+        let deps = Deps {
+            counters: Arc::new(crate::ratelimit::local_counters(10)),
+            cluster_counters: Arc::new(crate::ratelimit::GCounters::new(1, 10)),
+            metrics: metrics.clone(),
+        };
+        let mut snap =
+            crate::snapshot::Snapshot::build(&st, &crate::snapshot::Snapshot::empty(), &deps, 1);
+        let hooks = Arc::new(Hooks {
+            bodies: AtomicUsize::new(0),
+        });
+        snap.routes[0].slots.push(Slot::with(hooks.clone()));
+        let handle = Arc::new(SnapshotHandle::new(snap));
+        let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = l.local_addr().unwrap();
+        let proxy = Arc::new(Proxy::new(handle, metrics, addr, ClientPolicy::default()));
+        let (_tx, rx) = tokio::sync::watch::channel(false);
+        tokio::spawn(crate::serve::serve(
+            l,
+            move |req, peer: &Peer| proxy.clone().handle(req, peer.clone()),
+            rx,
+            "test-proxy",
+            None,
+            None,
+        ));
+        let client = reqwest::Client::new();
+        let r = client.get(format!("http://{addr}/x")).send().await.unwrap();
+        assert_eq!(r.status(), 200);
+        assert_eq!(r.headers()["x-async"], "1");
+        assert_eq!(r.headers()["content-length"], "11");
+        assert_eq!(r.text().await.unwrap(), "[UP:WAITED]");
+        assert_eq!(hooks.bodies.load(Ordering::Relaxed), 1);
+
+        // An async access may end the request; the body hook then has nothing to rewrite.
+        let r = client
+            .get(format!("http://{addr}/x"))
+            .header("x-stop", "1")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 418);
+        assert_eq!(hooks.bodies.load(Ordering::Relaxed), 1);
+    }
 
     #[test]
     fn millis_headers_read_as_whole_milliseconds() {
