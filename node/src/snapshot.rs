@@ -202,116 +202,10 @@ impl Snapshot {
     /// Builds the snapshot for `state`, reusing `prev`'s upstream pools (and so their idle
     /// connections).
     pub fn build(state: &State, prev: &Snapshot, deps: &Deps, version: u64) -> Snapshot {
-        let consumers: HashMap<Uuid, Arc<ConsumerInfo>> = state
-            .all::<Consumer>()
-            .map(|c| {
-                let info = ConsumerInfo {
-                    id: c.id,
-                    id_header: header(&c.id.to_string()).unwrap_or(HeaderValue::from_static("")),
-                    username: c.username.as_deref().and_then(header),
-                    custom_id: c.custom_id.as_deref().and_then(header),
-                };
-                (c.id, Arc::new(info))
-            })
-            .collect();
-        let credentials = state
-            .all::<KeyAuthCredential>()
-            .map(|k| {
-                (
-                    key_hash(k.key.as_bytes()),
-                    (
-                        k.key.as_bytes().to_vec().into_boxed_slice(),
-                        CredentialInfo {
-                            id: k.id,
-                            consumer: k.consumer.id,
-                        },
-                    ),
-                )
-            })
-            .collect();
-
-        let usernames = state
-            .all::<Consumer>()
-            .filter_map(|c| c.username.clone().map(|u| (u, c.id)))
-            .collect();
-        let instances: BTreeMap<Uuid, (Instance, &PluginEntity)> = state
-            .all::<PluginEntity>()
-            .filter(|p| p.enabled && p.protocols.contains(&Protocol::Http))
-            .map(|p| {
-                let reused = prev
-                    .instances
-                    .get(&p.id)
-                    .filter(|(built_from, _)| built_from == p)
-                    .map(|(_, i)| i.clone());
-                (p.id, (reused.unwrap_or_else(|| instance(p, deps)), p))
-            })
-            .collect();
-        let kept: HashMap<Uuid, (PluginEntity, Instance)> = instances
-            .iter()
-            .map(|(id, (i, p))| (*id, ((*p).clone(), i.clone())))
-            .collect();
-
-        let mut pools: HashMap<(String, u16, u32), Arc<Pool>> = HashMap::new();
-        let mut services: HashMap<Uuid, Arc<ServiceRuntime>> = HashMap::new();
-        for s in state.all::<Service>() {
-            let key = (s.host.clone(), s.port, s.connect_timeout);
-            let pool = pools
-                .entry(key)
-                .or_insert_with_key(|k| {
-                    prev.pools.get(k).cloned().unwrap_or_else(|| {
-                        Pool::new(
-                            &s.host,
-                            s.port,
-                            Duration::from_millis(s.connect_timeout.into()),
-                        )
-                    })
-                })
-                .clone();
-            // An IPv6 literal is bracketed in a Host header, as in a URI.
-            let host = if s.host.contains(':') {
-                format!("[{}]", s.host)
-            } else {
-                s.host.clone()
-            };
-            let host_header = if s.port == s.protocol.default_port() {
-                host
-            } else {
-                format!("{host}:{}", s.port)
-            };
-            services.insert(
-                s.id,
-                Arc::new(ServiceRuntime {
-                    id: s.id,
-                    label: s.name.clone().unwrap_or_else(|| s.id.to_string()),
-                    host_header: header(&host_header).unwrap_or(HeaderValue::from_static("")),
-                    path: s.path.clone(),
-                    retries: s.retries,
-                    connect_timeout: Duration::from_millis(s.connect_timeout.into()),
-                    read_timeout: Duration::from_millis(s.read_timeout.into()),
-                    write_timeout: Duration::from_millis(s.write_timeout.into()),
-                    pool,
-                }),
-            );
-        }
-
-        let mut consumer_plugins: HashMap<Uuid, Vec<ConsumerPlugin>> = HashMap::new();
-        let mut consumer_plugin_names: BTreeMap<String, u32> = BTreeMap::new();
-        for (inst, p) in instances.values() {
-            if let Some(c) = p.consumer {
-                consumer_plugin_names.insert(p.name.clone(), inst.priority());
-                consumer_plugins
-                    .entry(c.id)
-                    .or_default()
-                    .push(ConsumerPlugin {
-                        name: p.name.clone(),
-                        route: p.route.map(|f| f.id),
-                        service: p.service.map(|f| f.id),
-                        rank: rank(p.route.is_some(), p.service.is_some(), true),
-                        instance: inst.clone(),
-                    });
-            }
-        }
-
+        let (consumers, usernames, credentials) = directory(state);
+        let (instances, kept) = plugin_instances(state, prev, deps);
+        let (pools, services) = services(state, prev);
+        let (consumer_plugins, consumer_plugin_names) = consumer_plugins(&instances);
         // Most changes (consumers, credentials, plugins, service settings) leave routing as it
         // was: the previous router serves as it is, and only a route change rebuilds it.
         let router = if state.routing_generation() == prev.routing_generation {
@@ -319,109 +213,18 @@ impl Snapshot {
         } else {
             Arc::new(Router::build_reusing(state, &prev.router))
         };
-        // Plugins by scope, so each route looks only at its own, its service's and the
-        // global ones (not every plugin: configs with a plugin per route are common).
-        type Scoped<'a> = Vec<(&'a Uuid, &'a (Instance, &'a PluginEntity))>;
-        let mut by_route: HashMap<Uuid, Scoped> = HashMap::new();
-        let mut by_service: HashMap<Uuid, Scoped> = HashMap::new();
-        let mut everywhere: Scoped = Vec::new();
-        for (id, entry) in instances.iter().filter(|(_, (_, p))| p.consumer.is_none()) {
-            let p = entry.1;
-            match (p.route, p.service) {
-                (Some(r), _) => by_route.entry(r.id).or_default().push((id, entry)),
-                (None, Some(s)) => by_service.entry(s.id).or_default().push((id, entry)),
-                (None, None) => everywhere.push((id, entry)),
-            }
-        }
-        let none: Scoped = Vec::new();
-        let routes = router
-            .routes()
-            .iter()
-            .map(|rid| {
-                let Some(r) = state.one::<Route>(*rid) else {
-                    unreachable!("the router holds only routes of this state")
-                };
-                let sid = r.service.map(|f| f.id);
-                let mut slots: BTreeMap<String, Slot> = BTreeMap::new();
-                for (name, prio) in &consumer_plugin_names {
-                    slots.insert(
-                        name.clone(),
-                        Slot {
-                            name: name.clone(),
-                            priority: *prio,
-                            candidates: Vec::new(),
-                        },
-                    );
-                }
-                let mut mine: Scoped = by_route
-                    .get(&r.id)
-                    .unwrap_or(&none)
-                    .iter()
-                    .chain(sid.and_then(|s| by_service.get(&s)).unwrap_or(&none))
-                    .chain(&everywhere)
-                    .copied()
-                    .collect();
-                // The order a walk over every plugin (by id) would see them in.
-                mine.sort_by_key(|(id, _)| **id);
-                for (_, (inst, p)) in mine {
-                    let pr = p.route.map(|f| f.id);
-                    let ps = p.service.map(|f| f.id);
-                    if pr.is_some() && pr != Some(r.id) || ps.is_some() && ps != sid {
-                        continue;
-                    }
-                    let slot = slots.entry(p.name.clone()).or_insert_with(|| Slot {
-                        name: p.name.clone(),
-                        priority: inst.priority(),
-                        candidates: Vec::new(),
-                    });
-                    slot.candidates
-                        .push((rank(pr.is_some(), ps.is_some(), false), inst.clone()));
-                }
-                let mut slots: Vec<Slot> = slots.into_values().collect();
-                for s in &mut slots {
-                    s.candidates.sort_by_key(|(rank, _)| *rank);
-                }
-                slots.sort_by(|a, b| b.priority.cmp(&a.priority).then(a.name.cmp(&b.name)));
-                let needs_body = slots
-                    .iter()
-                    .any(|s| s.candidates.iter().any(|(_, i)| i.needs_body()));
-                let service = sid.and_then(|id| services.get(&id).cloned());
-                RouteRuntime {
-                    info: RouteInfo {
-                        id: r.id,
-                        label: r.name.clone().unwrap_or_else(|| r.id.to_string()),
-                        service: sid,
-                    },
-                    service_label: service
-                        .as_ref()
-                        .map(|s| s.label.clone())
-                        .unwrap_or_default(),
-                    strip_path: r.strip_path,
-                    preserve_host: r.preserve_host,
-                    accepts_http: r.protocols.contains(&Protocol::Http),
-                    https_redirect_status_code: r.https_redirect_status_code,
-                    service,
-                    slots,
-                    needs_body,
-                    request_buffering: r.request_buffering,
-                    response_buffering: r.response_buffering,
-                    metrics: std::sync::OnceLock::new(),
-                }
-            })
-            .collect();
-
-        let mut global: Vec<Instance> = instances
-            .values()
-            .filter(|(_, p)| p.route.is_none() && p.service.is_none() && p.consumer.is_none())
-            .map(|(i, _)| i.clone())
-            .collect();
-        global.sort_by_key(|p| std::cmp::Reverse(p.priority()));
-
+        let routes = route_runtimes(
+            state,
+            &router,
+            &instances,
+            &services,
+            &consumer_plugin_names,
+        );
         Snapshot {
             router,
             routing_generation: state.routing_generation(),
             routes,
-            global,
+            global: global_plugins(&instances),
             consumers,
             usernames,
             credentials,
@@ -460,6 +263,278 @@ impl Snapshot {
     pub fn consumer(&self, id: Uuid) -> Option<&Arc<ConsumerInfo>> {
         self.consumers.get(&id)
     }
+}
+
+type Credentials = HashMap<[u8; 32], (Box<[u8]>, CredentialInfo)>;
+
+/// Consumers with their upstream headers prepared, consumers by username, and key-auth
+/// credentials by key hash.
+fn directory(
+    state: &State,
+) -> (
+    HashMap<Uuid, Arc<ConsumerInfo>>,
+    HashMap<String, Uuid>,
+    Credentials,
+) {
+    let consumers: HashMap<Uuid, Arc<ConsumerInfo>> = state
+        .all::<Consumer>()
+        .map(|c| {
+            let info = ConsumerInfo {
+                id: c.id,
+                id_header: header(&c.id.to_string()).unwrap_or(HeaderValue::from_static("")),
+                username: c.username.as_deref().and_then(header),
+                custom_id: c.custom_id.as_deref().and_then(header),
+            };
+            (c.id, Arc::new(info))
+        })
+        .collect();
+    let credentials = state
+        .all::<KeyAuthCredential>()
+        .map(|k| {
+            (
+                key_hash(k.key.as_bytes()),
+                (
+                    k.key.as_bytes().to_vec().into_boxed_slice(),
+                    CredentialInfo {
+                        id: k.id,
+                        consumer: k.consumer.id,
+                    },
+                ),
+            )
+        })
+        .collect();
+
+    let usernames = state
+        .all::<Consumer>()
+        .filter_map(|c| c.username.clone().map(|u| (u, c.id)))
+        .collect();
+    (consumers, usernames, credentials)
+}
+
+/// The enabled plugin instances (by id, with the stored plugin), reusing the previous
+/// snapshot's instance of every plugin that did not change; and what the next snapshot keeps.
+#[allow(clippy::type_complexity)]
+fn plugin_instances<'s>(
+    state: &'s State,
+    prev: &Snapshot,
+    deps: &Deps,
+) -> (
+    BTreeMap<Uuid, (Instance, &'s PluginEntity)>,
+    HashMap<Uuid, (PluginEntity, Instance)>,
+) {
+    let instances: BTreeMap<Uuid, (Instance, &PluginEntity)> = state
+        .all::<PluginEntity>()
+        .filter(|p| p.enabled && p.protocols.contains(&Protocol::Http))
+        .map(|p| {
+            let reused = prev
+                .instances
+                .get(&p.id)
+                .filter(|(built_from, _)| built_from == p)
+                .map(|(_, i)| i.clone());
+            (p.id, (reused.unwrap_or_else(|| instance(p, deps)), p))
+        })
+        .collect();
+    let kept: HashMap<Uuid, (PluginEntity, Instance)> = instances
+        .iter()
+        .map(|(id, (i, p))| (*id, ((*p).clone(), i.clone())))
+        .collect();
+
+    (instances, kept)
+}
+
+/// Upstream pools by `(host, port, connect_timeout)`, carried over from `prev` so warm
+/// connections survive, and the services as the proxy uses them.
+#[allow(clippy::type_complexity)]
+fn services(
+    state: &State,
+    prev: &Snapshot,
+) -> (
+    HashMap<(String, u16, u32), Arc<Pool>>,
+    HashMap<Uuid, Arc<ServiceRuntime>>,
+) {
+    let mut pools: HashMap<(String, u16, u32), Arc<Pool>> = HashMap::new();
+    let mut services: HashMap<Uuid, Arc<ServiceRuntime>> = HashMap::new();
+    for s in state.all::<Service>() {
+        let key = (s.host.clone(), s.port, s.connect_timeout);
+        let pool = pools
+            .entry(key)
+            .or_insert_with_key(|k| {
+                prev.pools.get(k).cloned().unwrap_or_else(|| {
+                    Pool::new(
+                        &s.host,
+                        s.port,
+                        Duration::from_millis(s.connect_timeout.into()),
+                    )
+                })
+            })
+            .clone();
+        // An IPv6 literal is bracketed in a Host header, as in a URI.
+        let host = if s.host.contains(':') {
+            format!("[{}]", s.host)
+        } else {
+            s.host.clone()
+        };
+        let host_header = if s.port == s.protocol.default_port() {
+            host
+        } else {
+            format!("{host}:{}", s.port)
+        };
+        services.insert(
+            s.id,
+            Arc::new(ServiceRuntime {
+                id: s.id,
+                label: s.name.clone().unwrap_or_else(|| s.id.to_string()),
+                host_header: header(&host_header).unwrap_or(HeaderValue::from_static("")),
+                path: s.path.clone(),
+                retries: s.retries,
+                connect_timeout: Duration::from_millis(s.connect_timeout.into()),
+                read_timeout: Duration::from_millis(s.read_timeout.into()),
+                write_timeout: Duration::from_millis(s.write_timeout.into()),
+                pool,
+            }),
+        );
+    }
+
+    (pools, services)
+}
+
+/// Consumer-scoped instances by consumer, and the names (with priorities) of the plugins
+/// that have any: every route gets a slot for those, filled per request once the consumer
+/// is known.
+fn consumer_plugins(
+    instances: &BTreeMap<Uuid, (Instance, &PluginEntity)>,
+) -> (HashMap<Uuid, Vec<ConsumerPlugin>>, BTreeMap<String, u32>) {
+    let mut consumer_plugins: HashMap<Uuid, Vec<ConsumerPlugin>> = HashMap::new();
+    let mut consumer_plugin_names: BTreeMap<String, u32> = BTreeMap::new();
+    for (inst, p) in instances.values() {
+        if let Some(c) = p.consumer {
+            consumer_plugin_names.insert(p.name.clone(), inst.priority());
+            consumer_plugins
+                .entry(c.id)
+                .or_default()
+                .push(ConsumerPlugin {
+                    name: p.name.clone(),
+                    route: p.route.map(|f| f.id),
+                    service: p.service.map(|f| f.id),
+                    rank: rank(p.route.is_some(), p.service.is_some(), true),
+                    instance: inst.clone(),
+                });
+        }
+    }
+
+    (consumer_plugins, consumer_plugin_names)
+}
+
+/// The routes as the router indexes them, each with its service and its plugin slots
+/// (scope precedence worked out ahead, by descending priority).
+fn route_runtimes(
+    state: &State,
+    router: &Router,
+    instances: &BTreeMap<Uuid, (Instance, &PluginEntity)>,
+    services: &HashMap<Uuid, Arc<ServiceRuntime>>,
+    consumer_plugin_names: &BTreeMap<String, u32>,
+) -> Vec<RouteRuntime> {
+    // Plugins by scope, so each route looks only at its own, its service's and the
+    // global ones (not every plugin: configs with a plugin per route are common).
+    type Scoped<'a> = Vec<(&'a Uuid, &'a (Instance, &'a PluginEntity))>;
+    let mut by_route: HashMap<Uuid, Scoped> = HashMap::new();
+    let mut by_service: HashMap<Uuid, Scoped> = HashMap::new();
+    let mut everywhere: Scoped = Vec::new();
+    for (id, entry) in instances.iter().filter(|(_, (_, p))| p.consumer.is_none()) {
+        let p = entry.1;
+        match (p.route, p.service) {
+            (Some(r), _) => by_route.entry(r.id).or_default().push((id, entry)),
+            (None, Some(s)) => by_service.entry(s.id).or_default().push((id, entry)),
+            (None, None) => everywhere.push((id, entry)),
+        }
+    }
+    let none: Scoped = Vec::new();
+    router
+        .routes()
+        .iter()
+        .map(|rid| {
+            let Some(r) = state.one::<Route>(*rid) else {
+                unreachable!("the router holds only routes of this state")
+            };
+            let sid = r.service.map(|f| f.id);
+            let mut slots: BTreeMap<String, Slot> = BTreeMap::new();
+            for (name, prio) in consumer_plugin_names {
+                slots.insert(
+                    name.clone(),
+                    Slot {
+                        name: name.clone(),
+                        priority: *prio,
+                        candidates: Vec::new(),
+                    },
+                );
+            }
+            let mut mine: Scoped = by_route
+                .get(&r.id)
+                .unwrap_or(&none)
+                .iter()
+                .chain(sid.and_then(|s| by_service.get(&s)).unwrap_or(&none))
+                .chain(&everywhere)
+                .copied()
+                .collect();
+            // The order a walk over every plugin (by id) would see them in.
+            mine.sort_by_key(|(id, _)| **id);
+            for (_, (inst, p)) in mine {
+                let pr = p.route.map(|f| f.id);
+                let ps = p.service.map(|f| f.id);
+                if pr.is_some() && pr != Some(r.id) || ps.is_some() && ps != sid {
+                    continue;
+                }
+                let slot = slots.entry(p.name.clone()).or_insert_with(|| Slot {
+                    name: p.name.clone(),
+                    priority: inst.priority(),
+                    candidates: Vec::new(),
+                });
+                slot.candidates
+                    .push((rank(pr.is_some(), ps.is_some(), false), inst.clone()));
+            }
+            let mut slots: Vec<Slot> = slots.into_values().collect();
+            for s in &mut slots {
+                s.candidates.sort_by_key(|(rank, _)| *rank);
+            }
+            slots.sort_by(|a, b| b.priority.cmp(&a.priority).then(a.name.cmp(&b.name)));
+            let needs_body = slots
+                .iter()
+                .any(|s| s.candidates.iter().any(|(_, i)| i.needs_body()));
+            let service = sid.and_then(|id| services.get(&id).cloned());
+            RouteRuntime {
+                info: RouteInfo {
+                    id: r.id,
+                    label: r.name.clone().unwrap_or_else(|| r.id.to_string()),
+                    service: sid,
+                },
+                service_label: service
+                    .as_ref()
+                    .map(|s| s.label.clone())
+                    .unwrap_or_default(),
+                strip_path: r.strip_path,
+                preserve_host: r.preserve_host,
+                accepts_http: r.protocols.contains(&Protocol::Http),
+                https_redirect_status_code: r.https_redirect_status_code,
+                service,
+                slots,
+                needs_body,
+                request_buffering: r.request_buffering,
+                response_buffering: r.response_buffering,
+                metrics: std::sync::OnceLock::new(),
+            }
+        })
+        .collect()
+}
+
+/// Global plugins, by descending priority (the rewrite phase runs them).
+fn global_plugins(instances: &BTreeMap<Uuid, (Instance, &PluginEntity)>) -> Vec<Instance> {
+    let mut global: Vec<Instance> = instances
+        .values()
+        .filter(|(_, p)| p.route.is_none() && p.service.is_none() && p.consumer.is_none())
+        .map(|(i, _)| i.clone())
+        .collect();
+    global.sort_by_key(|p| std::cmp::Reverse(p.priority()));
+    global
 }
 
 impl Directory for Snapshot {
