@@ -583,6 +583,12 @@ async fn upstream_connections_are_reused_and_closed_ones_never_are() {
     assert_eq!(close_accepted.load(Ordering::SeqCst), close_before + 20);
 }
 
+/// The value of `header` the upstream received for a GET of `path`.
+async fn sent_id(node: &Node, path: &str, headers: &[(&str, &str)], header: &str) -> String {
+    let v: Value = proxy_get(node, path, headers).await.json().await.unwrap();
+    v["headers"][header].as_str().unwrap_or("").to_string()
+}
+
 // Ported from Kong's spec/03-plugins/11-correlation-id/01-access_spec.lua: the three
 // generators' shapes and uniqueness, the counter counting, a custom header, an incoming id kept
 // (and an empty or blank one replaced), echo_downstream on success and on an upstream failure,
@@ -651,33 +657,13 @@ async fn correlation_id_gives_every_request_an_id() {
     assert_eq!(parts[1].1, parts[0].1 + 1);
 
     // uuid: a new one each time.
-    let a = upstream_id(
-        &proxy_get(&node, "/uuid", &[]).await.json().await.unwrap(),
-        "kong-request-id",
-    );
-    let b = upstream_id(
-        &proxy_get(&node, "/uuid", &[]).await.json().await.unwrap(),
-        "kong-request-id",
-    );
+    let a = sent_id(&node, "/uuid", &[], "kong-request-id").await;
+    let b = sent_id(&node, "/uuid", &[], "kong-request-id").await;
     assert!(uuid(&a) && uuid(&b) && a != b);
 
     // tracker: address-port-pid-connection-requests-seconds.millis, different each time.
-    let t1 = upstream_id(
-        &proxy_get(&node, "/tracker", &[])
-            .await
-            .json()
-            .await
-            .unwrap(),
-        "kong-request-id",
-    );
-    let t2 = upstream_id(
-        &proxy_get(&node, "/tracker", &[])
-            .await
-            .json()
-            .await
-            .unwrap(),
-        "kong-request-id",
-    );
+    let t1 = sent_id(&node, "/tracker", &[], "kong-request-id").await;
+    let t2 = sent_id(&node, "/tracker", &[], "kong-request-id").await;
     let shape = |t: &str| {
         let f: Vec<&str> = t.split('-').collect();
         f.len() == 6
@@ -690,20 +676,22 @@ async fn correlation_id_gives_every_request_an_id() {
     assert!(shape(&t1) && shape(&t2) && t1 != t2, "{t1} {t2}");
 
     // A custom header name.
-    let v: Value = proxy_get(&node, "/custom", &[]).await.json().await.unwrap();
-    assert!(upstream_id(&v, "foo-bar-id").contains('#'));
+    assert!(sent_id(&node, "/custom", &[], "foo-bar-id")
+        .await
+        .contains('#'));
 
     // An incoming id is kept; an empty or blank one is not.
-    let v: Value = proxy_get(&node, "/uuid", &[("kong-request-id", "foobar")])
-        .await
-        .json()
-        .await
-        .unwrap();
-    assert_eq!(upstream_id(&v, "kong-request-id"), "foobar");
+    let kept = sent_id(
+        &node,
+        "/uuid",
+        &[("kong-request-id", "foobar")],
+        "kong-request-id",
+    );
+    assert_eq!(kept.await, "foobar");
     for blank in ["", " "] {
         let h = [("kong-request-id", blank)];
-        let v: Value = proxy_get(&node, "/uuid", &h).await.json().await.unwrap();
-        assert!(uuid(&upstream_id(&v, "kong-request-id")), "{v}");
+        let id = sent_id(&node, "/uuid", &h, "kong-request-id").await;
+        assert!(uuid(&id), "{id:?}");
     }
 
     // echo_downstream: the client gets the id the upstream got, even when the upstream fails.

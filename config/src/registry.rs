@@ -67,7 +67,7 @@ macro_rules! registry {
 
             pub fn id(&self) -> Uuid {
                 match self {
-                    $(Entity::$variant(e) => e.id(),)*
+                    $(Entity::$variant(e) => e.id,)*
                 }
             }
 
@@ -80,13 +80,13 @@ macro_rules! registry {
 
             pub fn tags(&self) -> Option<&[String]> {
                 match self {
-                    $(Entity::$variant(e) => e.tags(),)*
+                    $(Entity::$variant(e) => e.tags.as_deref(),)*
                 }
             }
 
             pub fn created_at(&self) -> i64 {
                 match self {
-                    $(Entity::$variant(e) => e.created_at(),)*
+                    $(Entity::$variant(e) => e.created_at,)*
                 }
             }
 

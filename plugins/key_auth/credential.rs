@@ -48,24 +48,12 @@ impl Declared for KeyAuthCredential {
         routing: Routing::Never,
     };
 
-    fn id(&self) -> Uuid {
-        self.id
-    }
-
     fn field(&self, name: &str) -> FieldRef<'_> {
         match name {
             "key" => FieldRef::Str(&self.key),
             "consumer" => FieldRef::Id(self.consumer.id),
             _ => FieldRef::Null,
         }
-    }
-
-    fn tags(&self) -> Option<&[String]> {
-        self.tags.as_deref()
-    }
-
-    fn created_at(&self) -> Timestamp {
-        self.created_at
     }
 
     fn build(body: &Value, cx: &BuildCx<'_>) -> Result<Self, FieldErrors> {

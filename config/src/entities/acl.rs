@@ -46,24 +46,12 @@ impl Declared for Acl {
         routing: Routing::Never,
     };
 
-    fn id(&self) -> Uuid {
-        self.id
-    }
-
     fn field(&self, name: &str) -> FieldRef<'_> {
         match name {
             "consumer" => FieldRef::Id(self.consumer.id),
             "group" => FieldRef::Str(&self.group),
             _ => FieldRef::Null,
         }
-    }
-
-    fn tags(&self) -> Option<&[String]> {
-        self.tags.as_deref()
-    }
-
-    fn created_at(&self) -> Timestamp {
-        self.created_at
     }
 
     fn build(body: &Value, cx: &BuildCx<'_>) -> Result<Self, FieldErrors> {

@@ -40,10 +40,6 @@ impl Declared for Consumer {
         routing: Routing::Never,
     };
 
-    fn id(&self) -> Uuid {
-        self.id
-    }
-
     fn field(&self, name: &str) -> FieldRef<'_> {
         let v = match name {
             "username" => &self.username,
@@ -54,14 +50,6 @@ impl Declared for Consumer {
             Some(s) => FieldRef::Str(s),
             None => FieldRef::Null,
         }
-    }
-
-    fn tags(&self) -> Option<&[String]> {
-        self.tags.as_deref()
-    }
-
-    fn created_at(&self) -> Timestamp {
-        self.created_at
     }
 
     fn build(body: &Value, cx: &BuildCx<'_>) -> Result<Self, FieldErrors> {

@@ -75,10 +75,6 @@ impl Declared for Plugin {
         routing: Routing::Never,
     };
 
-    fn id(&self) -> Uuid {
-        self.id
-    }
-
     fn field(&self, name: &str) -> FieldRef<'_> {
         let fk = |f: Option<ForeignKey>| f.map_or(FieldRef::Null, |f| FieldRef::Id(f.id));
         match name {
@@ -92,14 +88,6 @@ impl Declared for Plugin {
             "consumer" => fk(self.consumer),
             _ => FieldRef::Null,
         }
-    }
-
-    fn tags(&self) -> Option<&[String]> {
-        self.tags.as_deref()
-    }
-
-    fn created_at(&self) -> Timestamp {
-        self.created_at
     }
 
     fn build(body: &Value, cx: &BuildCx<'_>) -> Result<Self, FieldErrors> {

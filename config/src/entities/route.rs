@@ -87,24 +87,12 @@ impl Declared for Route {
         routing: Routing::Always,
     };
 
-    fn id(&self) -> Uuid {
-        self.id
-    }
-
     fn field(&self, name: &str) -> FieldRef<'_> {
         match name {
             "name" => self.name.as_deref().map_or(FieldRef::Null, FieldRef::Str),
             "service" => self.service.map_or(FieldRef::Null, |f| FieldRef::Id(f.id)),
             _ => FieldRef::Null,
         }
-    }
-
-    fn tags(&self) -> Option<&[String]> {
-        self.tags.as_deref()
-    }
-
-    fn created_at(&self) -> Timestamp {
-        self.created_at
     }
 
     fn build(body: &Value, cx: &BuildCx<'_>) -> Result<Self, FieldErrors> {

@@ -61,24 +61,12 @@ impl Declared for Service {
         routing: Routing::Fields(&["enabled"]),
     };
 
-    fn id(&self) -> Uuid {
-        self.id
-    }
-
     fn field(&self, name: &str) -> FieldRef<'_> {
         match name {
             "name" => self.name.as_deref().map_or(FieldRef::Null, FieldRef::Str),
             "enabled" => FieldRef::Bool(self.enabled),
             _ => FieldRef::Null,
         }
-    }
-
-    fn tags(&self) -> Option<&[String]> {
-        self.tags.as_deref()
-    }
-
-    fn created_at(&self) -> Timestamp {
-        self.created_at
     }
 
     fn build(body: &Value, cx: &BuildCx<'_>) -> Result<Self, FieldErrors> {

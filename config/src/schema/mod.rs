@@ -22,7 +22,6 @@ use serde::Serialize;
 use serde_json::Value;
 use uuid::Uuid;
 
-use crate::entity::Timestamp;
 use crate::error::FieldErrors;
 use crate::registry::{Entity, EntityKind};
 
@@ -228,21 +227,16 @@ impl FieldRef<'_> {
     }
 }
 
-/// An entity type: a serde struct with its declaration.
+/// An entity type: a serde struct with its declaration. Every entity struct also has the
+/// fields `id`, `tags` and `created_at`, which the registry reads directly.
 pub trait Declared:
     Sized + Clone + PartialEq + Serialize + DeserializeOwned + Into<Entity> + 'static
 {
     const DECL: EntityDecl;
 
-    fn id(&self) -> Uuid;
-
     /// The value of a field named in [`EntityDecl::uniques`], [`EntityDecl::foreign`],
     /// [`EntityDecl::endpoint_key`] or [`Routing::Fields`]; `Null` for anything else.
     fn field(&self, name: &str) -> FieldRef<'_>;
-
-    fn tags(&self) -> Option<&[String]>;
-
-    fn created_at(&self) -> Timestamp;
 
     /// Builds the entity from Admin API or declarative input, with Kong's defaults and
     /// per-field messages. `cx.parent` is the reference the URL (or the file's nesting) gives.

@@ -176,6 +176,29 @@ struct ListQuery {
     consistent: Option<String>,
 }
 
+impl ListQuery {
+    /// `size`: 1 to 1000, 100 when absent.
+    fn page_size(&self) -> Result<usize, Response> {
+        match self.size.as_deref().map(str::parse::<usize>) {
+            None => Ok(100),
+            Some(Ok(n)) if (1..=1000).contains(&n) => Ok(n),
+            _ => Err(json_response(
+                StatusCode::BAD_REQUEST,
+                &json!({"code": 9, "name": "invalid size", "message": "size must be an integer between 1 and 1000"}),
+            )),
+        }
+    }
+
+    /// Kong's answer to an offset it cannot read.
+    fn bad_offset(&self) -> Response {
+        let o = self.offset.clone().unwrap_or_default();
+        json_response(
+            StatusCode::BAD_REQUEST,
+            &json!({"code": 7, "name": "invalid offset", "message": format!("'{o}' is not a valid offset: bad base64 encoding")}),
+        )
+    }
+}
+
 #[derive(serde::Deserialize, Default)]
 struct ItemQuery {
     consistent: Option<String>,
@@ -203,26 +226,14 @@ async fn list(
     if let Err(r) = barrier(&ctx, q.consistent.as_deref()).await {
         return r;
     }
-    let size = match q.size.as_deref().map(str::parse::<usize>) {
-        None => 100,
-        Some(Ok(n)) if (1..=1000).contains(&n) => n,
-        _ => {
-            return json_response(
-                StatusCode::BAD_REQUEST,
-                &json!({"code": 9, "name": "invalid size", "message": "size must be an integer between 1 and 1000"}),
-            )
-        }
+    let size = match q.page_size() {
+        Ok(n) => n,
+        Err(r) => return r,
     };
     let after = match q.offset.as_deref().map(Uuid::parse_str) {
         None => None,
         Some(Ok(id)) => Some(id),
-        Some(Err(_)) => {
-            let o = q.offset.clone().unwrap_or_default();
-            return json_response(
-                StatusCode::BAD_REQUEST,
-                &json!({"code": 7, "name": "invalid offset", "message": format!("'{o}' is not a valid offset: bad base64 encoding")}),
-            );
-        }
+        Some(Err(_)) => return q.bad_offset(),
     };
     // `tags=a,b` needs all, `tags=a/b` any (Kong's syntax).
     let (want, any) = match q.tags.as_deref() {

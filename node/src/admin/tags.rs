@@ -12,27 +12,15 @@ use tollgate_config::EntityKind;
 use super::{json_response, Ctx, ListQuery};
 
 async fn list(ctx: Ctx, only: Option<String>, q: ListQuery) -> Response {
-    let size = match q.size.as_deref().map(str::parse::<usize>) {
-        None => 100,
-        Some(Ok(n)) if (1..=1000).contains(&n) => n,
-        _ => {
-            return json_response(
-                StatusCode::BAD_REQUEST,
-                &json!({"code": 9, "name": "invalid size", "message": "size must be an integer between 1 and 1000"}),
-            )
-        }
+    let size = match q.page_size() {
+        Ok(n) => n,
+        Err(r) => return r,
     };
     // The offset is the position in a deterministic order (kind, id, tag): opaque to clients.
     let skip = match q.offset.as_deref().map(str::parse::<usize>) {
         None => 0,
         Some(Ok(n)) => n,
-        Some(Err(_)) => {
-            let o = q.offset.clone().unwrap_or_default();
-            return json_response(
-                StatusCode::BAD_REQUEST,
-                &json!({"code": 7, "name": "invalid offset", "message": format!("'{o}' is not a valid offset: bad base64 encoding")}),
-            );
-        }
+        Some(Err(_)) => return q.bad_offset(),
     };
     let (rows, more) = ctx
         .replicator
