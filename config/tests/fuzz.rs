@@ -12,7 +12,8 @@ use tollgate_config::input::{self, PluginScope, Stamp};
 use tollgate_config::lenient::{form_to_json, MAX_FORM_DEPTH};
 use tollgate_config::normalize::normalize_path;
 use tollgate_config::router::{RequestView, Router};
-use tollgate_config::{Command, Entity, PutMode, State};
+use tollgate_config::schema::BuildCx;
+use tollgate_config::{Command, Entity, EntityKind, PutMode, State};
 use uuid::Uuid;
 
 /// Field names the validators know, so that generated bodies get past the first check.
@@ -186,6 +187,18 @@ proptest! {
             let _ = st.clone().apply(Command::Put { entity: Entity::Plugin(p), mode: PutMode::Create });
         }
         let _ = input::merge_patch(&body, &body);
+        // Every declared kind, through the registry, with and without a parent reference:
+        // what builds is taken or refused by apply, and its JSON builds again.
+        for kind in EntityKind::ALL {
+            for parent in [None, kind.decl().foreign.first().map(|f| (f.field, Uuid::from_u128(1)))] {
+                let cx = BuildCx { stamp: &stamp, state: &st, parent };
+                if let Ok(e) = kind.build(&body, &cx) {
+                    let again = kind.build(&e.to_json(), &cx);
+                    prop_assert!(again.is_ok(), "{:?} JSON refused again: {:?}", kind, again.err().map(|e| e.to_json()));
+                    let _ = st.clone().apply(Command::Put { entity: e, mode: PutMode::Create });
+                }
+            }
+        }
     }
 
     #[test]
