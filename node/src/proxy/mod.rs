@@ -142,6 +142,7 @@ impl Proxy {
             .unwrap_or_default();
         let original_path = original_uri.path();
         let norm = normalize_path(original_path);
+        let (host, port) = split_host(raw_host);
 
         let mut ctx = Ctx {
             config: &*snap,
@@ -172,7 +173,8 @@ impl Proxy {
             or_finish!(Err(error_response(StatusCode::BAD_REQUEST, "Bad request")));
         }
         or_finish!(rewrite(&snap.global, &mut ctx, &mut parts));
-        let (route, matched_len) = or_finish!(self.route(&snap, &parts, raw_host, &norm));
+        let (route, matched_len) =
+            or_finish!(self.route(&snap, &parts, (&host, port), raw_host, &norm));
         done.route = Some(route);
         ctx.route = Some(&route.info);
         let mut body = Some(body);
@@ -180,7 +182,21 @@ impl Proxy {
             let incoming = body.take().expect("body present");
             ctx.body = Some(or_finish!(read_for_plugins(incoming).await));
         }
-        or_finish!(access(&snap, route, &mut ctx, &mut parts, &mut done.ran).await);
+        // Step 5, access. The loop only awaits when a plugin is async: the common path builds
+        // no nested future.
+        let mut next_slot = 0;
+        while let Some(waiting) = or_finish!(access(
+            &snap,
+            route,
+            &mut ctx,
+            &mut parts,
+            &mut done.ran,
+            &mut next_slot
+        )) {
+            if let Flow::Respond(r) = waiting.access_async(&mut ctx, &mut parts).await {
+                or_finish!(Err(r));
+            }
+        }
         let Some(service) = route.service.as_ref() else {
             or_finish!(Err(error_response(
                 StatusCode::SERVICE_UNAVAILABLE,
@@ -208,23 +224,92 @@ impl Proxy {
                 original_path,
                 norm: &norm,
                 matched_len,
-                raw_host,
+                host: &host,
+                port,
             },
         );
-        let outgoing = or_finish!(
-            self.request_body(route, service, &mut ctx, &mut parts, body.take())
-                .await
-        );
+        let outgoing = match or_finish!(request_body(route, service, &mut ctx, body.take())) {
+            Plan::Ready(o) => o,
+            // Boxed: a path whose future would otherwise enlarge every request's.
+            Plan::Buffer(incoming) => {
+                let read =
+                    request_body::read_whole(incoming, &self.policy.spill_dir, CLIENT_BODY_TIMEOUT);
+                match Box::pin(read).await {
+                    Ok((b, n)) => Outgoing {
+                        body: b,
+                        length: Some(n),
+                        head_timeout: service.read_timeout,
+                        client_failed: None,
+                    },
+                    Err(e) => or_finish!(Err(buffering_failed(e))),
+                }
+            }
+        };
+        if let Some(n) = outgoing.length {
+            parts.headers.remove(header::TRANSFER_ENCODING);
+            parts
+                .headers
+                .insert(header::CONTENT_LENGTH, HeaderValue::from(n));
+        }
         let mut up = Request::new(outgoing.body);
         *up.method_mut() = parts.method.clone();
         *up.uri_mut() = uri;
         *up.headers_mut() = std::mem::take(&mut parts.headers);
+        // Step 8: send, resending while connects fail and retries last (a request not sent
+        // comes back whole, a streamed body unread, so it can be resent). Kept in line: the
+        // pool's future is large, and a step function would move it once more per request.
         let upstream_start = Instant::now();
-        let resp =
-            or_finish!(send(service, up, outgoing.head_timeout, &outgoing.client_failed).await);
+        let mut attempt = 0u32;
+        let resp = loop {
+            match service.pool.send(up, outgoing.head_timeout).await {
+                Ok(resp) => break resp,
+                Err(SendError::Connect {
+                    request, source, ..
+                }) if attempt < service.retries => {
+                    tracing::debug!(service = %service.label, error = %source, "upstream connect failed, retrying");
+                    up = *request;
+                    attempt += 1;
+                }
+                Err(e) => {
+                    let r = send_failed(service, &e, &outgoing.client_failed);
+                    return self.finish(&mut ctx, &done, generated(r), None, None);
+                }
+            }
+        };
         let upstream_elapsed = upstream_start.elapsed();
-        let wants_body = done.ran.iter().any(|i| i.needs_response_body());
-        let (head, body, whole) = or_finish!(response(route, service, resp, wants_body).await);
+
+        // Step 9: the response body, read ahead of the client (`response_buffering`),
+        // streamed, or read whole for a plugin's response-body hook.
+        let (mut head, pooled) = resp.into_parts();
+        let read_timeout = service.read_timeout;
+        let mut whole = None;
+        let body = if done.ran.iter().any(|i| i.needs_response_body()) {
+            let read = Limited::new(ReadTimeout::new(pooled, read_timeout), MAX_BUFFERED_BODY);
+            match Box::pin(read.collect()).await {
+                Ok(b) => {
+                    whole = Some(b.to_bytes());
+                    Ok(ProxyBody::full(Full::new(Bytes::new())))
+                }
+                Err(e) => Err(e),
+            }
+        } else if route.response_buffering {
+            match response_body::take_if_ready(pooled) {
+                response_body::Ready::Done(b) => Ok(b),
+                response_body::Ready::Failed(e) => Err(e),
+                // Boxed: the slow path's future would enlarge every request's.
+                response_body::Ready::Later(pooled, first) => {
+                    Box::pin(response_body::buffered(
+                        ReadTimeout::new(pooled, read_timeout),
+                        first,
+                    ))
+                    .await
+                }
+            }
+        } else {
+            Ok(ProxyBody::streamed(ReadTimeout::new(pooled, read_timeout)))
+        };
+        let body = or_finish!(body.map_err(|e| body_failed(service, &e)));
+        strip_hop_by_hop(&mut head.headers);
         self.finish(
             &mut ctx,
             &done,
@@ -272,13 +357,13 @@ impl Proxy {
         &self,
         snap: &'s Snapshot,
         parts: &http::request::Parts,
+        (host, port): (&str, Option<u16>),
         raw_host: &str,
         norm: &str,
     ) -> Result<(&'s RouteRuntime, usize), Early> {
-        let (host, port) = split_host(raw_host);
         let found = snap.router.find(&RequestView {
             method: parts.method.as_str(),
-            host: &host,
+            host,
             port,
             path: norm,
             headers: &Lookup(&parts.headers),
@@ -329,13 +414,12 @@ impl Proxy {
         if !keep(h, &X_FORWARDED_PROTO) {
             h.insert(X_FORWARDED_PROTO.clone(), HeaderValue::from_static("http"));
         }
-        let (host, port) = split_host(f.raw_host);
         let forwarded_host = match f.client_host {
             // The client's Host header is already the name alone: share its bytes.
-            Some(v) if port.is_none() && matches!(host, std::borrow::Cow::Borrowed(_)) => {
+            Some(v) if f.port.is_none() && matches!(f.host, std::borrow::Cow::Borrowed(_)) => {
                 Some(v.clone())
             }
-            _ => HeaderValue::from_str(&host).ok(),
+            _ => HeaderValue::from_str(f.host).ok(),
         };
         if let Some(v) = forwarded_host.filter(|_| !keep(h, &X_FORWARDED_HOST)) {
             h.insert(X_FORWARDED_HOST.clone(), v);
@@ -358,74 +442,6 @@ impl Proxy {
             }
         }
         h.append(header::VIA, self.via.clone());
-    }
-
-    /// Step 7: the body sent upstream — read by a plugin already, empty, read whole here
-    /// (`request_buffering`, the default) or streamed — and how long the response head may
-    /// take: once connected, `read_timeout`; a streamed body is written meanwhile, so it adds
-    /// `write_timeout`.
-    async fn request_body(
-        &self,
-        route: &RouteRuntime,
-        service: &ServiceRuntime,
-        ctx: &mut Ctx<'_>,
-        parts: &mut http::request::Parts,
-        incoming: Option<Incoming>,
-    ) -> Result<Outgoing, Early> {
-        let mut client_failed = None;
-        let (body, length, head_timeout) = match (ctx.body.take(), incoming) {
-            (Some(b), _) => {
-                let n = b.len() as u64;
-                (UpstreamBody::bytes(b), Some(n), service.read_timeout)
-            }
-            (None, Some(incoming)) if incoming.is_end_stream() => {
-                (UpstreamBody::empty(), None, service.read_timeout)
-            }
-            (None, Some(incoming)) if route.request_buffering => {
-                let read =
-                    request_body::read_whole(incoming, &self.policy.spill_dir, CLIENT_BODY_TIMEOUT);
-                match Box::pin(read).await {
-                    Ok((b, n)) => (b, Some(n), service.read_timeout),
-                    Err(e) => {
-                        let (status, msg) = match e {
-                            ReadError::Timeout(_) => {
-                                (StatusCode::REQUEST_TIMEOUT, "Request timeout")
-                            }
-                            ReadError::Malformed(_) => (StatusCode::BAD_REQUEST, "Bad request"),
-                            ReadError::Io(ref io) => {
-                                tracing::error!(error = %io, "cannot buffer a request body");
-                                (
-                                    StatusCode::INTERNAL_SERVER_ERROR,
-                                    "An unexpected error occurred",
-                                )
-                            }
-                        };
-                        return Err(error_response(status, msg));
-                    }
-                }
-            }
-            (None, Some(incoming)) => {
-                let (streamed, flag) = Streamed::new(incoming);
-                client_failed = Some(flag);
-                (
-                    UpstreamBody::Streamed(streamed),
-                    None,
-                    service.write_timeout + service.read_timeout,
-                )
-            }
-            (None, None) => (UpstreamBody::empty(), None, service.read_timeout),
-        };
-        if let Some(n) = length {
-            parts.headers.remove(header::TRANSFER_ENCODING);
-            parts
-                .headers
-                .insert(header::CONTENT_LENGTH, HeaderValue::from(n));
-        }
-        Ok(Outgoing {
-            body,
-            head_timeout,
-            client_failed,
-        })
     }
 
     /// The common tail of every request, whatever ended it: response headers from plugins,
@@ -501,12 +517,16 @@ struct Forwarding<'a> {
     original_path: &'a str,
     norm: &'a str,
     matched_len: usize,
-    raw_host: &'a str,
+    /// The client's Host, split into name and port.
+    host: &'a std::borrow::Cow<'a, str>,
+    port: Option<u16>,
 }
 
 /// What step 7 produces.
 struct Outgoing {
     body: UpstreamBody,
+    /// Set when the body's length is known (it replaces the client's framing).
+    length: Option<u64>,
     head_timeout: Duration,
     /// Set when a streamed client body breaks (its error, not the upstream's).
     client_failed: Option<Arc<std::sync::atomic::AtomicBool>>,
@@ -519,6 +539,64 @@ struct Done<'s> {
     /// The plugin instances whose access ran, in order; header_filter, response_body and log
     /// run for these.
     ran: Vec<&'s Instance>,
+}
+
+/// Step 7's decision: a body ready to send, or one to read whole first.
+enum Plan {
+    Ready(Outgoing),
+    Buffer(Incoming),
+}
+
+/// Step 7: the body sent upstream — read by a plugin already, empty, streamed, or (for
+/// `request_buffering`, the default) to be read whole by the caller — and how long the
+/// response head may take: once connected, `read_timeout`; a streamed body is written
+/// meanwhile, so it adds `write_timeout`.
+fn request_body(
+    route: &RouteRuntime,
+    service: &ServiceRuntime,
+    ctx: &mut Ctx<'_>,
+    incoming: Option<Incoming>,
+) -> Result<Plan, Early> {
+    let ready = |body, length, head_timeout, client_failed| {
+        Ok(Plan::Ready(Outgoing {
+            body,
+            length,
+            head_timeout,
+            client_failed,
+        }))
+    };
+    match (ctx.body.take(), incoming) {
+        (Some(b), _) => {
+            let n = b.len() as u64;
+            ready(UpstreamBody::bytes(b), Some(n), service.read_timeout, None)
+        }
+        (None, Some(incoming)) if incoming.is_end_stream() => {
+            ready(UpstreamBody::empty(), None, service.read_timeout, None)
+        }
+        (None, Some(incoming)) if route.request_buffering => Ok(Plan::Buffer(incoming)),
+        (None, Some(incoming)) => {
+            let (streamed, flag) = Streamed::new(incoming);
+            let timeout = service.write_timeout + service.read_timeout;
+            ready(UpstreamBody::Streamed(streamed), None, timeout, Some(flag))
+        }
+        (None, None) => ready(UpstreamBody::empty(), None, service.read_timeout, None),
+    }
+}
+
+/// The answer to a request body that could not be read whole.
+fn buffering_failed(e: ReadError) -> Early {
+    let (status, msg) = match e {
+        ReadError::Timeout(_) => (StatusCode::REQUEST_TIMEOUT, "Request timeout"),
+        ReadError::Malformed(_) => (StatusCode::BAD_REQUEST, "Bad request"),
+        ReadError::Io(ref io) => {
+            tracing::error!(error = %io, "cannot buffer a request body");
+            (
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "An unexpected error occurred",
+            )
+        }
+    };
+    error_response(status, msg)
 }
 
 /// Step 2: global plugins' rewrite, before routing; they may change the path and headers
@@ -555,33 +633,33 @@ async fn read_for_plugins(incoming: Incoming) -> Result<Bytes, Early> {
     }
 }
 
-/// Step 5, access: each plugin name on the route, by priority, resolved to the instance that
-/// applies for the consumer known so far (authentication sets it), run in turn; an async one
-/// is awaited in its turn. The instances that ran are pushed to `ran`.
-async fn access<'s>(
+/// Step 5, access: each plugin name on the route, by priority from `*next`, resolved to the
+/// instance that applies for the consumer known so far (authentication sets it), run in turn.
+/// The instances that run are pushed to `ran`. Returns at the end, or with an async instance
+/// for the caller to await before calling again.
+fn access<'s>(
     snap: &'s Snapshot,
     route: &'s RouteRuntime,
     ctx: &mut Ctx<'_>,
     parts: &mut http::request::Parts,
     ran: &mut Vec<&'s Instance>,
-) -> Result<(), Early> {
-    ran.reserve(route.slots.len());
-    for slot in &route.slots {
+    next: &mut usize,
+) -> Result<Option<&'s Instance>, Early> {
+    while let Some(slot) = route.slots.get(*next) {
+        *next += 1;
         let consumer = ctx.consumer.as_ref().map(|c| c.id);
         let Some(inst) = snap.resolve(route, slot, consumer) else {
             continue;
         };
         ran.push(inst);
-        let flow = if inst.is_async() {
-            inst.access_async(ctx, parts).await
-        } else {
-            inst.access(ctx, parts)
-        };
-        if let Flow::Respond(r) = flow {
+        if inst.is_async() {
+            return Ok(Some(inst));
+        }
+        if let Flow::Respond(r) = inst.access(ctx, parts) {
             return Err(r);
         }
     }
-    Ok(())
+    Ok(None)
 }
 
 /// The upstream URI in origin form (the connection already goes to the service's address):
@@ -622,41 +700,33 @@ fn upstream_uri(
         .map_err(|_| error_response(StatusCode::BAD_REQUEST, "Bad request"))
 }
 
-/// Step 8: sends the request to the service's pool, resending it while connects fail and
-/// retries last (a request not sent comes back whole, a streamed body unread, so it can be
-/// resent), and maps failures to Kong's answers.
-async fn send(
+/// The answer to a failed upstream request.
+fn send_failed(
     service: &ServiceRuntime,
-    mut up: Request<UpstreamBody>,
-    head_timeout: Duration,
+    e: &SendError,
     client_failed: &Option<Arc<std::sync::atomic::AtomicBool>>,
-) -> Result<Response<upstream::PooledBody>, Early> {
-    let mut attempt = 0u32;
-    loop {
-        match service.pool.send(up, head_timeout).await {
-            Ok(resp) => return Ok(resp),
-            Err(SendError::Connect {
-                request, source, ..
-            }) if attempt < service.retries => {
-                tracing::debug!(service = %service.label, error = %source, "upstream connect failed, retrying");
-                up = *request;
-                attempt += 1;
-            }
-            Err(e) => {
-                tracing::debug!(service = %service.label, error = %e, "upstream request failed");
-                let client = client_failed
-                    .as_ref()
-                    .is_some_and(|f| f.load(Ordering::Relaxed));
-                return Err(if client {
-                    // The client broke its streamed body (malformed chunks, cut short).
-                    error_response(StatusCode::BAD_REQUEST, "Bad request")
-                } else if e.is_timeout() {
-                    upstream_timed_out()
-                } else {
-                    upstream_invalid()
-                });
-            }
-        }
+) -> Early {
+    tracing::debug!(service = %service.label, error = %e, "upstream request failed");
+    if client_failed
+        .as_ref()
+        .is_some_and(|f| f.load(Ordering::Relaxed))
+    {
+        // The client broke its streamed body (malformed chunks, cut short).
+        error_response(StatusCode::BAD_REQUEST, "Bad request")
+    } else if e.is_timeout() {
+        upstream_timed_out()
+    } else {
+        upstream_invalid()
+    }
+}
+
+/// The answer to an upstream response body that failed.
+fn body_failed(service: &ServiceRuntime, e: &body::BoxError) -> Early {
+    tracing::debug!(service = %service.label, error = %e, "upstream body failed");
+    if e.is::<body::ReadTimedOut>() {
+        upstream_timed_out()
+    } else {
+        upstream_invalid()
     }
 }
 
@@ -672,58 +742,6 @@ fn upstream_invalid() -> Early {
         StatusCode::BAD_GATEWAY,
         "An invalid response was received from the upstream server",
     )
-}
-
-/// Step 9: the upstream's response head and body: read ahead of the client
-/// (`response_buffering`), streamed, or read whole for a plugin's response-body hook (then
-/// also returned as bytes).
-async fn response(
-    route: &RouteRuntime,
-    service: &ServiceRuntime,
-    resp: Response<upstream::PooledBody>,
-    whole: bool,
-) -> Result<(http::response::Parts, ProxyBody, Option<Bytes>), Early> {
-    let (mut head, pooled) = resp.into_parts();
-    let read_timeout = service.read_timeout;
-    let mut bytes = None;
-    let body = if whole {
-        let read = Limited::new(ReadTimeout::new(pooled, read_timeout), MAX_BUFFERED_BODY);
-        match Box::pin(read.collect()).await {
-            Ok(b) => {
-                bytes = Some(b.to_bytes());
-                Ok(ProxyBody::full(Full::new(Bytes::new())))
-            }
-            Err(e) => Err(e),
-        }
-    } else if route.response_buffering {
-        match response_body::take_if_ready(pooled) {
-            response_body::Ready::Done(b) => Ok(b),
-            response_body::Ready::Failed(e) => Err(e),
-            // Boxed: the slow path's future would enlarge every request's.
-            response_body::Ready::Later(pooled, first) => {
-                Box::pin(response_body::buffered(
-                    ReadTimeout::new(pooled, read_timeout),
-                    first,
-                ))
-                .await
-            }
-        }
-    } else {
-        Ok(ProxyBody::streamed(ReadTimeout::new(pooled, read_timeout)))
-    };
-    let body = match body {
-        Ok(b) => b,
-        Err(e) => {
-            tracing::debug!(service = %service.label, error = %e, "upstream body failed");
-            return Err(if e.is::<body::ReadTimedOut>() {
-                upstream_timed_out()
-            } else {
-                upstream_invalid()
-            });
-        }
-    };
-    strip_hop_by_hop(&mut head.headers);
-    Ok((head, body, bytes))
 }
 
 /// A duration in whole milliseconds as a header value.
