@@ -198,7 +198,20 @@ async fn a_dead_nodes_counts_are_honoured_and_new_windows_reset() {
     let probes_admitted = probes_admitted.into_inner();
     nodes[2].proc.kill();
     let survivors = [&nodes[0], &nodes[1]];
-    let admitted = drive(&survivors, "/h", "k", 120, 150.0).await;
+    let mut admitted = drive(&survivors, "/h", "k", 120, 150.0).await;
+    // A node whose share of a key is not settled answers 429 with `Retry-After: 1` (it holds
+    // back until its view of the others is new, at most REBASE_SECS once gossip arrives): a
+    // client that retries then gets the rest. On a loaded machine gossip, and so the
+    // survivors' new views, can lag the burst; retry as a client would until a round
+    // admits nothing, so the total measures what the cluster admits, not how fast it told.
+    for _ in 0..10 {
+        tokio::time::sleep(Duration::from_millis(1100)).await;
+        let more = drive(&survivors, "/h", "k", 10, 50.0).await;
+        admitted += more;
+        if more == 0 {
+            break;
+        }
+    }
     let total = 60 + probes_admitted + admitted;
     eprintln!("figure: node death mid-window: admitted {total} of limit 100");
     // The documented bound is limit + N − 1 plus what peers admitted while their counts were
