@@ -256,9 +256,7 @@ pub async fn run(args: NodeArgs) -> anyhow::Result<()> {
     ));
     let proxy_task = tokio::spawn(serve(
         proxy_listener,
-        // Boxed: the request's future is large, and hyper and the service wrapper move it;
-        // moving a pointer costs less than the allocation (bench/instructions.sh).
-        move |req, peer: &Peer| Box::pin(proxy.clone().handle(req, peer.clone())),
+        move |req, peer: &Peer| proxy.clone().handle(req, peer.clone()),
         shutdown.clone(),
         "proxy",
         Some(metrics.connections_accepted.clone()),

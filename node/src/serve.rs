@@ -192,8 +192,8 @@ pub async fn serve<H, F, B>(
         let client = Peer::new(peer, local);
         let svc = hyper::service::service_fn(move |req| {
             client.next_request();
-            let fut = h(req, &client);
-            async move { Ok::<_, Infallible>(fut.await) }
+            // `map`, not an `async` wrapper: the request's future is moved once less.
+            futures_util::FutureExt::map(h(req, &client), Ok::<_, Infallible>)
         });
         match &tls {
             None => {
