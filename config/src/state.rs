@@ -22,9 +22,10 @@ use crate::error::ApplyError;
 use crate::registry::{Entity, EntityKind, Typed};
 use crate::schema::{FieldRef, OnDelete, Routing};
 
-/// A unique constraint's entry: kind, the constraint's position in the declaration, and the
-/// key (the raw string for a single string field, Kong's rendering otherwise).
-type UniqueKey = (EntityKind, usize, String);
+/// A unique constraint: kind, and the constraint's position in the declaration. Its index maps
+/// each key (the raw string for a single string field, Kong's rendering otherwise) to its
+/// owner, so a lookup borrows the key.
+type Constraint = (EntityKind, usize);
 
 /// One entity-level effect of an applied command, for storage that persists entities one by
 /// one (the state machine writes exactly these, atomically with its last-applied index).
@@ -41,7 +42,7 @@ pub enum Change {
 #[derive(Debug, Clone, Default)]
 pub struct State {
     data: StateData,
-    unique: HashMap<UniqueKey, Uuid>,
+    unique: HashMap<Constraint, HashMap<String, Uuid>>,
     /// Who refers to an entity: `(kind, id)` of the target to the referrers.
     refs: HashMap<(EntityKind, Uuid), BTreeSet<(EntityKind, Uuid)>>,
     changes: Vec<Change>,
@@ -177,18 +178,23 @@ impl State {
                 }
                 _ => continue,
             };
-            if let Some(id) = self.unique.get(&(kind, i, lookup)) {
+            if let Some(id) = self.owner((kind, i), &lookup) {
                 return Some(*id);
             }
         }
         None
     }
 
+    /// Who holds `key` in a unique constraint's index.
+    fn owner(&self, constraint: Constraint, key: &str) -> Option<&Uuid> {
+        self.unique.get(&constraint)?.get(key)
+    }
+
     /// The entity of `kind` whose single-field unique `field` is `value` (a credential by its
     /// key).
     pub fn find_unique(&self, kind: EntityKind, field: &str, value: &str) -> Option<&Entity> {
         let i = kind.decl().uniques.iter().position(|u| u == &[field])?;
-        let id = self.unique.get(&(kind, i, value.to_string()))?;
+        let id = self.owner((kind, i), value)?;
         self.get(kind, *id)
     }
 
@@ -222,8 +228,8 @@ impl State {
         self.changes.clear();
         match cmd {
             Command::Put { entity, mode } => {
-                self.check_put(&entity, mode)?;
-                self.put(entity.clone());
+                let keys = self.check_put(&entity, mode)?;
+                self.put(entity.clone(), keys);
                 Ok(Applied::Put(entity))
             }
             Command::Delete { kind, id } => {
@@ -242,8 +248,8 @@ impl State {
     fn replace(&mut self, data: StateData) -> Result<Applied, ApplyError> {
         let mut fresh = State::default();
         for e in data.into_entities() {
-            fresh.check_put(&e, PutMode::Create)?;
-            fresh.put(e);
+            let keys = fresh.check_put(&e, PutMode::Create)?;
+            fresh.put(e, keys);
         }
         let mut changes = vec![Change::Reset];
         changes.append(&mut fresh.changes);
@@ -252,7 +258,8 @@ impl State {
         Ok(Applied::Replaced)
     }
 
-    fn check_put(&self, e: &Entity, mode: PutMode) -> Result<(), ApplyError> {
+    /// Checks a put against the state; returns the entity's unique keys for [`State::put`].
+    fn check_put(&self, e: &Entity, mode: PutMode) -> Result<Vec<(usize, String)>, ApplyError> {
         let kind = e.kind();
         let id = e.id();
         let exists = self.get(kind, id).is_some();
@@ -282,17 +289,17 @@ impl State {
                 }
             }
         }
-        for (i, key) in unique_keys(e) {
-            let k = (kind, i, key);
-            if matches!(self.unique.get(&k), Some(owner) if *owner != id) {
-                return Err(unique_error(e, i, &k.2));
+        let keys = unique_keys(e);
+        for (i, key) in &keys {
+            if matches!(self.owner((kind, *i), key), Some(owner) if *owner != id) {
+                return Err(unique_error(e, *i, key));
             }
         }
-        Ok(())
+        Ok(keys)
     }
 
     /// Inserts or replaces an entity, keeping indexes in step. Callers have checked it.
-    fn put(&mut self, e: Entity) {
+    fn put(&mut self, e: Entity, keys: Vec<(usize, String)>) {
         let kind = e.kind();
         let id = e.id();
         let decl = kind.decl();
@@ -305,8 +312,8 @@ impl State {
                 .is_some_and(|old| fields.iter().any(|f| old.field(f) != e.field(f))),
         };
         self.unindex(kind, id);
-        for (i, key) in unique_keys(&e) {
-            self.unique.insert((kind, i, key), id);
+        for (i, key) in keys {
+            self.unique.entry((kind, i)).or_default().insert(key, id);
         }
         for fk in decl.foreign {
             if let Some(target) = e.field(fk.field).id() {
@@ -328,9 +335,10 @@ impl State {
             return;
         };
         for (i, key) in unique_keys(old) {
-            let k = (kind, i, key);
-            if self.unique.get(&k) == Some(&id) {
-                self.unique.remove(&k);
+            if let Some(index) = self.unique.get_mut(&(kind, i)) {
+                if index.get(&key) == Some(&id) {
+                    index.remove(&key);
+                }
             }
         }
         for fk in kind.decl().foreign {
