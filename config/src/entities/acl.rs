@@ -1,6 +1,7 @@
 //! Kong's `acls`: a consumer's membership of a group, which the acl plugin checks. Deleted
 //! with its consumer; a group is unique per consumer and addresses the entity under it
-//! (`/consumers/{c}/acls/{group}`).
+//! (`/consumers/{c}/acls/{group}`). Fields, the cascade and the per-consumer uniqueness (its
+//! `cache_key`) are Kong 3.9.3's `kong/plugins/acl/daos.lua`.
 
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
