@@ -21,7 +21,9 @@ async fn kong_error_shapes() {
         .await;
     assert_eq!(s, 400);
     assert_eq!(b["name"], "schema violation");
-    assert!(b["fields"]["url"].is_string(), "{b}");
+    // Kong reads it as a bare path: no host, and a path that does not start with `/`.
+    assert_eq!(b["fields"]["host"], "required field missing", "{b}");
+    assert_eq!(b["fields"]["path"], "should start with: /", "{b}");
 
     let (s, b) = node
         .post("/services", json!({"name": "s1", "url": "http://x"}))

@@ -66,6 +66,33 @@ impl FieldErrors {
         }
     }
 
+    /// Puts `v` at a path of keys, making objects on the way (what is there already stays).
+    pub fn put(&mut self, path: &[String], v: Value) {
+        let Some((first, rest)) = path.split_first() else {
+            return;
+        };
+        if rest.is_empty() {
+            self.0.entry(first.clone()).or_insert(v);
+            return;
+        }
+        let mut cur = self
+            .0
+            .entry(first.clone())
+            .or_insert_with(|| Value::Object(Map::new()));
+        for (i, p) in rest.iter().enumerate() {
+            let Some(obj) = cur.as_object_mut() else {
+                return;
+            };
+            if i + 1 == rest.len() {
+                obj.entry(p.clone()).or_insert(v);
+                return;
+            }
+            cur = obj
+                .entry(p.clone())
+                .or_insert_with(|| Value::Object(Map::new()));
+        }
+    }
+
     pub fn is_empty(&self) -> bool {
         self.0.is_empty()
     }
@@ -84,44 +111,173 @@ impl FieldErrors {
         }
     }
 
-    /// Kong's summary line: `2 schema violations (config.minute: ...; name: ...)`.
+    /// Kong's summary line (`kong/db/errors.lua` `schema_violation`): entity-level messages
+    /// first, as they are; then each field in sorted order, a record's or an array's members
+    /// one level down (`config.minute: ...`, `protocols.1: ...`, arrays counted from 1).
     pub fn message(&self) -> String {
-        let mut flat = Vec::new();
-        flatten(
-            "",
-            &Value::Object(self.0.clone().into_iter().collect()),
-            &mut flat,
-        );
-        match flat.len() {
-            1 => format!("schema violation ({})", flat[0]),
-            n => format!("{n} schema violations ({})", flat.join("; ")),
+        let mut buf: Vec<String> = Vec::new();
+        if let Some(Value::Array(a)) = self.0.get("@entity") {
+            buf.extend(a.iter().map(lua_text));
+        }
+        for (field, v) in self.0.iter().filter(|(k, _)| *k != "@entity") {
+            match v {
+                Value::Object(m) => {
+                    let mut keys: Vec<&String> = m.keys().collect();
+                    keys.sort_by(|a, b| lua_key_order(a, b));
+                    for k in keys {
+                        buf.push(format!("{field}.{k}: {}", lua_text(&m[k])));
+                    }
+                }
+                other => buf.push(format!("{field}: {}", lua_text(other))),
+            }
+        }
+        match buf.len() {
+            1 => format!("{} ({})", self.kind().0, buf[0]),
+            n => format!("{n} {} ({})", self.kind().1, buf.join("; ")),
         }
     }
 
+    /// Kong's wording for the summary: schema violations, or unresolved foreign keys when
+    /// every message is about a reference by name that names nothing.
+    fn kind(&self) -> (&'static str, &'static str) {
+        if self.all_unresolved() {
+            ("foreign key unresolved", "foreign keys unresolved")
+        } else {
+            ("schema violation", "schema violations")
+        }
+    }
+
+    /// Whether every message is Kong's "the foreign key cannot be resolved" (its code 13).
+    pub fn all_unresolved(&self) -> bool {
+        fn leaves<'a>(v: &'a Value, out: &mut Vec<&'a str>) {
+            match v {
+                Value::String(s) => out.push(s),
+                Value::Object(m) => m.values().for_each(|x| leaves(x, out)),
+                Value::Array(a) => a.iter().for_each(|x| leaves(x, out)),
+                _ => {}
+            }
+        }
+        let mut all = Vec::new();
+        self.0.values().for_each(|v| leaves(v, &mut all));
+        !all.is_empty()
+            && all
+                .iter()
+                .all(|m| m.starts_with("the foreign key cannot be resolved with"))
+    }
+
+    /// The `fields` object: a member keyed by array positions (`protocols.2`) becomes an array
+    /// with null where a position had no error, as cjson encodes Kong's Lua table.
     pub fn to_json(&self) -> Value {
-        Value::Object(self.0.clone().into_iter().collect())
+        Value::Object(
+            self.0
+                .iter()
+                .map(|(k, v)| (k.clone(), arrays_by_index(v)))
+                .collect(),
+        )
     }
 }
 
-fn flatten(prefix: &str, v: &Value, out: &mut Vec<String>) {
+/// Orders keys as Kong's `sorted_keys` does: positions numerically, names alphabetically.
+fn lua_key_order(a: &str, b: &str) -> std::cmp::Ordering {
+    match (a.parse::<u64>(), b.parse::<u64>()) {
+        (Ok(x), Ok(y)) => x.cmp(&y),
+        _ => a.cmp(b),
+    }
+}
+
+/// A value as Kong prints it in a message: a string as it is, a table as penlight's pretty
+/// writer renders it.
+fn lua_text(v: &Value) -> String {
     match v {
+        Value::String(s) => s.clone(),
+        other => pretty(other, 0),
+    }
+}
+
+fn pretty(v: &Value, depth: usize) -> String {
+    let pad = "  ".repeat(depth + 1);
+    let end = "  ".repeat(depth);
+    match v {
+        Value::String(s) => format!("{s:?}"),
+        Value::Array(a) => {
+            let items: Vec<String> = a.iter().map(|x| pretty(x, depth + 1)).collect();
+            format!("{{\n{pad}{}\n{end}}}", items.join(&format!(",\n{pad}")))
+        }
         Value::Object(m) => {
-            for (k, v) in m {
-                let p = if prefix.is_empty() {
-                    k.clone()
-                } else {
-                    format!("{prefix}.{k}")
-                };
-                flatten(&p, v, out);
-            }
+            let items: Vec<String> = m
+                .iter()
+                .map(|(k, x)| format!("{k} = {}", pretty(x, depth + 1)))
+                .collect();
+            format!("{{\n{pad}{}\n{end}}}", items.join(&format!(",\n{pad}")))
+        }
+        other => other.to_string(),
+    }
+}
+
+/// A value as penlight's `pretty.write(t, "")` prints it: `{services={{host="..."}}}`, keys
+/// sorted, lists as sequences, and a list with holes by position (`{[2]="..."}`).
+pub fn lua_compact(v: &Value) -> String {
+    match v {
+        Value::String(s) => format!("{s:?}"),
+        Value::Array(a) if a.iter().all(|x| !x.is_null()) => {
+            let items: Vec<String> = a.iter().map(lua_compact).collect();
+            format!("{{{}}}", items.join(","))
         }
         Value::Array(a) => {
-            for v in a {
-                flatten(prefix, v, out);
-            }
+            let items: Vec<String> = a
+                .iter()
+                .enumerate()
+                .filter(|(_, x)| !x.is_null())
+                .map(|(i, x)| format!("[{}]={}", i + 1, lua_compact(x)))
+                .collect();
+            format!("{{{}}}", items.join(","))
         }
-        Value::String(s) => out.push(format!("{prefix}: {s}")),
-        other => out.push(format!("{prefix}: {other}")),
+        Value::Object(m) => {
+            let mut keys: Vec<&String> = m.keys().collect();
+            keys.sort_by(|a, b| lua_key_order(a, b));
+            let items: Vec<String> = keys
+                .iter()
+                .map(|k| {
+                    let key = if k.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
+                        && !k.starts_with(|c: char| c.is_ascii_digit())
+                    {
+                        k.to_string()
+                    } else {
+                        format!("[{k:?}]")
+                    };
+                    format!("{key}={}", lua_compact(&m[*k]))
+                })
+                .collect();
+            format!("{{{}}}", items.join(","))
+        }
+        other => other.to_string(),
+    }
+}
+
+fn arrays_by_index(v: &Value) -> Value {
+    match v {
+        Value::Object(m)
+            if !m.is_empty() && m.keys().all(|k| k.parse::<usize>().is_ok_and(|n| n > 0)) =>
+        {
+            let len = m
+                .keys()
+                .filter_map(|k| k.parse::<usize>().ok())
+                .max()
+                .unwrap_or(0);
+            let mut a = vec![Value::Null; len];
+            for (k, x) in m {
+                if let Ok(i) = k.parse::<usize>() {
+                    a[i - 1] = arrays_by_index(x);
+                }
+            }
+            Value::Array(a)
+        }
+        Value::Object(m) => Value::Object(
+            m.iter()
+                .map(|(k, x)| (k.clone(), arrays_by_index(x)))
+                .collect(),
+        ),
+        other => other.clone(),
     }
 }
 
@@ -176,6 +332,9 @@ impl ApplyError {
     pub fn to_json(&self) -> Value {
         let message = self.to_string();
         match self {
+            ApplyError::Schema(f) if f.all_unresolved() => json!({
+                "code": 13, "name": "foreign keys unresolved", "message": message, "fields": f.to_json()
+            }),
             ApplyError::Schema(f) => json!({
                 "code": 2, "name": "schema violation", "message": message, "fields": f.to_json()
             }),

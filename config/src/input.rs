@@ -19,7 +19,7 @@ use crate::plugins;
 use crate::state::State;
 
 /// The non-deterministic parts of a new or updated entity, decided by the caller.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Default)]
 pub struct Stamp {
     /// The id to use when the body names none.
     pub id: Uuid,
@@ -33,6 +33,14 @@ pub struct Stamp {
 fn parse<T: DeserializeOwned>(v: &Value) -> Result<T, FieldErrors> {
     if !v.is_object() {
         return Err(FieldErrors::single("@entity", "expected a JSON object"));
+    }
+    // Kong names each tag that is not a string by its position (`tags.3`).
+    if let Some(Value::Array(tags)) = v.get("tags") {
+        let mut errs = FieldErrors::new();
+        for (i, _) in tags.iter().enumerate().filter(|(_, t)| !t.is_string()) {
+            errs.add(&format!("tags.{}", i + 1), "expected a string");
+        }
+        errs.into_result()?;
     }
     serde_path_to_error::deserialize(v).map_err(|e| {
         let path = e.path().to_string();
@@ -69,16 +77,22 @@ pub fn merge_patch(base: &Value, patch: &Value) -> Value {
     Value::Object(out)
 }
 
-/// A foreign key in input: `{"id": ...}` or `{"name": ...}` (`{"username": ...}` for consumers).
+/// A foreign key in input: `{"id": ...}` or `{"name": ...}` (`{"username": ...}` for consumers),
+/// resolved by [`crate::schema::FkInput::resolve`].
 #[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct FkInput {
-    #[serde(default, deserialize_with = "lenient::opt_string")]
-    id: Option<String>,
-    #[serde(default, deserialize_with = "lenient::opt_string")]
-    name: Option<String>,
-    #[serde(default, deserialize_with = "lenient::opt_string")]
-    username: Option<String>,
+#[serde(transparent)]
+struct FkInput(Value);
+
+/// Kong's protocols (`kong/constants.lua`, OSS): the message for a name outside them, and a
+/// plain "not supported yet" for the stream ones Tollgate does not serve.
+pub(crate) const KONG_PROTOCOLS: &str =
+    "expected one of: grpc, grpcs, http, https, tcp, tls, tls_passthrough, udp";
+
+fn unknown_protocol(p: &str) -> String {
+    match p {
+        "tcp" | "tls" | "tls_passthrough" | "udp" => format!("protocol '{p}' is not supported yet"),
+        _ => KONG_PROTOCOLS.to_string(),
+    }
 }
 
 fn resolve_fk(
@@ -89,33 +103,7 @@ fn resolve_fk(
     errs: &mut FieldErrors,
 ) -> Option<ForeignKey> {
     let fk = fk?;
-    let key = fk.id.or(fk.name).or(fk.username);
-    let Some(key) = key else {
-        errs.add(&format!("{field}.id"), "required field missing");
-        return None;
-    };
-    match state.resolve(kind, &key) {
-        Some(id) => Some(ForeignKey { id }),
-        None => match Uuid::parse_str(&key) {
-            // An unknown id is reported by apply as a foreign key violation.
-            Ok(id) => Some(ForeignKey { id }),
-            Err(_) => {
-                let by = if kind == EntityKind::Consumer {
-                    "username"
-                } else {
-                    "name"
-                };
-                errs.add(
-                    &format!("{field}.{by}"),
-                    format!(
-                        "the foreign key cannot be resolved with '{{{by}=\"{key}\"}}' for an existing '{}' entity",
-                        kind.table()
-                    ),
-                );
-                None
-            }
-        },
-    }
+    crate::schema::FkInput::resolve(state, field, kind, &fk.0, errs).map(|id| ForeignKey { id })
 }
 
 /// Longest name, username, custom_id or key (characters). Kong sets none; without one a 1 MB
@@ -132,6 +120,25 @@ pub(crate) fn check_len(field: &str, v: Option<&str>, max: usize, errs: &mut Fie
         errs.add(field, format!("length must be at most {max}"));
     }
     over
+}
+
+/// Kong's `utf8_name` (service and route names, plugin instance names): any non-ASCII
+/// character, and of ASCII only alphanumerics and `.-_~`.
+pub(crate) fn check_utf8_name(field: &str, name: &Option<String>, errs: &mut FieldErrors) {
+    if check_len(field, name.as_deref(), MAX_NAME_LEN, errs) {
+        return;
+    }
+    if let Some(n) = name {
+        let ok = |c: char| {
+            !c.is_ascii() || c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_' | '~')
+        };
+        if n.is_empty() || !n.chars().all(ok) {
+            errs.add(
+                field,
+                format!("invalid value '{n}': the only accepted ascii characters are alphanumerics or ., -, _, and ~"),
+            );
+        }
+    }
 }
 
 pub(crate) fn check_name(field: &str, name: &Option<String>, errs: &mut FieldErrors) {
@@ -261,10 +268,16 @@ fn valid_host(h: &str) -> bool {
 
 /// Builds a service from an Admin API body.
 pub fn service(v: &Value, stamp: &Stamp) -> Result<Service, FieldErrors> {
-    let inp: ServiceInput = parse(v)?;
+    let inp: ServiceInput = parse(v).map_err(|mut e| {
+        // A type error stops the reading; the missing host is still worth naming, as Kong does.
+        if v.get("host").is_none_or(Value::is_null) && v.get("url").is_none_or(Value::is_null) {
+            e.add("host", "required field missing");
+        }
+        e
+    })?;
     let mut errs = FieldErrors::new();
     let id = check_id(&inp.id, stamp, &mut errs);
-    check_name("name", &inp.name, &mut errs);
+    check_utf8_name("name", &inp.name, &mut errs);
     check_tags(&inp.tags, &mut errs);
     for (f, val) in [
         ("client_certificate", &inp.client_certificate),
@@ -306,6 +319,13 @@ pub fn service(v: &Value, stamp: &Stamp) -> Result<Service, FieldErrors> {
                     errs.add("url", "must not have a query string or fragment");
                 }
             }
+            // Kong parses `invalid url` as a bare path: no host, and a path without `/`.
+            _ if !u.contains("://") => {
+                errs.add("host", "required field missing");
+                if !u.starts_with('/') {
+                    errs.add("path", "should start with: /");
+                }
+            }
             _ => errs.add("url", format!("invalid url: '{u}'")),
         }
     }
@@ -321,7 +341,7 @@ pub fn service(v: &Value, stamp: &Stamp) -> Result<Service, FieldErrors> {
                 other
             }
             None => {
-                errs.add("protocol", "expected one of: grpc, grpcs, http, https");
+                errs.add("protocol", unknown_protocol(p));
                 Protocol::Http
             }
         },
@@ -432,10 +452,6 @@ struct RouteInput {
     destinations: Option<Value>,
 }
 
-fn non_empty(v: Option<Vec<String>>) -> Option<Vec<String>> {
-    v.filter(|v| !v.is_empty())
-}
-
 /// Checks one route host: a name with an optional port, and at most one wildcard label at the
 /// leftmost or rightmost position.
 fn check_route_host(h: &str) -> Result<(), String> {
@@ -473,7 +489,7 @@ pub fn route(
     let inp: RouteInput = parse(v)?;
     let mut errs = FieldErrors::new();
     let id = check_id(&inp.id, stamp, &mut errs);
-    check_name("name", &inp.name, &mut errs);
+    check_utf8_name("name", &inp.name, &mut errs);
     check_tags(&inp.tags, &mut errs);
     for (f, val) in [
         ("snis", &inp.snis),
@@ -492,16 +508,12 @@ pub fn route(
         None => vec![Protocol::Http, Protocol::Https],
         Some(ps) => {
             let mut out = Vec::new();
-            for p in ps {
-                match Protocol::parse(&p) {
+            for (i, p) in ps.iter().enumerate() {
+                let at = format!("protocols.{}", i + 1);
+                match Protocol::parse(p) {
                     Some(pr @ (Protocol::Http | Protocol::Https)) => out.push(pr),
-                    Some(_) => {
-                        errs.add("protocols", format!("protocol '{p}' is not supported yet"))
-                    }
-                    None => errs.add(
-                        "protocols",
-                        format!("expected one of: http, https; got '{p}'"),
-                    ),
+                    Some(_) => errs.add(&at, format!("protocol '{p}' is not supported yet")),
+                    None => errs.add(&at, unknown_protocol(p)),
                 }
             }
             if out.is_empty() {
@@ -510,13 +522,13 @@ pub fn route(
             out
         }
     };
-    let methods = non_empty(inp.methods);
+    let methods = inp.methods;
     for m in methods.iter().flatten() {
         if m.is_empty() || !m.bytes().all(|b| b.is_ascii_uppercase()) {
             errs.add("methods", format!("invalid value: {m}"));
         }
     }
-    let hosts = non_empty(inp.hosts).map(|hs| {
+    let hosts = inp.hosts.map(|hs| {
         hs.into_iter()
             .map(|h| h.to_ascii_lowercase())
             .collect::<Vec<_>>()
@@ -526,7 +538,7 @@ pub fn route(
             errs.add("hosts", m);
         }
     }
-    let paths = non_empty(inp.paths);
+    let paths = inp.paths;
     for p in paths.iter().flatten() {
         if let Some(re) = p.strip_prefix('~') {
             if let Err(e) = regex::Regex::new(re) {
@@ -576,7 +588,8 @@ pub fn route(
         }
         headers = Some(out);
     }
-    if methods.is_none() && hosts.is_none() && paths.is_none() && headers.is_none() {
+    let unset = |v: &Option<Vec<String>>| v.as_ref().is_none_or(Vec::is_empty);
+    if unset(&methods) && unset(&hosts) && unset(&paths) && headers.is_none() {
         errs.add_entity(if protocols.contains(&Protocol::Https) {
             "must set one of 'methods', 'hosts', 'headers', 'paths', 'snis' when 'protocols' is 'https'"
         } else {
@@ -596,10 +609,7 @@ pub fn route(
     };
     let path_handling = match inp.path_handling.as_deref() {
         None | Some("v0") => "v0".to_string(),
-        Some("v1") => {
-            errs.add("path_handling", "'v1' is not supported yet; use 'v0'");
-            "v0".to_string()
-        }
+        Some("v1") => "v1".to_string(),
         Some(_) => {
             errs.add("path_handling", "expected one of: v0, v1");
             "v0".to_string()
@@ -795,7 +805,7 @@ pub fn plugin(
     let inp: PluginInput = parse(v)?;
     let mut errs = FieldErrors::new();
     let id = check_id(&inp.id, stamp, &mut errs);
-    check_name("instance_name", &inp.instance_name, &mut errs);
+    check_utf8_name("instance_name", &inp.instance_name, &mut errs);
     check_tags(&inp.tags, &mut errs);
     let name = match inp.name {
         None => {
@@ -820,13 +830,10 @@ pub fn plugin(
         ],
         Some(ps) => {
             let mut out = Vec::new();
-            for p in ps {
-                match Protocol::parse(&p) {
+            for (i, p) in ps.iter().enumerate() {
+                match Protocol::parse(p) {
                     Some(pr) => out.push(pr),
-                    None => errs.add(
-                        "protocols",
-                        format!("expected one of: grpc, grpcs, http, https; got '{p}'"),
-                    ),
+                    None => errs.add(&format!("protocols.{}", i + 1), unknown_protocol(p)),
                 }
             }
             out
@@ -929,7 +936,11 @@ mod tests {
 
     #[test]
     fn service_errors_name_fields() {
+        // Kong reads a url without a scheme as a bare path.
         let e = service(&json!({"url": "not a url"}), &stamp()).unwrap_err();
+        assert_eq!(e.to_json()["host"], "required field missing");
+        assert_eq!(e.to_json()["path"], "should start with: /");
+        let e = service(&json!({"url": "http://[bad"}), &stamp()).unwrap_err();
         assert!(e.to_json()["url"]
             .as_str()
             .unwrap()
@@ -965,8 +976,16 @@ mod tests {
             .starts_with("invalid regex"));
         let e = route(&json!({"hosts": ["a.*.com"]}), &stamp(), &st, None).unwrap_err();
         assert!(e.to_json()["hosts"].as_str().unwrap().contains("wildcard"));
-        let e = route(
+        let r = route(
             &json!({"paths": ["/a"], "path_handling": "v1"}),
+            &stamp(),
+            &st,
+            None,
+        )
+        .unwrap();
+        assert_eq!(r.path_handling, "v1");
+        let e = route(
+            &json!({"paths": ["/a"], "path_handling": "v2"}),
             &stamp(),
             &st,
             None,

@@ -46,7 +46,12 @@ pub fn form_to_json<'a>(
             }
             _ => (key, is_array),
         };
-        let val = scalar(raw_val);
+        // Kong: a form field sent empty (`hosts=`) is null, which clears it.
+        let val = if raw_val.is_empty() && !is_array {
+            Value::Null
+        } else {
+            scalar(raw_val)
+        };
         let parts: Vec<&str> = key.split('.').collect();
         insert(&mut root, &parts, val, is_array);
     }

@@ -93,9 +93,17 @@ macro_rules! registry {
             /// The entity as Kong's Admin API prints it.
             pub fn to_json(&self) -> Value {
                 // Plain structs of strings, numbers and string-keyed maps always serialize.
-                match self {
+                let mut v = match self {
                     $(Entity::$variant(e) => serde_json::to_value(e).unwrap_or(Value::Null),)*
+                };
+                // Every declared field is shown, null when the struct has no place for it
+                // yet (a route's `snis` until TLS routing), as Kong shows unset fields.
+                if let Value::Object(o) = &mut v {
+                    for f in self.kind().decl().fields {
+                        o.entry(f.name).or_insert(Value::Null);
+                    }
                 }
+                v
             }
         }
 

@@ -393,6 +393,11 @@ impl Matcher {
     }
 }
 
+/// A route's list field when it holds something.
+fn set(v: &Option<Vec<String>>) -> Option<&Vec<String>> {
+    v.as_ref().filter(|v| !v.is_empty())
+}
+
 fn compile_route(
     r: &Route,
     idx: usize,
@@ -407,10 +412,7 @@ fn compile_route(
         .map(|h| HostMatcher::parse(h))
         .collect();
     // Kong: `plain_host_only = type(hosts) == "table"` and then no `*` in any of them.
-    let plain_hosts = r
-        .hosts
-        .as_ref()
-        .is_some_and(|hs| hs.iter().all(|h| !h.contains('*')));
+    let plain_hosts = set(&r.hosts).is_some_and(|hs| hs.iter().all(|h| !h.contains('*')));
     let headers: Vec<(String, Vec<ValueRule>)> = r
         .headers
         .iter()
@@ -426,11 +428,12 @@ fn compile_route(
             (name.to_ascii_lowercase(), rules)
         })
         .collect();
+    // An empty list is stored as given (Kong answers `[]`) but is no criterion.
     let criteria = [
-        r.methods.is_some(),
-        r.hosts.is_some(),
-        r.headers.is_some(),
-        r.paths.is_some(),
+        set(&r.methods).is_some(),
+        set(&r.hosts).is_some(),
+        r.headers.as_ref().is_some_and(|h| !h.is_empty()),
+        set(&r.paths).is_some(),
     ]
     .iter()
     .filter(|x| **x)
@@ -452,7 +455,7 @@ fn compile_route(
             id: std::cmp::Reverse(r.id),
         },
     };
-    match &r.paths {
+    match set(&r.paths) {
         None => out.push(base(PathRule::Any, false, 0, 0)),
         Some(paths) => {
             for p in paths {

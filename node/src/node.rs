@@ -265,6 +265,7 @@ pub async fn run(args: NodeArgs) -> anyhow::Result<()> {
 
     let admin_ctx = Arc::new(AdminCtx {
         node_id: args.id,
+        node_uuid: node_uuid(&args.data_dir)?,
         cluster_auth: (auth.mode, auth.rejections.clone()),
         replicator: cluster.clone(),
         discovery: disc.clone(),
@@ -279,7 +280,9 @@ pub async fn run(args: NodeArgs) -> anyhow::Result<()> {
                 .cloned()
                 .collect::<Vec<_>>(),
             &args.admin_origins,
-        ),
+        )
+        .with_loopback_origins(admin_addr.ip().is_loopback()),
+        cors: admin::cors::Cors::new(&args.admin_origins, admin_addr.ip().is_loopback()),
         proxy_listen: proxy_addr.to_string(),
         admin_listen: admin_addr.to_string(),
     });
@@ -478,4 +481,21 @@ async fn load_declarative(cluster: &ClusterNode, path: &std::path::Path) -> anyh
             Err(e) => bail!("cannot load {}: {e}", path.display()),
         }
     }
+}
+
+/// The node's UUID (Kong's `node_id`): read from `DATA_DIR/node_id`, or made and written there
+/// on the first start, so it survives restarts.
+fn node_uuid(dir: &std::path::Path) -> anyhow::Result<uuid::Uuid> {
+    let path = dir.join("node_id");
+    if let Ok(text) = std::fs::read_to_string(&path) {
+        if let Ok(id) = uuid::Uuid::parse_str(text.trim()) {
+            return Ok(id);
+        }
+    }
+    let id = uuid::Uuid::new_v4();
+    let tmp = dir.join("node_id.tmp");
+    std::fs::write(&tmp, id.to_string())
+        .and_then(|()| std::fs::rename(&tmp, &path))
+        .with_context(|| format!("cannot write {}", path.display()))?;
+    Ok(id)
 }

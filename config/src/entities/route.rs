@@ -47,6 +47,7 @@ impl Declared for Route {
             nested_path: Some("routes"),
             nests: true,
         }],
+        // Kong's order (`kong/db/schema/entities/routes.lua`), which `/schemas/routes` shows.
         fields: &[
             ID,
             CREATED_AT,
@@ -55,16 +56,26 @@ impl Declared for Route {
             FieldDecl::new("protocols", FieldType::Set)
                 .required()
                 .default("[\"http\", \"https\"]"),
-            FieldDecl::new("methods", FieldType::Set),
-            FieldDecl::new("hosts", FieldType::Array),
-            FieldDecl::new("paths", FieldType::Array),
-            FieldDecl::new("headers", FieldType::Map),
             FieldDecl::new(
                 "https_redirect_status_code",
                 FieldType::Integer { min: 301, max: 426 },
             )
             .required()
             .default("426"),
+            FieldDecl::new("strip_path", FieldType::Boolean).default("true"),
+            FieldDecl::new("preserve_host", FieldType::Boolean).default("false"),
+            FieldDecl::new("request_buffering", FieldType::Boolean).default("true"),
+            FieldDecl::new("response_buffering", FieldType::Boolean).default("true"),
+            TAGS,
+            FieldDecl::new("service", FieldType::Foreign(EntityKind::Service)),
+            // Stream and TLS routing fields: only null until the TLS and stream listeners.
+            FieldDecl::new("snis", FieldType::Set),
+            FieldDecl::new("sources", FieldType::Set),
+            FieldDecl::new("destinations", FieldType::Set),
+            FieldDecl::new("methods", FieldType::Set),
+            FieldDecl::new("hosts", FieldType::Array),
+            FieldDecl::new("paths", FieldType::Array),
+            FieldDecl::new("headers", FieldType::Map),
             FieldDecl::new(
                 "regex_priority",
                 FieldType::Integer {
@@ -73,13 +84,7 @@ impl Declared for Route {
                 },
             )
             .default("0"),
-            FieldDecl::new("strip_path", FieldType::Boolean).default("true"),
             FieldDecl::new("path_handling", FieldType::OneOf(&["v0", "v1"])).default("\"v0\""),
-            FieldDecl::new("preserve_host", FieldType::Boolean).default("false"),
-            FieldDecl::new("request_buffering", FieldType::Boolean).default("true"),
-            FieldDecl::new("response_buffering", FieldType::Boolean).default("true"),
-            FieldDecl::new("service", FieldType::Foreign(EntityKind::Service)),
-            TAGS,
         ],
         entity_checks: "",
         storage_tag: b'r',

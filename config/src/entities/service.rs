@@ -42,7 +42,9 @@ impl Declared for Service {
             FieldDecl::new("retries", FieldType::Integer { min: 0, max: 32767 }).default("5"),
             FieldDecl::new(
                 "protocol",
-                FieldType::OneOf(&["grpc", "grpcs", "http", "https"]),
+                FieldType::OneOf(&[
+                    "grpc", "grpcs", "http", "https", "tcp", "tls", "tls_passthrough", "udp",
+                ]),
             )
             .required()
             .default("\"http\""),

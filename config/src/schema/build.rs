@@ -47,15 +47,34 @@ impl FkInput {
             Value::Null => return None,
             Value::String(s) => (s.clone(), "id"),
             Value::Object(o) => {
-                if let Some(extra) = o.keys().find(|k| *k != "id" && *k != by) {
-                    errs.add(&format!("{field}.{extra}"), "unknown field");
+                // Kong validates a reference as the entity it names: other fields must be
+                // valid for it, and without a key it has no primary key.
+                let before = errs.0.len();
+                for (k, x) in o.iter().filter(|(k, _)| *k != "id" && *k != by) {
+                    match target.decl().fields.iter().find(|f| f.name == k) {
+                        Some(f) => {
+                            let mut one = FieldErrors::new();
+                            let cx = BuildCx {
+                                stamp: &crate::input::Stamp::default(),
+                                state,
+                                parent: None,
+                            };
+                            self::field(f, Some(x), &cx, &mut one);
+                            if let Some(m) = one.0.remove(k) {
+                                errs.put(&[field.to_string(), k.clone()], m);
+                            }
+                        }
+                        None => errs.add(&format!("{field}.{k}"), "unknown field"),
+                    }
+                }
+                if errs.0.len() > before {
                     return None;
                 }
                 match (o.get("id"), o.get(by)) {
                     (Some(Value::String(s)), _) => (s.clone(), "id"),
-                    (_, Some(Value::String(s))) => (s.clone(), by),
+                    (_, Some(Value::String(s))) if !s.is_empty() => (s.clone(), by),
                     _ => {
-                        errs.add(&format!("{field}.id"), "required field missing");
+                        errs.add(&format!("{field}.id"), "missing primary key");
                         return None;
                     }
                 }
@@ -247,4 +266,22 @@ pub fn build_record(
     }
     errs.into_result()?;
     Ok(out)
+}
+
+/// Fields declared as strings given another JSON type. Kong reads JSON bodies with their
+/// types, so `{"key": 123}` is "expected a string" rather than the text `123`; the lenient
+/// builders accept numbers for strings because form bodies carry only text.
+pub fn strict_strings(decl: &EntityDecl, body: &Value) -> Result<(), FieldErrors> {
+    let mut errs = FieldErrors::new();
+    if let Some(input) = body.as_object() {
+        for f in decl.fields {
+            let is_string = matches!(f.typ, FieldType::String { .. } | FieldType::Name);
+            if let (true, Some(v)) = (is_string, input.get(f.name)) {
+                if !v.is_string() && !v.is_null() {
+                    errs.add(f.name, "expected a string");
+                }
+            }
+        }
+    }
+    errs.into_result()
 }

@@ -106,9 +106,11 @@ pub fn entity_schema(kind: EntityKind) -> Value {
         "primary_key": ["id"],
         "endpoint_key": decl.endpoint_key,
     });
-    if let Ok(checks @ Value::Array(_)) = serde_json::from_str::<Value>(decl.entity_checks) {
-        v["entity_checks"] = checks;
-    }
+    // Kong always lists the entity checks, empty when there are none.
+    v["entity_checks"] = match serde_json::from_str::<Value>(decl.entity_checks) {
+        Ok(checks @ Value::Array(_)) => checks,
+        _ => json!([]),
+    };
     let composite: Vec<&&[&str]> = decl.uniques.iter().filter(|u| u.len() > 1).collect();
     if !composite.is_empty() {
         v["unique_across"] = json!(composite);

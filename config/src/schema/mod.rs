@@ -14,7 +14,7 @@
 mod build;
 mod describe;
 
-pub use build::{build_record, BuildCx, FkInput};
+pub use build::{build_record, strict_strings, BuildCx, FkInput};
 pub use describe::{describe_fields, entity_schema, validate_entity};
 
 use serde::de::DeserializeOwned;

@@ -16,10 +16,20 @@ pub fn parse(headers: &HeaderMap, bytes: &Bytes) -> Result<Value, BodyError> {
         .unwrap_or("")
         .to_ascii_lowercase();
     if bytes.iter().all(u8::is_ascii_whitespace) {
+        // Kong: a JSON body that is not there cannot be parsed; a form or no body is empty.
+        if ct.starts_with("application/json") {
+            return Err(BodyError::from("Cannot parse JSON body"));
+        }
         return Ok(Value::Object(Default::default()));
     }
     if ct.starts_with("application/x-www-form-urlencoded") {
-        let pairs: Vec<(String, String)> = form_urlencoded::parse(bytes).into_owned().collect();
+        let pairs: Vec<(String, String)> = form_urlencoded::parse(bytes)
+            .into_owned()
+            .take(MAX_ARGS + 1)
+            .collect();
+        if pairs.len() > MAX_ARGS {
+            return Err(BodyError::from("Too many arguments"));
+        }
         return form_to_json(pairs.iter().map(|(k, v)| (k.as_str(), v.as_str())))
             .map_err(|e| BodyError(e.to_string()));
     }
@@ -38,11 +48,27 @@ pub fn parse(headers: &HeaderMap, bytes: &Bytes) -> Result<Value, BodyError> {
     }
 }
 
+/// Whether the body was form-encoded: its values are text, so fields may take them loosely
+/// (`port=80`); JSON keeps its types (`{"key": 123}` is not a string).
+pub fn is_form(headers: &HeaderMap) -> bool {
+    headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|ct| {
+            let ct = ct.to_ascii_lowercase();
+            ct.starts_with("application/x-www-form-urlencoded") || ct.starts_with("multipart/")
+        })
+}
+
 impl From<&str> for BodyError {
     fn from(m: &str) -> BodyError {
         BodyError(m.to_string())
     }
 }
+
+/// Most arguments a form body or a query string may carry (Kong refuses a request whose
+/// arguments nginx had to truncate).
+pub const MAX_ARGS: usize = 1000;
 
 /// Largest body of an entity write (POST/PUT/PATCH of one entity). Kong's Admin API takes up
 /// to 10 MB (`nginx_admin_client_max_body_size`); one entity needs far less, and the bound

@@ -58,6 +58,9 @@ pub struct Guard {
     hosts: Vec<String>,
     /// Lower-case `scheme://host[:port]` origins accepted on writes.
     origins: Vec<String>,
+    /// With no origins listed and a loopback bind, pages served from this machine may write
+    /// (Kong Manager on `localhost:8002`), as [`super::cors`] lets them read.
+    loopback_origins: bool,
 }
 
 fn digest(b: &[u8]) -> [u8; 32] {
@@ -94,7 +97,14 @@ impl Guard {
                 .map(|o| o.trim().trim_end_matches('/').to_ascii_lowercase())
                 .filter(|o| !o.is_empty())
                 .collect(),
+            loopback_origins: false,
         }
+    }
+
+    /// Accepts writes from loopback origins when no origin is listed (loopback binds only).
+    pub fn with_loopback_origins(mut self, loopback_bind: bool) -> Guard {
+        self.loopback_origins = loopback_bind && self.origins.is_empty();
+        self
     }
 
     /// Whether the request may go on to its handler.
@@ -107,7 +117,8 @@ impl Guard {
         if !self.host_allowed(host) {
             return Err(Refusal::Host(host.chars().take(100).collect()));
         }
-        let public = path == "/status" && method == Method::GET;
+        // A browser's preflight never carries the token, and its answer reveals nothing.
+        let public = (path == "/status" && method == Method::GET) || method == Method::OPTIONS;
         if let (Some(want), false) = (&self.token, public) {
             let given = headers
                 .get("kong-admin-token")
@@ -130,9 +141,18 @@ impl Guard {
             let same_site = o
                 .split_once("://")
                 .is_some_and(|(_, authority)| authority.eq_ignore_ascii_case(host.trim()));
-            if !same_site && !self.origins.contains(&o) {
+            let local = self.loopback_origins && super::cors::is_loopback_origin(&o);
+            if !same_site && !local && !self.origins.contains(&o) {
                 return Err(Refusal::Origin(o.chars().take(100).collect()));
             }
+        }
+        // Kong answers 415 to a body without a content type too: it cannot tell how to read it.
+        let has_body = headers.contains_key(header::TRANSFER_ENCODING)
+            || headers
+                .get(header::CONTENT_LENGTH)
+                .is_some_and(|l| l.as_bytes() != b"0");
+        if has_body && !headers.contains_key(header::CONTENT_TYPE) {
+            return Err(Refusal::ContentType(String::new()));
         }
         if let Some(ct) = headers.get(header::CONTENT_TYPE) {
             let ct = ct.to_str().unwrap_or("").to_ascii_lowercase();

@@ -11,6 +11,7 @@
 #![allow(clippy::result_large_err)]
 
 mod body;
+pub mod cors;
 pub mod guard;
 mod schemas;
 mod tags;
@@ -41,8 +42,14 @@ use crate::metrics::Metrics;
 use crate::snapshot::SnapshotHandle;
 
 /// What the Admin API works with.
+/// The Kong release whose Admin API this one implements.
+pub const KONG_VERSION: &str = "3.9.3";
+
 pub struct AdminCtx {
+    /// The Raft id (an integer, fixed in the cluster's membership).
     pub node_id: u64,
+    /// Kong's `node_id`: a UUID made on the node's first start and kept in its data dir.
+    pub node_uuid: Uuid,
     /// The cluster plane's credential mode, and who was refused on it.
     pub cluster_auth: (&'static str, Arc<tollgate_cluster::auth::Rejections>),
     pub replicator: Arc<ClusterNode>,
@@ -50,6 +57,7 @@ pub struct AdminCtx {
     pub metrics: Arc<Metrics>,
     pub snapshots: Arc<SnapshotHandle>,
     pub guard: guard::Guard,
+    pub cors: cors::Cors,
     pub proxy_listen: String,
     pub admin_listen: String,
 }
@@ -164,6 +172,16 @@ fn find<'s>(st: &'s State, c: Collection, parent: Option<Uuid>, key: &str) -> Op
     st.get(c.kind, id).filter(|e| c.holds(e, parent))
 }
 
+/// An entity write's body as a JSON object, with JSON's types kept (see
+/// [`tollgate_config::schema::strict_strings`]).
+fn read_body(c: Collection, headers: &HeaderMap, bytes: &Bytes) -> Result<Value, Response> {
+    let body = body::parse(headers, bytes).map_err(|e| message(StatusCode::BAD_REQUEST, &e.0))?;
+    if !body::is_form(headers) {
+        tollgate_config::schema::strict_strings(c.kind.decl(), &body).map_err(schema_error)?;
+    }
+    Ok(body)
+}
+
 async fn propose(ctx: &Ctx, cmd: Command) -> Result<Applied, Response> {
     ctx.replicator.propose(cmd).await.map_err(propose_error)
 }
@@ -174,19 +192,67 @@ struct ListQuery {
     offset: Option<String>,
     tags: Option<String>,
     consistent: Option<String>,
+    /// `/consumers?custom_id=`: Kong's lookup by custom id (one entity or none, no paging).
+    custom_id: Option<String>,
+}
+
+/// Kong's `?tags=` filter: all of `a,b`, or any of `a/b`.
+struct TagFilter {
+    tags: Vec<String>,
+    any: bool,
 }
 
 impl ListQuery {
-    /// `size`: 1 to 1000, 100 when absent.
+    /// `size`: 1 to 1000, 100 when absent (Kong's two messages: not a number, out of range).
     fn page_size(&self) -> Result<usize, Response> {
-        match self.size.as_deref().map(str::parse::<usize>) {
-            None => Ok(100),
-            Some(Ok(n)) if (1..=1000).contains(&n) => Ok(n),
-            _ => Err(json_response(
+        let invalid = |m: &str| {
+            json_response(
                 StatusCode::BAD_REQUEST,
-                &json!({"code": 9, "name": "invalid size", "message": "size must be an integer between 1 and 1000"}),
-            )),
+                &json!({"code": 9, "name": "invalid size", "message": m}),
+            )
+        };
+        match self.size.as_deref().map(|s| s.trim().parse::<f64>()) {
+            None => Ok(100),
+            Some(Ok(n)) if n.fract() == 0.0 && (1.0..=1000.0).contains(&n) => Ok(n as usize),
+            Some(Ok(_)) => Err(invalid("size must be an integer between 1 and 1000")),
+            Some(Err(_)) => Err(invalid("size must be a number")),
         }
+    }
+
+    /// The `tags` filter, or Kong's 400 (code 11) for an empty or mixed one.
+    fn tag_filter(&self) -> Result<Option<TagFilter>, Response> {
+        let invalid = |why: &str| {
+            json_response(
+                StatusCode::BAD_REQUEST,
+                &json!({"code": 11, "name": "invalid options", "message": format!("invalid option (tags: {why})"), "options": {"tags": why}}),
+            )
+        };
+        let Some(t) = self.tags.as_deref() else {
+            return Ok(None);
+        };
+        if t.is_empty() {
+            return Err(invalid("cannot be null"));
+        }
+        // A tag is printable text without `,` or `/`; bytes that were not UTF-8 arrive as
+        // U+FFFD from the query decoder.
+        let tag_ok =
+            |s: &str| !s.is_empty() && !s.chars().any(|c| c.is_control() || c == '\u{FFFD}');
+        let (sep, any) = if t.contains('/') {
+            ('/', true)
+        } else {
+            (',', false)
+        };
+        let tags: Vec<String> = t.split(sep).map(str::to_string).collect();
+        let last_empty = tags.len() > 1 && tags.last().is_some_and(String::is_empty);
+        let tags: Vec<String> = if last_empty {
+            tags[..tags.len() - 1].to_vec()
+        } else {
+            tags
+        };
+        if (any && t.contains(',')) || !tags.iter().all(|s| tag_ok(s)) {
+            return Err(invalid("invalid filter syntax"));
+        }
+        Ok(Some(TagFilter { tags, any }))
     }
 
     /// Kong's answer to an offset it cannot read.
@@ -235,12 +301,16 @@ async fn list(
         Some(Ok(id)) => Some(id),
         Some(Err(_)) => return q.bad_offset(),
     };
-    // `tags=a,b` needs all, `tags=a/b` any (Kong's syntax).
-    let (want, any) = match q.tags.as_deref() {
-        None => (Vec::new(), false),
-        Some(t) if t.contains('/') => (t.split('/').map(str::to_string).collect(), true),
-        Some(t) => (t.split(',').map(str::to_string).collect(), false),
+    // Kong ignores `tags` on nested collections (Kong/kong#6779), and pages them without it.
+    let filter = match (c.parent, q.tag_filter()) {
+        (Some(_), _) => None,
+        (None, Ok(f)) => f,
+        (None, Err(r)) => return r,
     };
+    if let (EntityKind::Consumer, Some(cid)) = (c.kind, q.custom_id.as_deref()) {
+        return by_custom_id(&ctx, cid).await;
+    }
+    let (want, any) = filter.map(|f| (f.tags, f.any)).unwrap_or_default();
     let res = ctx
         .replicator
         .read(|st| {
@@ -272,12 +342,18 @@ async fn list(
     let page: Vec<Value> = items.iter().take(size).map(Entity::to_json).collect();
     let (next, offset) = if more {
         let last = items[size - 1].id().to_string();
+        // Kong's order: offset, tags (percent-encoded), size; nested collections keep neither.
         let mut next = format!("{path}?offset={last}");
-        if q.size.is_some() {
-            next.push_str(&format!("&size={size}"));
-        }
-        if let Some(t) = &q.tags {
-            next.push_str(&format!("&tags={t}"));
+        if c.parent.is_none() {
+            if let Some(t) = &q.tags {
+                next.push_str("&tags=");
+                next.extend(
+                    form_urlencoded::byte_serialize(t.as_bytes()).map(|p| p.replace('+', "%20")),
+                );
+            }
+            if q.size.is_some() {
+                next.push_str(&format!("&size={size}"));
+            }
         }
         (Some(next), Some(last))
     } else {
@@ -289,6 +365,26 @@ async fn list(
     )
 }
 
+/// `GET /consumers?custom_id=`: the consumer with that custom id, if any.
+async fn by_custom_id(ctx: &Ctx, cid: &str) -> Response {
+    if cid.is_empty() {
+        return message(
+            StatusCode::BAD_REQUEST,
+            "custom_id must be an unempty string",
+        );
+    }
+    let found: Vec<Value> = ctx
+        .replicator
+        .read(|st| {
+            st.all::<tollgate_config::Consumer>()
+                .filter(|c| c.custom_id.as_deref() == Some(cid))
+                .map(|c| Entity::Consumer(c.clone()).to_json())
+                .collect()
+        })
+        .await;
+    json_response(StatusCode::OK, &json!({"data": found, "next": null}))
+}
+
 async fn create(
     ctx: Ctx,
     c: Collection,
@@ -296,9 +392,9 @@ async fn create(
     headers: HeaderMap,
     bytes: Bytes,
 ) -> Response {
-    let body = match body::parse(&headers, &bytes) {
+    let body = match read_body(c, &headers, &bytes) {
         Ok(b) => b,
-        Err(e) => return message(StatusCode::BAD_REQUEST, &e.0),
+        Err(r) => return r,
     };
     let built = ctx
         .replicator
@@ -362,9 +458,9 @@ async fn update(
     bytes: Bytes,
     upsert: bool,
 ) -> Response {
-    let mut body = match body::parse(&headers, &bytes) {
+    let mut body = match read_body(c, &headers, &bytes) {
         Ok(b) => b,
-        Err(e) => return message(StatusCode::BAD_REQUEST, &e.0),
+        Err(r) => return r,
     };
     let built = ctx
         .replicator
@@ -376,12 +472,15 @@ async fn update(
                 (Some(e), false) => {
                     let mut merged = input::merge_patch(&e.to_json(), &body);
                     merged["id"] = Value::String(e.id().to_string());
+                    // Kong: a PATCH under a parent that names the parent's field itself (even
+                    // as null, to detach) is taken as written.
+                    let named = c.parent.is_some_and(|(field, _)| body.get(field).is_some());
                     build(
                         c,
                         &merged,
                         &fresh_stamp(Some((e.id(), e.created_at()))),
                         st,
-                        parent,
+                        if named { None } else { parent },
                     )
                 }
                 (existing, true) => {
@@ -436,7 +535,9 @@ async fn remove(ctx: Ctx, c: Collection, parent_key: Option<String>, key: String
         .await;
     match target {
         Err(r) => r,
-        // Kong answers 204 to deleting what is not there.
+        // Kong answers 204 to deleting what is not there, but 404 under a parent
+        // (`DELETE /consumers/{c}/key-auth/{missing}`).
+        Ok(None) if c.parent.is_some() => message(StatusCode::NOT_FOUND, "Not found"),
         Ok(None) => StatusCode::NO_CONTENT.into_response(),
         Ok(Some(id)) => match propose(&ctx, Command::Delete { kind: c.kind, id }).await {
             Ok(_) => StatusCode::NO_CONTENT.into_response(),
@@ -445,30 +546,95 @@ async fn remove(ctx: Ctx, c: Collection, parent_key: Option<String>, key: String
     }
 }
 
-/// `GET /{kind}/{key}/{field}`: what an entity refers to (`/routes/{r}/service`,
-/// `/key-auths/{k}/consumer`), or 404 when it refers to nothing.
+/// `/{kind}/{key}/{field}`: the entity an entity refers to (`/routes/{r}/service`,
+/// `/key-auths/{k}/consumer`), as Kong's foreign-entity endpoints: GET reads it, PATCH updates
+/// it, PUT updates it or, when there is none, creates one and attaches it; DELETE is refused
+/// (405) because it is referenced. Each is 404 when the entity or its reference is missing.
 fn back_link(kind: EntityKind, field: &'static str, target: EntityKind) -> MethodRouter<Ctx> {
+    let referred = move |ctx: Ctx, key: String| async move {
+        ctx.replicator
+            .read(|st| {
+                st.resolve(kind, &key)
+                    .and_then(|id| st.get(kind, id))
+                    .map(|e| (e.id(), e.field(field).id()))
+            })
+            .await
+    };
+    let whole = Collection {
+        kind: target,
+        parent: None,
+    };
     get(
         move |AxState(ctx): AxState<Ctx>, Path(key): Path<String>| async move {
-            ctx.replicator
-                .read(|st| {
-                    let referred = st
-                        .resolve(kind, &key)
-                        .and_then(|id| st.get(kind, id))
-                        .and_then(|e| e.field(field).id())
-                        .and_then(|id| st.get(target, id));
-                    match referred {
-                        Some(t) => json_response(StatusCode::OK, &t.to_json()),
-                        None => message(StatusCode::NOT_FOUND, "Not found"),
+            match referred(ctx.clone(), key).await {
+                Some((_, Some(t))) => read_one(ctx, whole, None, t.to_string(), ItemQuery::default()).await,
+                _ => message(StatusCode::NOT_FOUND, "Not found"),
+            }
+        },
+    )
+    .patch(
+        move |AxState(ctx): AxState<Ctx>, Path(key): Path<String>, h: HeaderMap, b: EntityBody| async move {
+            match referred(ctx.clone(), key).await {
+                Some((_, Some(t))) => update(ctx, whole, None, t.to_string(), h, b.0, false).await,
+                _ => message(StatusCode::NOT_FOUND, "Not found"),
+            }
+        },
+    )
+    .put(
+        move |AxState(ctx): AxState<Ctx>, Path(key): Path<String>, h: HeaderMap, b: EntityBody| async move {
+            match referred(ctx.clone(), key).await {
+                None => message(StatusCode::NOT_FOUND, "Not found"),
+                Some((_, Some(t))) => update(ctx, whole, None, t.to_string(), h, b.0, true).await,
+                Some((id, None)) => {
+                    let made = update(ctx.clone(), whole, None, Uuid::new_v4().to_string(), h, b.0, true).await;
+                    if made.status() != StatusCode::OK {
+                        return made;
                     }
-                })
-                .await
+                    let (parts, body) = made.into_parts();
+                    let Ok(bytes) = axum::body::to_bytes(body, MAX_ENTITY_BODY * 2).await else {
+                        return message(StatusCode::INTERNAL_SERVER_ERROR, "An unexpected error occurred");
+                    };
+                    let new_id = serde_json::from_slice::<Value>(&bytes)
+                        .ok()
+                        .and_then(|v| v["id"].as_str().map(str::to_string));
+                    let Some(new_id) = new_id else {
+                        return message(StatusCode::INTERNAL_SERVER_ERROR, "An unexpected error occurred");
+                    };
+                    let mut json_ct = HeaderMap::new();
+                    json_ct.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+                    let attach = Bytes::from(json!({ field: { "id": new_id } }).to_string());
+                    let own = Collection { kind, parent: None };
+                    let linked = update(ctx, own, None, id.to_string(), json_ct, attach, false).await;
+                    if linked.status() != StatusCode::OK {
+                        return linked;
+                    }
+                    Response::from_parts(parts, axum::body::Body::from(bytes))
+                }
+            }
+        },
+    )
+    .delete(
+        move |AxState(ctx): AxState<Ctx>, Path(key): Path<String>| async move {
+            match referred(ctx, key).await {
+                Some((_, Some(_))) => message(StatusCode::METHOD_NOT_ALLOWED, "Method not allowed"),
+                _ => message(StatusCode::NOT_FOUND, "Not found"),
+            }
         },
     )
 }
 
 /// Routes for a collection at `base` and its items at `base/{key}`.
-fn collection(router: Router<Ctx>, base: &str, c: Collection) -> Router<Ctx> {
+fn collection(
+    router: Router<Ctx>,
+    paths: &mut cors::Paths,
+    base: &str,
+    c: Collection,
+) -> Router<Ctx> {
+    paths.add(base, &["GET", "POST"]);
+    paths.add(
+        &format!("{base}/{{key}}"),
+        &["GET", "PATCH", "PUT", "DELETE"],
+    );
     let list_path = base.to_string();
     let coll: MethodRouter<Ctx> = match c.parent {
         None => get(
@@ -572,8 +738,14 @@ async fn root(AxState(ctx): AxState<Ctx>) -> Response {
         StatusCode::OK,
         &json!({
             "tagline": "Welcome to Tollgate",
-            "version": env!("CARGO_PKG_VERSION"),
-            "node_id": ctx.node_id,
+            // Kong's clients (decK, client libraries) read `version` to choose the API
+            // dialect: it names the Kong release whose Admin API this one implements.
+            "version": KONG_VERSION,
+            "tollgate_version": env!("CARGO_PKG_VERSION"),
+            "edition": "community",
+            "node_id": ctx.node_uuid,
+            "raft_node_id": ctx.node_id,
+            "pids": { "master": std::process::id() },
             "hostname": std::env::var("HOSTNAME").unwrap_or_default(),
             "plugins": { "available_on_server": available, "enabled_in_cluster": enabled },
             "configuration": {
@@ -586,7 +758,17 @@ async fn root(AxState(ctx): AxState<Ctx>) -> Response {
     )
 }
 
-async fn status(AxState(ctx): AxState<Ctx>) -> Response {
+async fn status(AxState(ctx): AxState<Ctx>, RawQuery(q): RawQuery) -> Response {
+    // Kong's memory units; Tollgate reports no Lua memory, but refuses what Kong refuses.
+    let q = q.unwrap_or_default();
+    if let Some((_, unit)) = form_urlencoded::parse(q.as_bytes()).find(|(k, _)| k == "unit") {
+        if !matches!(unit.as_ref(), "b" | "B" | "k" | "K" | "m" | "M" | "g" | "G") {
+            return message(
+                StatusCode::BAD_REQUEST,
+                &format!("invalid unit '{unit}' (expected 'k/K', 'm/M', or 'g/G')"),
+            );
+        }
+    }
     let (entities, index) = (
         ctx.replicator.read(|st| st.len()).await,
         ctx.replicator.last_index().await,
@@ -598,11 +780,25 @@ async fn status(AxState(ctx): AxState<Ctx>) -> Response {
             "database": { "reachable": true },
             "server": {
                 "connections_accepted": ctx.metrics.connections_accepted.get(),
+                // Every accepted connection is served (none is dropped for lack of workers).
+                "connections_handled": ctx.metrics.connections_accepted.get(),
+                "total_requests": total_requests(&ctx.metrics),
             },
             "configuration_hash": format!("{:032x}", snap.version),
             "tollgate": { "node_id": ctx.node_id, "applied_index": index, "entities": entities, "routes": snap.routes.len() },
         }),
     )
+}
+
+/// Requests the proxy answered, over every route and status.
+fn total_requests(m: &Metrics) -> u64 {
+    use prometheus::core::Collector;
+    m.requests
+        .collect()
+        .iter()
+        .flat_map(|f| f.get_metric())
+        .map(|c| c.get_counter().get_value() as u64)
+        .sum()
 }
 
 /// `GET /cluster`: this node's view of the cluster.
@@ -672,19 +868,31 @@ async fn plugins_enabled() -> Response {
     json_response(StatusCode::OK, &json!({ "enabled_plugins": names }))
 }
 
+/// `GET /config`: Kong's `{"config": "<YAML file>"}`; `?format=yaml` gives the YAML file
+/// itself and `?format=json` the file as JSON.
 async fn config_get(AxState(ctx): AxState<Ctx>, RawQuery(q): RawQuery) -> Response {
     let doc = ctx.replicator.read(declarative::export).await;
-    if q.as_deref().unwrap_or("").contains("format=yaml") {
-        let mut r = serde_yaml::to_string(&doc)
-            .unwrap_or_default()
-            .into_response();
-        r.headers_mut().insert(
-            header::CONTENT_TYPE,
-            HeaderValue::from_static("application/yaml"),
-        );
-        return r;
+    let q = q.unwrap_or_default();
+    let format = form_urlencoded::parse(q.as_bytes())
+        .find(|(k, _)| k == "format")
+        .map(|(_, v)| v.into_owned());
+    match format.as_deref() {
+        Some("json") => json_response(StatusCode::OK, &doc),
+        Some("yaml") => {
+            let mut r = serde_yaml::to_string(&doc)
+                .unwrap_or_default()
+                .into_response();
+            r.headers_mut().insert(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("application/yaml"),
+            );
+            r
+        }
+        _ => json_response(
+            StatusCode::OK,
+            &json!({ "config": serde_yaml::to_string(&doc).unwrap_or_default() }),
+        ),
     }
-    json_response(StatusCode::OK, &doc)
 }
 
 struct AdminStamps;
@@ -705,8 +913,12 @@ impl declarative::Stamps for AdminStamps {
 /// (YAML or JSON) or as `{"config": "<file text>"}`.
 async fn config_post(
     AxState(ctx): AxState<Ctx>,
+    RawQuery(q): RawQuery,
     Limited(bytes): Limited<MAX_CONFIG_BODY>,
 ) -> Response {
+    let q = q.unwrap_or_default();
+    let flatten = form_urlencoded::parse(q.as_bytes())
+        .any(|(k, v)| k == "flatten_errors" && matches!(v.as_ref(), "1" | "true" | "on" | "yes"));
     let text = String::from_utf8_lossy(&bytes).into_owned();
     let text = match serde_json::from_str::<Value>(&text) {
         Ok(Value::Object(o)) if o.get("config").map(Value::is_string).unwrap_or(false) => {
@@ -714,38 +926,91 @@ async fn config_post(
         }
         _ => text,
     };
+    if text.trim().is_empty() {
+        return message(
+            StatusCode::BAD_REQUEST,
+            "expected a declarative configuration",
+        );
+    }
     let data = match declarative::parse(&text, &mut AdminStamps) {
         Ok(d) => d,
-        Err(e) => return message(StatusCode::BAD_REQUEST, &e.to_string()),
+        Err(e) => {
+            let mut body = json!({
+                "code": 14,
+                "name": "invalid declarative configuration",
+                "message": e.kong_message(),
+                "fields": e.kong_fields(),
+            });
+            if flatten {
+                body["flattened_errors"] = Value::Array(e.flattened());
+            }
+            return json_response(StatusCode::BAD_REQUEST, &body);
+        }
     };
-    let n = data.len();
+    // Kong answers with what was loaded, keyed by entity type, then id.
+    let mut loaded = serde_json::Map::new();
+    for e in EntityKind::ALL.iter().flat_map(|k| data.table(*k)) {
+        let table = loaded
+            .entry(e.kind().table())
+            .or_insert_with(|| Value::Object(Default::default()));
+        if let Value::Object(t) = table {
+            t.insert(e.id().to_string(), e.to_json());
+        }
+    }
     match propose(&ctx, Command::Replace(Box::new(data))).await {
-        Ok(_) => json_response(
-            StatusCode::CREATED,
-            &json!({"message": "configuration loaded", "entities": n}),
-        ),
+        Ok(_) => json_response(StatusCode::CREATED, &Value::Object(loaded)),
         Err(r) => r,
     }
 }
 
-/// Runs [`guard::Guard`] on every request before its handler.
+/// Runs [`guard::Guard`] on every request before its handler, answers `OPTIONS` from the
+/// recorded paths, and adds the CORS headers to every answer.
 async fn guard(
-    AxState(ctx): AxState<Ctx>,
+    AxState((ctx, paths)): AxState<(Ctx, Arc<cors::Paths>)>,
     req: axum::extract::Request,
     next: axum::middleware::Next,
 ) -> Response {
-    if let Err(refusal) = ctx
+    let req_headers = req.headers().clone();
+    let started = std::time::Instant::now();
+    let mut resp = match ctx
         .guard
         .check(req.method(), req.uri().path(), req.headers())
     {
-        return message(refusal.status(), &refusal.message());
-    }
-    next.run(req).await
+        Err(refusal) => message(refusal.status(), &refusal.message()),
+        Ok(())
+            if req
+                .uri()
+                .query()
+                .is_some_and(|q| q.split('&').nth(body::MAX_ARGS).is_some()) =>
+        {
+            message(StatusCode::BAD_REQUEST, "Too many arguments")
+        }
+        Ok(()) if req.method() == axum::http::Method::OPTIONS => {
+            match paths.allow(req.uri().path()) {
+                Some(methods) => ctx.cors.preflight(&req_headers, methods),
+                None => message(StatusCode::NOT_FOUND, "Not found"),
+            }
+        }
+        Ok(()) => next.run(req).await,
+    };
+    ctx.cors.decorate(&req_headers, &mut resp);
+    // Kong's header: milliseconds the Admin API spent on the request.
+    resp.headers_mut().insert(
+        "x-kong-admin-latency",
+        HeaderValue::from(started.elapsed().as_millis() as u64),
+    );
+    resp
 }
 
 /// The Admin API router.
 pub fn router(ctx: Ctx) -> Router {
     let c = |kind, parent| Collection { kind, parent };
+    let mut paths = cors::Paths::default();
+    for p in ["/", "/status", "/metrics", "/plugins/enabled", "/cluster"] {
+        paths.add(p, &["GET"]);
+    }
+    paths.add("/config", &["GET", "POST"]);
+    paths.add("/cluster/members/{id}", &["DELETE"]);
     let mut r: Router<Ctx> = Router::new()
         .route("/", get(root))
         .route("/status", get(status))
@@ -761,22 +1026,57 @@ pub fn router(ctx: Ctx) -> Router {
     // and a link from each of its items to what it refers to.
     for kind in EntityKind::ALL {
         let decl = kind.decl();
-        r = collection(r, &format!("/{}", decl.admin_path), c(*kind, None));
+        r = collection(
+            r,
+            &mut paths,
+            &format!("/{}", decl.admin_path),
+            c(*kind, None),
+        );
         for fk in decl.foreign {
             if let Some(nested) = fk.nested_path {
                 let base = format!("/{}/{{parent}}/{nested}", fk.target.decl().admin_path);
-                r = collection(r, &base, c(*kind, Some((fk.field, fk.target))));
+                r = collection(r, &mut paths, &base, c(*kind, Some((fk.field, fk.target))));
             }
             let link = format!("/{}/{{key}}/{}", decl.admin_path, fk.field);
+            paths.add(&link, &["GET", "PATCH", "PUT", "DELETE"]);
             r = r.route(&link, back_link(*kind, fk.field, fk.target));
         }
     }
-    r = schemas::routes(r);
-    r = tags::routes(r);
-    r.fallback(|| async { message(StatusCode::NOT_FOUND, "Not found") })
+    r = schemas::routes(r, &mut paths);
+    r = tags::routes(r, &mut paths);
+    let inner = r
+        .fallback(|| async { message(StatusCode::NOT_FOUND, "Not found") })
         .method_not_allowed_fallback(|| async {
             message(StatusCode::METHOD_NOT_ALLOWED, "Method not allowed")
         })
-        .layer(axum::middleware::from_fn_with_state(ctx.clone(), guard))
-        .with_state(ctx)
+        .layer(axum::middleware::from_fn_with_state(
+            (ctx.clone(), Arc::new(paths)),
+            guard,
+        ))
+        .with_state(ctx);
+    // Kong answers `/key-auths/` as `/key-auths`: the trailing slash goes before routing.
+    Router::new().fallback_service(tower::ServiceExt::map_request(
+        inner,
+        without_trailing_slash,
+    ))
+}
+
+fn without_trailing_slash(mut req: axum::extract::Request) -> axum::extract::Request {
+    let path = req.uri().path();
+    if path.len() > 1 && path.ends_with('/') {
+        let trimmed = path.trim_end_matches('/');
+        let trimmed = if trimmed.is_empty() { "/" } else { trimmed };
+        let pq = match req.uri().query() {
+            Some(q) => format!("{trimmed}?{q}"),
+            None => trimmed.to_string(),
+        };
+        if let Ok(pq) = axum::http::uri::PathAndQuery::try_from(pq) {
+            let mut parts = req.uri().clone().into_parts();
+            parts.path_and_query = Some(pq);
+            if let Ok(uri) = axum::http::Uri::from_parts(parts) {
+                *req.uri_mut() = uri;
+            }
+        }
+    }
+    req
 }

@@ -74,7 +74,11 @@ async fn plugin_validate(
     validate(state, EntityKind::Plugin, headers, &bytes).await
 }
 
-pub fn routes(r: Router<Ctx>) -> Router<Ctx> {
+pub fn routes(r: Router<Ctx>, paths: &mut super::cors::Paths) -> Router<Ctx> {
+    paths.add("/schemas/plugins/validate", &["POST"]);
+    paths.add("/schemas/plugins/{name}", &["GET"]);
+    paths.add("/schemas/{name}", &["GET"]);
+    paths.add("/schemas/{name}/validate", &["POST"]);
     r.route("/schemas/plugins/validate", post(plugin_validate))
         .route("/schemas/plugins/{name}", get(plugin))
         .route("/schemas/{name}", get(entity))

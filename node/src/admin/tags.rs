@@ -62,7 +62,25 @@ async fn list(ctx: Ctx, only: Option<String>, q: ListQuery) -> Response {
     )
 }
 
-pub fn routes(r: Router<Ctx>) -> Router<Ctx> {
+/// Kong's answer to a tag that is not UTF-8 (`validate_utf8_string` in
+/// `kong/db/schema/typedefs.lua`), naming the first bad byte's position from 1.
+fn invalid_tag(uri: &axum::http::Uri) -> Response {
+    let raw = uri.path().rsplit('/').next().unwrap_or("");
+    let bytes: Vec<u8> = percent_encoding::percent_decode(raw.as_bytes()).collect();
+    let at = std::str::from_utf8(&bytes)
+        .err()
+        .map_or(0, |e| e.valid_up_to())
+        + 1;
+    json_response(
+        StatusCode::BAD_REQUEST,
+        &json!({"code": 10, "name": "invalid unique tag",
+                "message": format!("invalid utf-8 character sequence detected at position {at}")}),
+    )
+}
+
+pub fn routes(r: Router<Ctx>, paths: &mut super::cors::Paths) -> Router<Ctx> {
+    paths.add("/tags", &["GET"]);
+    paths.add("/tags/{tag}", &["GET"]);
     r.route(
         "/tags",
         get(|AxState(ctx): AxState<Ctx>, Query(q): Query<ListQuery>| list(ctx, None, q)),
@@ -70,8 +88,14 @@ pub fn routes(r: Router<Ctx>) -> Router<Ctx> {
     .route(
         "/tags/{tag}",
         get(
-            |AxState(ctx): AxState<Ctx>, Path(t): Path<String>, Query(q): Query<ListQuery>| {
-                list(ctx, Some(t), q)
+            |AxState(ctx): AxState<Ctx>,
+             uri: axum::http::Uri,
+             t: Result<Path<String>, axum::extract::rejection::PathRejection>,
+             Query(q): Query<ListQuery>| async move {
+                match t {
+                    Ok(Path(t)) => list(ctx, Some(t), q).await,
+                    Err(_) => invalid_tag(&uri),
+                }
             },
         ),
     )
