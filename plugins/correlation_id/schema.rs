@@ -28,6 +28,7 @@ pub const SCHEMA: PluginSchema = PluginSchema {
     ],
     example: "{}",
     validate,
+    entity_checks: "[]",
 };
 
 /// How a missing id is made.

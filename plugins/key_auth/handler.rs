@@ -30,26 +30,48 @@ static X_ANONYMOUS_CONSUMER: HeaderName = HeaderName::from_static("x-anonymous-c
 pub struct KeyAuth {
     id: Uuid,
     cfg: KeyAuthConfig,
-    header_names: Vec<Option<HeaderName>>,
+    /// Per key name, the header names it is looked up under: Kong's header lookup treats `_`
+    /// and `-` alike, so `api_key` also finds an `api-key` header.
+    header_names: Vec<Vec<HeaderName>>,
     challenge: HeaderValue,
 }
 
-enum Found {
-    Header(usize),
-    Query(usize),
-    Body(usize),
-}
+/// Which key name gave the key.
+struct Found(usize);
+
+/// Kong 3.9.3's messages (`kong/plugins/key-auth/handler.lua`).
+const NO_KEY: &str = "No API key found in request";
+const DUPLICATE: &str = "Duplicate API key found";
+const INVALID: &str = "Unauthorized";
+
+/// A key name given more than once (two headers, `?k=a&k=b`, a JSON array): Kong refuses it
+/// rather than guessing which one counts.
+struct Duplicate;
 
 impl KeyAuth {
     pub fn new(id: Uuid, cfg: KeyAuthConfig) -> KeyAuth {
         let header_names = cfg
             .key_names
             .iter()
-            .map(|k| HeaderName::from_bytes(k.to_ascii_lowercase().as_bytes()).ok())
+            .map(|k| {
+                let lower = k.to_ascii_lowercase();
+                let mut names: Vec<HeaderName> = Vec::new();
+                for n in [lower.clone(), lower.replace('_', "-"), lower.replace('-', "_")] {
+                    if let Ok(h) = HeaderName::from_bytes(n.as_bytes()) {
+                        if !names.contains(&h) {
+                            names.push(h);
+                        }
+                    }
+                }
+                names
+            })
             .collect();
-        let realm = cfg.realm.clone().unwrap_or_else(|| "kong".to_string());
-        let challenge = HeaderValue::from_str(&format!("Key realm=\"{realm}\""))
-            .unwrap_or_else(|_| HeaderValue::from_static("Key"));
+        // Kong 3.9 sends a bare `Key` challenge unless a realm is configured.
+        let challenge = match &cfg.realm {
+            Some(realm) => HeaderValue::from_str(&format!("Key realm=\"{realm}\""))
+                .unwrap_or_else(|_| HeaderValue::from_static("Key")),
+            None => HeaderValue::from_static("Key"),
+        };
         KeyAuth {
             id,
             cfg,
@@ -58,64 +80,69 @@ impl KeyAuth {
         }
     }
 
-    /// Looks for a key: for each key name, in a header, then the query, then the body.
-    fn find(&self, ctx: &Ctx<'_>, req: &http::request::Parts) -> Option<(String, Found)> {
+    /// Looks for a key as Kong does: for each key name, in a header, then the query, then the
+    /// body; the first name given as a string wins, even when empty (then there is no key).
+    fn find(
+        &self,
+        ctx: &Ctx<'_>,
+        req: &http::request::Parts,
+    ) -> Result<Option<(String, Found)>, Duplicate> {
         for (i, name) in self.cfg.key_names.iter().enumerate() {
             if self.cfg.key_in_header {
-                if let Some(v) = self.header_names[i]
-                    .as_ref()
-                    .and_then(|h| req.headers.get(h))
-                {
-                    if let Ok(s) = v.to_str() {
-                        return Some((s.to_string(), Found::Header(i)));
+                let mut values = self.header_names[i]
+                    .iter()
+                    .flat_map(|h| req.headers.get_all(h).iter());
+                if let Some(v) = values.next() {
+                    if values.next().is_some() {
+                        return Err(Duplicate);
                     }
+                    return Ok(Some((
+                        String::from_utf8_lossy(v.as_bytes()).into_owned(),
+                        Found(i),
+                    )));
                 }
             }
             if self.cfg.key_in_query {
                 if let Some(q) = req.uri.query() {
-                    if let Some((_, v)) =
-                        form_urlencoded::parse(q.as_bytes()).find(|(k, _)| k == name)
-                    {
-                        return Some((v.into_owned(), Found::Query(i)));
+                    if let Some(v) = query_value(q, name)? {
+                        return Ok(Some((v, Found(i))));
                     }
                 }
             }
             if self.cfg.key_in_body {
-                if let Some(v) = ctx.body.as_ref().and_then(|b| body_field(req, b, name)) {
-                    return Some((v, Found::Body(i)));
+                if let Some(v) = ctx.body.as_ref().map(|b| body_field(req, b, name)) {
+                    if let Some(v) = v? {
+                        return Ok(Some((v, Found(i))));
+                    }
                 }
             }
         }
-        None
+        Ok(None)
     }
 
-    fn hide(&self, ctx: &mut Ctx<'_>, req: &mut http::request::Parts, found: &Found) {
-        match *found {
-            Found::Header(i) => {
-                if let Some(h) = &self.header_names[i] {
-                    req.headers.remove(h);
-                }
+    /// `hide_credentials`: as Kong, the key name is cleared from the headers and the query
+    /// (and the body when keys are read there), wherever the key was found.
+    fn hide(&self, ctx: &mut Ctx<'_>, req: &mut http::request::Parts, i: usize) {
+        for h in &self.header_names[i] {
+            req.headers.remove(h);
+        }
+        let name = &self.cfg.key_names[i];
+        if let Some(q) = req.uri.query() {
+            let kept: String = form_urlencoded::Serializer::new(String::new())
+                .extend_pairs(form_urlencoded::parse(q.as_bytes()).filter(|(k, _)| k != name))
+                .finish();
+            let pq = if kept.is_empty() {
+                req.uri.path().to_string()
+            } else {
+                format!("{}?{kept}", req.uri.path())
+            };
+            if let Ok(u) = pq.parse::<Uri>() {
+                req.uri = u;
             }
-            Found::Query(i) => {
-                let name = &self.cfg.key_names[i];
-                let q = req.uri.query().unwrap_or("");
-                let kept: String = form_urlencoded::Serializer::new(String::new())
-                    .extend_pairs(form_urlencoded::parse(q.as_bytes()).filter(|(k, _)| k != name))
-                    .finish();
-                let pq = if kept.is_empty() {
-                    req.uri.path().to_string()
-                } else {
-                    format!("{}?{kept}", req.uri.path())
-                };
-                if let Ok(u) = pq.parse::<Uri>() {
-                    req.uri = u;
-                }
-            }
-            Found::Body(i) => {
-                let name = &self.cfg.key_names[i];
-                if let Some(b) = ctx.body.take() {
-                    ctx.body = Some(body_without(req, &b, name).unwrap_or(b));
-                }
+        }
+        if self.cfg.key_in_body {
+            if let Some(b) = ctx.body.take() {
+                ctx.body = Some(body_without(req, &b, name).unwrap_or(b));
             }
         }
     }
@@ -175,20 +202,60 @@ fn content_type(req: &http::request::Parts) -> &str {
         .unwrap_or("")
 }
 
-fn body_field(req: &http::request::Parts, body: &Bytes, name: &str) -> Option<String> {
+/// A query argument as nginx parses it: `?k` alone is not a string (no key), `?k=` is an
+/// empty one, and a name given twice is a duplicate.
+fn query_value(q: &str, name: &str) -> Result<Option<String>, Duplicate> {
+    let mut found: Option<Option<String>> = None;
+    for part in q.split('&') {
+        let (k, v) = match part.split_once('=') {
+            Some((k, v)) => (k, Some(v)),
+            None => (part, None),
+        };
+        let k: String = form_urlencoded::parse(k.as_bytes())
+            .map(|(k, _)| k.into_owned())
+            .next()
+            .unwrap_or_default();
+        if k != name {
+            continue;
+        }
+        if found.is_some() {
+            return Err(Duplicate);
+        }
+        let v = v.map(|v| {
+            form_urlencoded::parse(format!("x={v}").as_bytes())
+                .map(|(_, v)| v.into_owned())
+                .next()
+                .unwrap_or_default()
+        });
+        found = Some(v);
+    }
+    Ok(found.flatten())
+}
+
+fn body_field(
+    req: &http::request::Parts,
+    body: &Bytes,
+    name: &str,
+) -> Result<Option<String>, Duplicate> {
     let ct = content_type(req);
     if ct.starts_with("application/x-www-form-urlencoded") {
-        form_urlencoded::parse(body)
-            .find(|(k, _)| k == name)
-            .map(|(_, v)| v.into_owned())
+        let mut values = form_urlencoded::parse(body).filter(|(k, _)| k == name);
+        let first = values.next().map(|(_, v)| v.into_owned());
+        if values.next().is_some() {
+            return Err(Duplicate);
+        }
+        Ok(first)
     } else if ct.starts_with("application/json") {
-        let v: serde_json::Value = serde_json::from_slice(body).ok()?;
-        match v.get(name)? {
-            serde_json::Value::String(s) => Some(s.clone()),
-            other => Some(other.to_string()),
+        let Ok(v) = serde_json::from_slice::<serde_json::Value>(body) else {
+            return Ok(None);
+        };
+        match v.get(name) {
+            Some(serde_json::Value::String(s)) => Ok(Some(s.clone())),
+            Some(serde_json::Value::Array(_) | serde_json::Value::Object(_)) => Err(Duplicate),
+            _ => Ok(None),
         }
     } else {
-        None
+        Ok(None)
     }
 }
 
@@ -229,14 +296,16 @@ impl Plugin for KeyAuth {
         if !self.cfg.run_on_preflight && req.method == Method::OPTIONS {
             return Flow::Continue;
         }
-        let Some((key, found)) = self.find(ctx, req) else {
-            return self.reject_or_anonymous(ctx, req, "No API key found in request");
+        let (key, found) = match self.find(ctx, req) {
+            Err(Duplicate) => return self.reject_or_anonymous(ctx, req, DUPLICATE),
+            Ok(Some((key, found))) if !key.is_empty() => (key, found),
+            Ok(_) => return self.reject_or_anonymous(ctx, req, NO_KEY),
         };
         let Some((cred, consumer)) = ctx.config.find_credential(&key) else {
-            return self.reject_or_anonymous(ctx, req, "Invalid authentication credentials");
+            return self.reject_or_anonymous(ctx, req, INVALID);
         };
         if self.cfg.hide_credentials {
-            self.hide(ctx, req, &found);
+            self.hide(ctx, req, found.0);
         }
         set_consumer_headers(req, &consumer);
         if let Ok(v) = HeaderValue::from_str(&cred.id.to_string()) {

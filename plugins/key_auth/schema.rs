@@ -27,6 +27,7 @@ pub const SCHEMA: PluginSchema = PluginSchema {
     ],
     example: "{}",
     validate,
+    entity_checks: "[]",
 };
 
 fn validate(config: &Value) -> Result<Value, FieldErrors> {
@@ -75,18 +76,15 @@ impl KeyAuthConfig {
         if self.key_names.is_empty() {
             e.add("config.key_names", "length must be at least 1");
         }
-        for k in &self.key_names {
+        for (i, k) in self.key_names.iter().enumerate() {
             if k.is_empty() || !k.bytes().all(is_header_token_byte) {
                 e.add(
-                    "config.key_names",
+                    &format!("config.key_names.{}", i + 1),
                     format!(
                         "bad header name '{k}', allowed characters are A-Z, a-z, 0-9, '_', and '-'"
                     ),
                 );
             }
-        }
-        if !(self.key_in_header || self.key_in_query || self.key_in_body) {
-            e.add_entity("at least one of 'config.key_in_header', 'config.key_in_query', 'config.key_in_body' must be true");
         }
         e.into_result()
     }
@@ -115,8 +113,11 @@ mod tests {
 
     #[test]
     fn key_auth_rejects_bad_key_names() {
-        let e = validate("key-auth", Some(&json!({"key_names": ["bad name"]}))).unwrap_err();
-        assert!(e.to_json()["config"]["key_names"].is_string());
+        // Kong names the bad item by its position: `fields.config.key_names` is a list.
+        let e = validate("key-auth", Some(&json!({"key_names": ["ok", "bad name"]}))).unwrap_err();
+        assert_eq!(e.to_json()["config"]["key_names"][0], serde_json::Value::Null);
+        assert!(e.to_json()["config"]["key_names"][1].is_string());
+        assert!(e.message().contains("config.key_names: "), "{}", e.message());
         let e = validate("key-auth", Some(&json!({"key_names": []}))).unwrap_err();
         assert!(e.to_json()["config"]["key_names"].is_string());
     }

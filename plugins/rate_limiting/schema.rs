@@ -48,6 +48,7 @@ pub const SCHEMA: PluginSchema = PluginSchema {
     ],
     example: r#"{"minute": 5}"#,
     validate,
+    entity_checks: r#"[{"at_least_one_of": ["config.second", "config.minute", "config.hour", "config.day", "config.month", "config.year"]}, {"conditional": {"if_field": "config.policy", "if_match": {"eq": "redis"}, "then_field": "config.redis.host", "then_match": {"required": true}}}, {"conditional": {"if_field": "config.policy", "if_match": {"eq": "redis"}, "then_field": "config.redis.port", "then_match": {"required": true}}}, {"conditional": {"if_field": "config.limit_by", "if_match": {"eq": "header"}, "then_field": "config.header_name", "then_match": {"required": true}}}, {"conditional": {"if_field": "config.limit_by", "if_match": {"eq": "path"}, "then_field": "config.path", "then_match": {"required": true}}}]"#,
 };
 
 fn validate(config: &Value) -> Result<Value, FieldErrors> {
@@ -292,8 +293,9 @@ impl RateLimitingConfig {
         // A longer period may not allow fewer requests than a shorter one.
         for w in limits.windows(2) {
             let ((si, sl), (li, ll)) = (w[0], w[1]);
-            if ll < sl {
-                e.add_entity(format!(
+            // Kong's `custom_entity_check` on `config`: the message is the field's.
+            if ll < sl && !e.0.contains_key("config") {
+                e.add("config", format!(
                     "The limit for {}({:.1}) cannot be lower than the limit for {}({:.1})",
                     PERIODS[li].0, ll, PERIODS[si].0, sl
                 ));
@@ -309,6 +311,11 @@ impl RateLimitingConfig {
                 Some(p) if !p.starts_with('/') => e.add("config.path", "should start with: /"),
                 _ => {}
             }
+        }
+        // Kong requires a Redis host for `policy: redis`; Tollgate shares counters without
+        // Redis but keeps Kong's check, so a file valid here is valid on Kong.
+        if self.policy == Policy::Redis && self.redis.host.as_deref().unwrap_or("").is_empty() {
+            e.add("config.redis.host", "required field missing");
         }
         if !(100..=599).contains(&self.error_code) {
             e.add("config.error_code", "value should be between 100 and 599");

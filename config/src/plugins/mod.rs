@@ -35,6 +35,8 @@ pub struct PluginSchema {
     /// Checks a config (`{}` when absent) and returns it with every default filled in; errors
     /// are keyed under `config.`.
     pub validate: fn(&Value) -> Result<Value, FieldErrors>,
+    /// Kong's `entity_checks` for the plugin, as JSON, shown by `/schemas/plugins/{name}`.
+    pub entity_checks: &'static str,
 }
 
 macro_rules! plugins {
@@ -102,7 +104,8 @@ pub fn schema_json(p: &PluginSchema) -> Value {
                            "elements": {"type": "string", "one_of": p.protocols}}},
             {"config": {"type": "record", "required": true,
                         "fields": crate::schema::describe_fields(p.config)}},
-        ]
+        ],
+        "entity_checks": serde_json::from_str::<Value>(p.entity_checks).unwrap_or(json!([])),
     })
 }
 
@@ -178,12 +181,15 @@ pub fn serde_error_to_field(prefix: &str, path: &str, msg: &str) -> FieldErrors 
             "an array"
         } else if expected.contains("map") || expected.contains("struct") {
             "a record"
-        } else if expected.contains("f64")
-            || expected.contains("u16")
+        } else if expected.contains("u16")
             || expected.contains("u32")
+            || expected.contains("u64")
+            || expected.contains("i32")
             || expected.contains("i64")
             || expected.contains("integer")
         {
+            "an integer"
+        } else if expected.contains("f64") {
             "a number"
         } else {
             expected
