@@ -72,6 +72,8 @@ pub struct RouteRuntime {
     pub info: RouteInfo,
     pub service_label: String,
     pub strip_path: bool,
+    /// Kong's `path_handling: v1` (the traditional router's join); otherwise v0.
+    pub path_v1: bool,
     pub preserve_host: bool,
     pub accepts_http: bool,
     pub https_redirect_status_code: u16,
@@ -512,6 +514,7 @@ fn route_runtimes(
                     .map(|s| s.label.clone())
                     .unwrap_or_default(),
                 strip_path: r.strip_path,
+                path_v1: r.path_handling == "v1",
                 preserve_host: r.preserve_host,
                 accepts_http: r.protocols.contains(&Protocol::Http),
                 https_redirect_status_code: r.https_redirect_status_code,

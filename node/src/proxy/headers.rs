@@ -72,21 +72,60 @@ pub fn number_header(n: u64) -> HeaderValue {
     }
 }
 
-/// Kong's `path_handling: v0` join of the service path and the (possibly stripped) request
-/// path: a plain concatenation that avoids a doubled slash.
-pub fn join_path(service_path: Option<&str>, rest: &str) -> String {
-    let base = service_path.unwrap_or("/");
-    if rest.is_empty() {
-        return base.to_string();
+/// The upstream path, as Kong 3.9 builds it from the service path (`base`), the normalised
+/// request path and the part of it the route matched (`kong/router/utils.lua`
+/// `get_upstream_uri_v0`, and `traditional.lua` for `path_handling: v1`).
+pub fn join_path(base: &str, req: &str, strip: bool, matched_len: usize, v1: bool) -> String {
+    // What follows the stripped prefix (`/` when the route matched no path), without a
+    // leading `.` or `..` segment.
+    let prefix = if matched_len > 0 { matched_len } else { 1 };
+    let postfix = sanitize_postfix(req.get(prefix.min(req.len())..).unwrap_or(""));
+    let base_slash = base.ends_with('/');
+    let cut = || &base[..base.len() - 1];
+    if v1 {
+        return match (strip, base_slash && postfix.starts_with('/')) {
+            (true, true) => format!("{}{postfix}", cut()),
+            (true, false) => format!("{base}{postfix}"),
+            (false, _) => format!("{base}{}", &req[1.min(req.len())..]),
+        };
     }
-    let mut out = String::with_capacity(base.len() + rest.len());
-    out.push_str(base);
-    if base.ends_with('/') && rest.starts_with('/') {
-        out.push_str(&rest[1..]);
-    } else {
-        out.push_str(rest);
+    match (base_slash, strip) {
+        (true, true) if postfix.is_empty() => {
+            if base == "/" {
+                "/".into()
+            } else if req.ends_with('/') {
+                base.into()
+            } else {
+                cut().into()
+            }
+        }
+        (true, true) if postfix.starts_with('/') => format!("{}{postfix}", cut()),
+        (true, true) => format!("{base}{postfix}"),
+        (true, false) => format!("{base}{}", &req[1.min(req.len())..]),
+        (false, true) if postfix.is_empty() => {
+            if req.len() > 1 && req.ends_with('/') {
+                format!("{base}/")
+            } else {
+                base.into()
+            }
+        }
+        (false, true) if postfix.starts_with('/') => format!("{base}{postfix}"),
+        (false, true) => format!("{base}/{postfix}"),
+        (false, false) if req == "/" => base.into(),
+        (false, false) => format!("{base}{req}"),
     }
-    out
+}
+
+/// Kong's `sanitize_uri_postfix`: a postfix that is, or starts with, a `.` or `..` segment
+/// loses it, so `/route./x` stripped of `/route` does not climb out of the service path.
+fn sanitize_postfix(p: &str) -> &str {
+    match p {
+        "." | ".." => "",
+        _ => p
+            .strip_prefix("./")
+            .or_else(|| p.strip_prefix("../"))
+            .unwrap_or(p),
+    }
 }
 
 /// The router's view of request headers.
@@ -127,14 +166,29 @@ pub fn split_host(raw: &str) -> (std::borrow::Cow<'_, str>, Option<u16>) {
 mod tests {
     use super::*;
 
+    /// Rows of Kong's path-handling table (`spec/01-unit/08-router_spec.lua`); the whole
+    /// table runs against a node in `tests/conformance/path_handling.yaml`.
     #[test]
-    fn joins_like_kong_v0() {
-        assert_eq!(join_path(None, "/x"), "/x");
-        assert_eq!(join_path(None, ""), "/");
-        assert_eq!(join_path(Some("/s"), ""), "/s");
-        assert_eq!(join_path(Some("/s"), "/x"), "/s/x");
-        assert_eq!(join_path(Some("/s/"), "/x"), "/s/x");
-        assert_eq!(join_path(Some("/s"), "x"), "/sx");
+    fn joins_like_kong() {
+        // (service path, request, strip, matched length, v1) -> upstream path
+        let rows = [
+            ("/", "/x", false, 0, false, "/x"),
+            ("/srv", "/roureq", true, 4, false, "/srv/req"),
+            ("/srv/", "/rou", true, 4, false, "/srv"),
+            ("/service", "/", false, 1, false, "/service"),
+            ("/service", "/route", true, 1, false, "/service/route"),
+            ("/service", "/route./req", true, 6, false, "/service/req"),
+            ("/service/", "/route/", true, 7, false, "/service/"),
+            ("/srv", "/roureq", true, 4, true, "/srvreq"),
+            ("/srv/", "/rou/req", true, 4, true, "/srv/req"),
+        ];
+        for (base, req, strip, len, v1, want) in rows {
+            assert_eq!(
+                join_path(base, req, strip, len, v1),
+                want,
+                "{base} {req} {strip} {len} {v1}"
+            );
+        }
     }
 
     #[test]

@@ -673,21 +673,16 @@ fn upstream_uri(
     already_normal: bool,
     matched_len: usize,
 ) -> Result<Uri, Early> {
-    let rest = if route.strip_path {
-        &norm[matched_len.min(norm.len())..]
-    } else {
-        norm
-    };
+    let stripped = route.strip_path && matched_len > 1;
     // The client's path and query go upstream as they are when nothing changes them (no
     // service path, nothing stripped, already normal): no string is built.
-    let unchanged = service.path.is_none()
-        && rest.len() == original_path.len()
-        && already_normal
-        && parts.uri.path() == original_path;
+    let unchanged =
+        service.path.is_none() && !stripped && already_normal && parts.uri.path() == original_path;
     let path_and_query = match parts.uri.path_and_query() {
         Some(pq) if unchanged => Ok(pq.clone()),
         _ => {
-            let mut target = join_path(service.path.as_deref(), rest);
+            let base = service.path.as_deref().unwrap_or("/");
+            let mut target = join_path(base, norm, route.strip_path, matched_len, route.path_v1);
             if let Some(q) = parts.uri.query() {
                 target.push('?');
                 target.push_str(q);
