@@ -317,7 +317,10 @@ pub fn parse(text: &str, stamps: &mut dyn Stamps) -> Result<StateData, Declarati
             "_format_version" | "_transform" | "_comment" | "_workspace"
         );
         if !meta && EntityKind::from_table(k).is_none() {
-            unknown.add(k, "unknown field");
+            unknown.put(
+                std::slice::from_ref(k),
+                Value::String("unknown field".into()),
+            );
         }
     }
     if !unknown.is_empty() {

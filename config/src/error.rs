@@ -24,35 +24,8 @@ impl FieldErrors {
 
     /// Records `msg` for a dotted field path (`config.minute` nests under `config`).
     pub fn add(&mut self, field: &str, msg: impl Into<String>) {
-        let msg = Value::String(msg.into());
-        let mut parts = field.split('.');
-        let first = parts.next().unwrap_or(field).to_string();
-        let rest: Vec<&str> = parts.collect();
-        if rest.is_empty() {
-            self.0.entry(first).or_insert(msg);
-            return;
-        }
-        let slot = self
-            .0
-            .entry(first)
-            .or_insert_with(|| Value::Object(Map::new()));
-        if !slot.is_object() {
-            return;
-        }
-        let mut cur = slot;
-        for (i, p) in rest.iter().enumerate() {
-            let obj = match cur.as_object_mut() {
-                Some(o) => o,
-                None => return,
-            };
-            if i + 1 == rest.len() {
-                obj.entry(p.to_string()).or_insert(msg);
-                return;
-            }
-            cur = obj
-                .entry(p.to_string())
-                .or_insert_with(|| Value::Object(Map::new()));
-        }
+        let path: Vec<String> = field.split('.').map(str::to_string).collect();
+        self.put(&path, Value::String(msg.into()));
     }
 
     /// Adds an entity-level message (Kong's `@entity` list).
@@ -72,7 +45,7 @@ impl FieldErrors {
             return;
         };
         if rest.is_empty() {
-            self.0.entry(first.clone()).or_insert(v);
+            merge_into(self.0.entry(first.clone()).or_insert(Value::Null), v);
             return;
         }
         let mut cur = self
@@ -84,7 +57,7 @@ impl FieldErrors {
                 return;
             };
             if i + 1 == rest.len() {
-                obj.entry(p.clone()).or_insert(v);
+                merge_into(obj.entry(p.clone()).or_insert(Value::Null), v);
                 return;
             }
             cur = obj
@@ -99,7 +72,7 @@ impl FieldErrors {
 
     pub fn merge(&mut self, other: FieldErrors) {
         for (k, v) in other.0 {
-            self.0.entry(k).or_insert(v);
+            merge_into(self.0.entry(k).or_insert(Value::Null), v);
         }
     }
 
@@ -174,6 +147,20 @@ impl FieldErrors {
                 .map(|(k, v)| (k.clone(), arrays_by_index(v)))
                 .collect(),
         )
+    }
+}
+
+/// Puts `v` where `slot` is: into an empty slot; key by key into an object (a nested entity's
+/// errors and its parent's own share one place); otherwise the first message stays.
+fn merge_into(slot: &mut Value, v: Value) {
+    match (slot, v) {
+        (slot @ Value::Null, v) => *slot = v,
+        (Value::Object(have), Value::Object(add)) => {
+            for (k, x) in add {
+                merge_into(have.entry(k).or_insert(Value::Null), x);
+            }
+        }
+        _ => {}
     }
 }
 
@@ -254,29 +241,41 @@ pub fn lua_compact(v: &Value) -> String {
     }
 }
 
+/// Positions become a list only when they are few and dense enough to have come from one:
+/// field names are client input, and `{"a.4294967296": 1}` must not allocate a huge list.
+const MAX_LIST_HOLES: usize = 64;
+
+/// The list length for an object keyed by positions (`"1"`, `"2"`, ...), if it is one.
+fn list_len(m: &Map<String, Value>) -> Option<usize> {
+    let mut max = 0;
+    for k in m.keys() {
+        let n = k
+            .parse::<usize>()
+            .ok()
+            .filter(|n| *n > 0 && !k.starts_with('0'))?;
+        max = max.max(n);
+    }
+    (!m.is_empty() && max <= m.len() + MAX_LIST_HOLES).then_some(max)
+}
+
 fn arrays_by_index(v: &Value) -> Value {
     match v {
-        Value::Object(m)
-            if !m.is_empty() && m.keys().all(|k| k.parse::<usize>().is_ok_and(|n| n > 0)) =>
-        {
-            let len = m
-                .keys()
-                .filter_map(|k| k.parse::<usize>().ok())
-                .max()
-                .unwrap_or(0);
-            let mut a = vec![Value::Null; len];
-            for (k, x) in m {
-                if let Ok(i) = k.parse::<usize>() {
-                    a[i - 1] = arrays_by_index(x);
+        Value::Object(m) => match list_len(m) {
+            Some(len) => {
+                let mut a = vec![Value::Null; len];
+                for (k, x) in m {
+                    if let Some(slot) = k.parse::<usize>().ok().and_then(|i| a.get_mut(i - 1)) {
+                        *slot = arrays_by_index(x);
+                    }
                 }
+                Value::Array(a)
             }
-            Value::Array(a)
-        }
-        Value::Object(m) => Value::Object(
-            m.iter()
-                .map(|(k, x)| (k.clone(), arrays_by_index(x)))
-                .collect(),
-        ),
+            None => Value::Object(
+                m.iter()
+                    .map(|(k, x)| (k.clone(), arrays_by_index(x)))
+                    .collect(),
+            ),
+        },
         other => other.clone(),
     }
 }
@@ -381,6 +380,46 @@ mod tests {
         assert_eq!(
             e.message(),
             "2 schema violations (config.minute: value must be greater than 0; name: required field missing)"
+        );
+    }
+
+    #[test]
+    fn list_positions_and_kong_messages() {
+        let mut e = FieldErrors::new();
+        e.add("protocols.2", "expected one of: http");
+        e.add_entity("must set one of 'paths'");
+        assert_eq!(
+            e.to_json()["protocols"],
+            json!([null, "expected one of: http"])
+        );
+        assert_eq!(
+            e.message(),
+            "2 schema violations (must set one of 'paths'; protocols.2: expected one of: http)"
+        );
+    }
+
+    #[test]
+    fn a_huge_position_in_a_client_field_name_stays_a_name() {
+        // Field names are client input: `a.4294967296` must not become a 4-billion-item list.
+        let mut e = FieldErrors::new();
+        e.add("a.4294967296", "unknown field");
+        e.add("b.18446744073709551615", "unknown field");
+        e.add("c.007", "unknown field");
+        let v = e.to_json();
+        assert_eq!(v["a"]["4294967296"], "unknown field");
+        assert_eq!(v["b"]["18446744073709551615"], "unknown field");
+        assert_eq!(v["c"]["007"], "unknown field");
+    }
+
+    #[test]
+    fn a_nested_entity_and_its_parent_share_a_place() {
+        let mut e = FieldErrors::new();
+        let at = |p: &str| p.split('.').map(str::to_string).collect::<Vec<_>>();
+        e.put(&at("services.1.routes.1"), json!({"paths": "bad"}));
+        e.put(&at("services.1"), json!({"host": "required field missing"}));
+        assert_eq!(
+            e.to_json(),
+            json!({"services": [{"host": "required field missing", "routes": [{"paths": "bad"}]}]})
         );
     }
 

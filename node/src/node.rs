@@ -281,7 +281,7 @@ pub async fn run(args: NodeArgs) -> anyhow::Result<()> {
                 .collect::<Vec<_>>(),
             &args.admin_origins,
         )
-        .with_loopback_origins(admin_addr.ip().is_loopback()),
+        .with_manager_origins(admin_addr.ip().is_loopback()),
         cors: admin::cors::Cors::new(&args.admin_origins, admin_addr.ip().is_loopback()),
         proxy_listen: proxy_addr.to_string(),
         admin_listen: admin_addr.to_string(),

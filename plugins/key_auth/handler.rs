@@ -56,7 +56,8 @@ impl KeyAuth {
             .map(|k| {
                 let lower = k.to_ascii_lowercase();
                 let mut names: Vec<HeaderName> = Vec::new();
-                for n in [lower.clone(), lower.replace('_', "-"), lower.replace('-', "_")] {
+                // Kong's header table: the name as written, then with `_` read as `-`.
+                for n in [lower.clone(), lower.replace('_', "-")] {
                     if let Ok(h) = HeaderName::from_bytes(n.as_bytes()) {
                         if !names.contains(&h) {
                             names.push(h);
@@ -89,24 +90,30 @@ impl KeyAuth {
     ) -> Result<Option<(String, Found)>, Duplicate> {
         for (i, name) in self.cfg.key_names.iter().enumerate() {
             if self.cfg.key_in_header {
-                let mut values = self.header_names[i]
+                // The first spelling present counts; twice under it is a duplicate.
+                let present = self.header_names[i]
                     .iter()
-                    .flat_map(|h| req.headers.get_all(h).iter());
-                if let Some(v) = values.next() {
+                    .map(|h| req.headers.get_all(h))
+                    .find(|all| all.iter().next().is_some());
+                if let Some(all) = present {
+                    let mut values = all.iter();
+                    let first = values.next().map(|v| v.as_bytes()).unwrap_or_default();
                     if values.next().is_some() {
                         return Err(Duplicate);
                     }
                     return Ok(Some((
-                        String::from_utf8_lossy(v.as_bytes()).into_owned(),
+                        String::from_utf8_lossy(first).into_owned(),
                         Found(i),
                     )));
                 }
             }
             if self.cfg.key_in_query {
-                if let Some(q) = req.uri.query() {
-                    if let Some(v) = query_value(q, name)? {
-                        return Ok(Some((v, Found(i))));
-                    }
+                match req.uri.query().map(|q| query_value(q, name)).transpose()? {
+                    Some(QueryArg::Value(v)) => return Ok(Some((v, Found(i)))),
+                    // `?apikey` alone is there but no text: Kong moves to the next name
+                    // without looking in the body.
+                    Some(QueryArg::Bare) => continue,
+                    Some(QueryArg::Absent) | None => {}
                 }
             }
             if self.cfg.key_in_body {
@@ -127,10 +134,20 @@ impl KeyAuth {
             req.headers.remove(h);
         }
         let name = &self.cfg.key_names[i];
-        if let Some(q) = req.uri.query() {
-            let kept: String = form_urlencoded::Serializer::new(String::new())
-                .extend_pairs(form_urlencoded::parse(q.as_bytes()).filter(|(k, _)| k != name))
-                .finish();
+        // Only a query that holds the name is rewritten, as Kong's `clear_query_arg` does:
+        // the other arguments in order, re-encoded (`valu%65` becomes `value`), a bare `?flag`
+        // kept bare.
+        let named = |part: &&str| decode(part.split('=').next().unwrap_or("")) == *name;
+        if let Some(q) = req.uri.query().filter(|q| q.split('&').any(|p| named(&p))) {
+            let kept: String = q
+                .split('&')
+                .filter(|p| !p.is_empty() && !named(p))
+                .map(|p| match p.split_once('=') {
+                    Some((k, v)) => format!("{}={}", escape(&decode(k)), escape(&decode(v))),
+                    None => escape(&decode(p)),
+                })
+                .collect::<Vec<_>>()
+                .join("&");
             let pq = if kept.is_empty() {
                 req.uri.path().to_string()
             } else {
@@ -202,34 +219,53 @@ fn content_type(req: &http::request::Parts) -> &str {
         .unwrap_or("")
 }
 
-/// A query argument as nginx parses it: `?k` alone is not a string (no key), `?k=` is an
-/// empty one, and a name given twice is a duplicate.
-fn query_value(q: &str, name: &str) -> Result<Option<String>, Duplicate> {
-    let mut found: Option<Option<String>> = None;
+/// A query argument as nginx parses it.
+enum QueryArg {
+    Absent,
+    /// `?k` with no `=`: present, but not a string.
+    Bare,
+    /// `?k=` (empty) or `?k=v`.
+    Value(String),
+}
+
+/// Finds `name` in a query; a name given twice is a duplicate.
+fn query_value(q: &str, name: &str) -> Result<QueryArg, Duplicate> {
+    let mut found = QueryArg::Absent;
     for part in q.split('&') {
         let (k, v) = match part.split_once('=') {
             Some((k, v)) => (k, Some(v)),
             None => (part, None),
         };
-        let k: String = form_urlencoded::parse(k.as_bytes())
-            .map(|(k, _)| k.into_owned())
-            .next()
-            .unwrap_or_default();
-        if k != name {
+        if decode(k) != name {
             continue;
         }
-        if found.is_some() {
+        if !matches!(found, QueryArg::Absent) {
             return Err(Duplicate);
         }
-        let v = v.map(|v| {
-            form_urlencoded::parse(format!("x={v}").as_bytes())
-                .map(|(_, v)| v.into_owned())
-                .next()
-                .unwrap_or_default()
-        });
-        found = Some(v);
+        found = match v {
+            Some(v) => QueryArg::Value(decode(v)),
+            None => QueryArg::Bare,
+        };
     }
-    Ok(found.flatten())
+    Ok(found)
+}
+
+/// nginx's `escape_uri` for arguments: all but unreserved characters percent-encoded.
+fn escape(s: &str) -> String {
+    const ARG: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANUMERIC
+        .remove(b'-')
+        .remove(b'.')
+        .remove(b'_')
+        .remove(b'~');
+    percent_encoding::utf8_percent_encode(s, ARG).to_string()
+}
+
+/// A query component, `+` as a space, as form decoding reads it.
+fn decode(s: &str) -> String {
+    form_urlencoded::parse(format!("x={s}").as_bytes())
+        .map(|(_, v)| v.into_owned())
+        .next()
+        .unwrap_or_default()
 }
 
 fn body_field(
@@ -315,5 +351,23 @@ impl Plugin for KeyAuth {
         ctx.consumer = Some(consumer);
         ctx.credential = Some(cred);
         Flow::Continue
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn arg(q: &str) -> Result<QueryArg, Duplicate> {
+        query_value(q, "apikey")
+    }
+
+    #[test]
+    fn query_keys_read_as_nginx_does() {
+        assert!(matches!(arg("a=1&apikey=k%20x"), Ok(QueryArg::Value(v)) if v == "k x"));
+        assert!(matches!(arg("apikey="), Ok(QueryArg::Value(v)) if v.is_empty()));
+        assert!(matches!(arg("apikey&b=2"), Ok(QueryArg::Bare)));
+        assert!(matches!(arg("apikeys=1"), Ok(QueryArg::Absent)));
+        assert!(matches!(arg("apikey=a&apikey=a"), Err(Duplicate)));
     }
 }

@@ -49,7 +49,7 @@ impl FkInput {
             Value::Object(o) => {
                 // Kong validates a reference as the entity it names: other fields must be
                 // valid for it, and without a key it has no primary key.
-                let before = errs.0.len();
+                let mut bad = FieldErrors::new();
                 for (k, x) in o.iter().filter(|(k, _)| *k != "id" && *k != by) {
                     match target.decl().fields.iter().find(|f| f.name == k) {
                         Some(f) => {
@@ -61,18 +61,26 @@ impl FkInput {
                             };
                             self::field(f, Some(x), &cx, &mut one);
                             if let Some(m) = one.0.remove(k) {
-                                errs.put(&[field.to_string(), k.clone()], m);
+                                bad.put(&[field.to_string(), k.clone()], m);
                             }
                         }
-                        None => errs.add(&format!("{field}.{k}"), "unknown field"),
+                        None => bad.put(
+                            &[field.to_string(), k.clone()],
+                            Value::String("unknown field".into()),
+                        ),
                     }
                 }
-                if errs.0.len() > before {
+                if !bad.is_empty() {
+                    errs.merge(bad);
                     return None;
                 }
-                match (o.get("id"), o.get(by)) {
-                    (Some(Value::String(s)), _) => (s.clone(), "id"),
-                    (_, Some(Value::String(s))) if !s.is_empty() => (s.clone(), by),
+                // Form bodies carry numbers for names (`service.name=123`).
+                match (
+                    o.get("id").and_then(string_of),
+                    o.get(by).and_then(string_of),
+                ) {
+                    (Some(s), _) => (s, "id"),
+                    (_, Some(s)) if !s.is_empty() => (s, by),
                     _ => {
                         errs.add(&format!("{field}.id"), "missing primary key");
                         return None;
@@ -256,7 +264,11 @@ pub fn build_record(
     let mut errs = FieldErrors::new();
     for k in input.keys() {
         if !decl.has_field(k) {
-            errs.add(k, "unknown field");
+            // The name is the client's: kept whole, never split at its dots.
+            errs.put(
+                std::slice::from_ref(k),
+                Value::String("unknown field".into()),
+            );
         }
     }
     let mut out = Map::new();

@@ -7,9 +7,11 @@
 //! - Every answer carries `Access-Control-Allow-Origin` and `-Credentials: true`. Which origin:
 //!   - with `--admin-origins`: the request's `Origin` when listed, else the first listed (Kong's
 //!     `admin_gui_origin` rule: the browser then refuses the answer);
-//!   - without it, on a loopback bind: the request's `Origin` when it is itself a loopback
-//!     origin, `*` when there is none. Kong echoes any origin, which lets every web page the
-//!     operator visits read the Admin API (keys included); see the README's differences.
+//!   - without it, on a loopback bind: Kong Manager's own origins ([`KONG_MANAGER`], its
+//!     default `localhost:8002`), and `*` for a request without `Origin` (not a browser's
+//!     cross-site request). Kong echoes any origin, which lets every web page the operator
+//!     visits read the Admin API (keys included); and not every loopback origin is safe
+//!     either: a page served through this gateway's own proxy is one. See the README.
 //!   - without it, on any other bind: no CORS headers at all.
 
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
@@ -75,19 +77,8 @@ pub struct Cors {
     loopback_bind: bool,
 }
 
-pub fn is_loopback_origin(origin: &str) -> bool {
-    let Some((_, authority)) = origin.split_once("://") else {
-        return false;
-    };
-    let host = match authority.strip_prefix('[') {
-        Some(rest) => rest.split(']').next().unwrap_or(""),
-        None => authority.rsplit_once(':').map_or(authority, |(h, _)| h),
-    };
-    host.eq_ignore_ascii_case("localhost")
-        || host
-            .parse::<std::net::IpAddr>()
-            .is_ok_and(|ip| ip.is_loopback())
-}
+/// Kong Manager's default origins: allowed by default on a loopback bind.
+pub const KONG_MANAGER: [&str; 2] = ["http://localhost:8002", "http://127.0.0.1:8002"];
 
 impl Cors {
     pub fn new(origins: &[String], loopback_bind: bool) -> Cors {
@@ -113,7 +104,9 @@ impl Cors {
         }
         match origin {
             None => Some("*".into()),
-            Some(o) if is_loopback_origin(o) => Some(o.to_string()),
+            Some(o) if KONG_MANAGER.iter().any(|m| m.eq_ignore_ascii_case(o)) => {
+                Some(o.to_string())
+            }
             Some(_) => None,
         }
     }
@@ -130,6 +123,8 @@ impl Cors {
                 header::ACCESS_CONTROL_ALLOW_CREDENTIALS,
                 HeaderValue::from_static("true"),
             );
+            // The answer depends on the request's origin: caches must keep them apart.
+            h.append(header::VARY, HeaderValue::from_static("Origin"));
         }
     }
 
@@ -175,7 +170,7 @@ mod tests {
     }
 
     #[test]
-    fn only_listed_or_loopback_origins_are_echoed() {
+    fn only_listed_or_kong_manager_origins_are_echoed() {
         let listed = Cors::new(&["https://manager.example".into()], false);
         assert_eq!(
             listed
@@ -191,6 +186,8 @@ mod tests {
             Some("http://localhost:8002")
         );
         assert_eq!(local.allow_origin(&origin("https://evil.example")), None);
+        // A page served through the gateway's own proxy is a loopback origin too.
+        assert_eq!(local.allow_origin(&origin("http://localhost:8000")), None);
         assert_eq!(local.allow_origin(&HeaderMap::new()).as_deref(), Some("*"));
         let public = Cors::new(&[], false);
         assert_eq!(public.allow_origin(&HeaderMap::new()), None);

@@ -58,9 +58,9 @@ pub struct Guard {
     hosts: Vec<String>,
     /// Lower-case `scheme://host[:port]` origins accepted on writes.
     origins: Vec<String>,
-    /// With no origins listed and a loopback bind, pages served from this machine may write
-    /// (Kong Manager on `localhost:8002`), as [`super::cors`] lets them read.
-    loopback_origins: bool,
+    /// With no origins listed and a loopback bind, Kong Manager's default origins may write
+    /// (`localhost:8002`), as [`super::cors`] lets them read.
+    manager_origins: bool,
 }
 
 fn digest(b: &[u8]) -> [u8; 32] {
@@ -97,13 +97,14 @@ impl Guard {
                 .map(|o| o.trim().trim_end_matches('/').to_ascii_lowercase())
                 .filter(|o| !o.is_empty())
                 .collect(),
-            loopback_origins: false,
+            manager_origins: false,
         }
     }
 
-    /// Accepts writes from loopback origins when no origin is listed (loopback binds only).
-    pub fn with_loopback_origins(mut self, loopback_bind: bool) -> Guard {
-        self.loopback_origins = loopback_bind && self.origins.is_empty();
+    /// Accepts writes from Kong Manager's default origins when no origin is listed
+    /// (loopback binds only).
+    pub fn with_manager_origins(mut self, loopback_bind: bool) -> Guard {
+        self.manager_origins = loopback_bind && self.origins.is_empty();
         self
     }
 
@@ -141,7 +142,7 @@ impl Guard {
             let same_site = o
                 .split_once("://")
                 .is_some_and(|(_, authority)| authority.eq_ignore_ascii_case(host.trim()));
-            let local = self.loopback_origins && super::cors::is_loopback_origin(&o);
+            let local = self.manager_origins && super::cors::KONG_MANAGER.contains(&o.as_str());
             if !same_site && !local && !self.origins.contains(&o) {
                 return Err(Refusal::Origin(o.chars().take(100).collect()));
             }
