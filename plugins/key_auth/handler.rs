@@ -97,14 +97,16 @@ impl KeyAuth {
                     .find(|all| all.iter().next().is_some());
                 if let Some(all) = present {
                     let mut values = all.iter();
-                    let first = values.next().map(|v| v.as_bytes()).unwrap_or_default();
+                    let first = values.next();
                     if values.next().is_some() {
                         return Err(Duplicate);
                     }
-                    return Ok(Some((
-                        String::from_utf8_lossy(first).into_owned(),
-                        Found(i),
-                    )));
+                    let key = match first.map(|v| v.to_str()) {
+                        Some(Ok(s)) => s.to_string(),
+                        _ => String::from_utf8_lossy(first.map_or(&[], |v| v.as_bytes()))
+                            .into_owned(),
+                    };
+                    return Ok(Some((key, Found(i))));
                 }
             }
             if self.cfg.key_in_query {
