@@ -289,6 +289,11 @@ async fn configuration_survives_a_restart() {
     node.create("/routes/r/plugins", json!({"name": "key-auth"}))
         .await;
     let before = node.get("/config").await.1;
+    // `GET /`: the plugins in use, and Kong's node_id, a UUID kept in the data dir.
+    let root = node.get("/").await.1;
+    assert_eq!(root["plugins"]["enabled_in_cluster"], json!(["key-auth"]));
+    let node_id = root["node_id"].as_str().unwrap().to_string();
+    assert!(uuid::Uuid::parse_str(&node_id).is_ok(), "{root}");
     assert!(
         node.proc.terminate(),
         "node did not stop cleanly on SIGTERM"
@@ -297,6 +302,7 @@ async fn configuration_survives_a_restart() {
     let node = Node::start_in(dir.path(), &[]).await;
     let after = node.get("/config").await.1;
     assert_eq!(before, after);
+    assert_eq!(node.get("/").await.1["node_id"], json!(node_id));
     let r = client()
         .get(node.proxy_url("/r"))
         .header("apikey", "dave-key")

@@ -865,10 +865,8 @@ pub fn plugin(
         &mut errs,
     );
     if consumer.is_some() && !name.is_empty() && !plugins::allows_consumer_scope(&name) {
-        errs.add(
-            "consumer",
-            format!("value must be null (plugin '{name}' cannot be scoped to a consumer)"),
-        );
+        // Kong's `no_consumer` type: `eq = null`.
+        errs.add("consumer", "value must be null");
     }
     errs.into_result()?;
     Ok(Plugin {
@@ -1055,6 +1053,10 @@ mod tests {
             ..Default::default()
         };
         let e = plugin(&json!({"name": "key-auth"}), &stamp(), &st, scope).unwrap_err();
-        assert!(e.to_json()["consumer"].is_string());
+        assert_eq!(e.to_json()["consumer"], "value must be null");
+        assert_eq!(
+            e.message(),
+            "schema violation (consumer: value must be null)"
+        );
     }
 }
