@@ -172,73 +172,64 @@ fn lua_key_order(a: &str, b: &str) -> std::cmp::Ordering {
     }
 }
 
-/// A value as Kong prints it in a message: a string as it is, a table as penlight's pretty
-/// writer renders it.
+/// A value as Kong prints it in a message: a string as it is, a table as penlight's
+/// `pretty.write(t)` renders it (two-space indent).
 fn lua_text(v: &Value) -> String {
     match v {
         Value::String(s) => s.clone(),
-        other => pretty(other, 0),
+        other => lua_write(other, "  ", 0),
     }
 }
 
-fn pretty(v: &Value, depth: usize) -> String {
-    let pad = "  ".repeat(depth + 1);
-    let end = "  ".repeat(depth);
-    match v {
-        Value::String(s) => format!("{s:?}"),
-        Value::Array(a) => {
-            let items: Vec<String> = a.iter().map(|x| pretty(x, depth + 1)).collect();
-            format!("{{\n{pad}{}\n{end}}}", items.join(&format!(",\n{pad}")))
-        }
-        Value::Object(m) => {
-            let items: Vec<String> = m
-                .iter()
-                .map(|(k, x)| format!("{k} = {}", pretty(x, depth + 1)))
-                .collect();
-            format!("{{\n{pad}{}\n{end}}}", items.join(&format!(",\n{pad}")))
-        }
-        other => other.to_string(),
-    }
-}
-
-/// A value as penlight's `pretty.write(t, "")` prints it: `{services={{host="..."}}}`, keys
-/// sorted, lists as sequences, and a list with holes by position (`{[2]="..."}`).
+/// A value as penlight's `pretty.write(t, "")` prints it: `{services={{host="..."}}}`.
 pub fn lua_compact(v: &Value) -> String {
-    match v {
-        Value::String(s) => format!("{s:?}"),
+    lua_write(v, "", 0)
+}
+
+/// penlight's `pretty.write` with `indent`: keys sorted, lists as sequences, a list with holes
+/// by position (`[2]="..."`); with an indent, one entry per line and ` = ` between key and
+/// value.
+fn lua_write(v: &Value, indent: &str, depth: usize) -> String {
+    let entries: Vec<String> = match v {
+        Value::String(s) => return format!("{s:?}"),
         Value::Array(a) if a.iter().all(|x| !x.is_null()) => {
-            let items: Vec<String> = a.iter().map(lua_compact).collect();
-            format!("{{{}}}", items.join(","))
+            a.iter().map(|x| lua_write(x, indent, depth + 1)).collect()
         }
-        Value::Array(a) => {
-            let items: Vec<String> = a
-                .iter()
-                .enumerate()
-                .filter(|(_, x)| !x.is_null())
-                .map(|(i, x)| format!("[{}]={}", i + 1, lua_compact(x)))
-                .collect();
-            format!("{{{}}}", items.join(","))
-        }
+        Value::Array(a) => a
+            .iter()
+            .enumerate()
+            .filter(|(_, x)| !x.is_null())
+            .map(|(i, x)| lua_entry(&format!("[{}]", i + 1), x, indent, depth))
+            .collect(),
         Value::Object(m) => {
             let mut keys: Vec<&String> = m.keys().collect();
             keys.sort_by(|a, b| lua_key_order(a, b));
-            let items: Vec<String> = keys
-                .iter()
+            keys.iter()
                 .map(|k| {
-                    let key = if k.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
-                        && !k.starts_with(|c: char| c.is_ascii_digit())
-                    {
+                    let plain = k.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
+                        && !k.starts_with(|c: char| c.is_ascii_digit());
+                    let key = if plain {
                         k.to_string()
                     } else {
                         format!("[{k:?}]")
                     };
-                    format!("{key}={}", lua_compact(&m[*k]))
+                    lua_entry(&key, &m[*k], indent, depth)
                 })
-                .collect();
-            format!("{{{}}}", items.join(","))
+                .collect()
         }
-        other => other.to_string(),
+        other => return other.to_string(),
+    };
+    if indent.is_empty() {
+        return format!("{{{}}}", entries.join(","));
     }
+    let pad = indent.repeat(depth + 1);
+    let end = indent.repeat(depth);
+    format!("{{\n{pad}{}\n{end}}}", entries.join(&format!(",\n{pad}")))
+}
+
+fn lua_entry(key: &str, v: &Value, indent: &str, depth: usize) -> String {
+    let eq = if indent.is_empty() { "=" } else { " = " };
+    format!("{key}{eq}{}", lua_write(v, indent, depth + 1))
 }
 
 /// Positions become a list only when they are few and dense enough to have come from one:

@@ -104,6 +104,13 @@ fn propose_error(e: ProposeError) -> Response {
     }
 }
 
+/// The first value of `name` in a raw query string.
+fn query_arg(q: &Option<String>, name: &str) -> Option<String> {
+    form_urlencoded::parse(q.as_deref().unwrap_or("").as_bytes())
+        .find(|(k, _)| k == name)
+        .map(|(_, v)| v.into_owned())
+}
+
 fn now() -> i64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -586,20 +593,12 @@ fn back_link(kind: EntityKind, field: &'static str, target: EntityKind) -> Metho
                 None => message(StatusCode::NOT_FOUND, "Not found"),
                 Some((_, Some(t))) => update(ctx, whole, None, t.to_string(), h, b.0, true).await,
                 Some((id, None)) => {
-                    let made = update(ctx.clone(), whole, None, Uuid::new_v4().to_string(), h, b.0, true).await;
+                    // The new entity's id is chosen here, so attaching it needs no reading back.
+                    let new_id = Uuid::new_v4();
+                    let made = update(ctx.clone(), whole, None, new_id.to_string(), h, b.0, true).await;
                     if made.status() != StatusCode::OK {
                         return made;
                     }
-                    let (parts, body) = made.into_parts();
-                    let Ok(bytes) = axum::body::to_bytes(body, MAX_ENTITY_BODY * 2).await else {
-                        return message(StatusCode::INTERNAL_SERVER_ERROR, "An unexpected error occurred");
-                    };
-                    let new_id = serde_json::from_slice::<Value>(&bytes)
-                        .ok()
-                        .and_then(|v| v["id"].as_str().map(str::to_string));
-                    let Some(new_id) = new_id else {
-                        return message(StatusCode::INTERNAL_SERVER_ERROR, "An unexpected error occurred");
-                    };
                     let mut json_ct = HeaderMap::new();
                     json_ct.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
                     let attach = Bytes::from(json!({ field: { "id": new_id } }).to_string());
@@ -608,7 +607,7 @@ fn back_link(kind: EntityKind, field: &'static str, target: EntityKind) -> Metho
                     if linked.status() != StatusCode::OK {
                         return linked;
                     }
-                    Response::from_parts(parts, axum::body::Body::from(bytes))
+                    made
                 }
             }
         },
@@ -760,8 +759,7 @@ async fn root(AxState(ctx): AxState<Ctx>) -> Response {
 
 async fn status(AxState(ctx): AxState<Ctx>, RawQuery(q): RawQuery) -> Response {
     // Kong's memory units; Tollgate reports no Lua memory, but refuses what Kong refuses.
-    let q = q.unwrap_or_default();
-    if let Some((_, unit)) = form_urlencoded::parse(q.as_bytes()).find(|(k, _)| k == "unit") {
+    if let Some(unit) = query_arg(&q, "unit") {
         if !matches!(unit.as_ref(), "b" | "B" | "k" | "K" | "m" | "M" | "g" | "G") {
             return message(
                 StatusCode::BAD_REQUEST,
@@ -872,11 +870,7 @@ async fn plugins_enabled() -> Response {
 /// itself and `?format=json` the file as JSON.
 async fn config_get(AxState(ctx): AxState<Ctx>, RawQuery(q): RawQuery) -> Response {
     let doc = ctx.replicator.read(declarative::export).await;
-    let q = q.unwrap_or_default();
-    let format = form_urlencoded::parse(q.as_bytes())
-        .find(|(k, _)| k == "format")
-        .map(|(_, v)| v.into_owned());
-    match format.as_deref() {
+    match query_arg(&q, "format").as_deref() {
         Some("json") => json_response(StatusCode::OK, &doc),
         Some("yaml") => {
             let mut r = serde_yaml::to_string(&doc)
@@ -916,9 +910,10 @@ async fn config_post(
     RawQuery(q): RawQuery,
     Limited(bytes): Limited<MAX_CONFIG_BODY>,
 ) -> Response {
-    let q = q.unwrap_or_default();
-    let flatten = form_urlencoded::parse(q.as_bytes())
-        .any(|(k, v)| k == "flatten_errors" && matches!(v.as_ref(), "1" | "true" | "on" | "yes"));
+    let flatten = matches!(
+        query_arg(&q, "flatten_errors").as_deref(),
+        Some("1" | "true" | "on" | "yes")
+    );
     let text = String::from_utf8_lossy(&bytes).into_owned();
     let text = match serde_json::from_str::<Value>(&text) {
         Ok(Value::Object(o)) if o.get("config").map(Value::is_string).unwrap_or(false) => {
