@@ -100,3 +100,13 @@ impl<'de> Deserialize<'de> for ConfigValue {
 
 pub use crate::entities::*;
 pub use crate::registry::{Entity, EntityKind};
+
+/// Serializes a Kong `number` as cjson prints it: an integral value without a fraction
+/// (`1`, not `1.0`). Binary formats keep the `f64`.
+pub fn kong_number<S: Serializer>(n: &f64, s: S) -> Result<S::Ok, S::Error> {
+    if s.is_human_readable() && n.fract() == 0.0 && n.abs() < 9.0e15 {
+        s.serialize_i64(*n as i64)
+    } else {
+        s.serialize_f64(*n)
+    }
+}

@@ -7,6 +7,7 @@
 //! timestamps, generated keys) is decided by the caller *before* a command is built, so that
 //! replaying the same commands on any node yields the same state.
 
+pub mod address;
 pub mod codec;
 pub mod command;
 pub mod data;

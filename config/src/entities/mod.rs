@@ -19,4 +19,6 @@ registry! {
     KeyAuth(key_auth::KeyAuthCredential) in "../../../plugins/key_auth/credential.rs",
     Plugin(plugin::Plugin),
     Acl(acl::Acl),
+    Upstream(upstream::Upstream),
+    Target(target::Target),
 }
