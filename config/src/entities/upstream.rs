@@ -29,7 +29,7 @@ pub struct Upstream {
     pub hash_on_uri_capture: Option<String>,
     pub hash_fallback_uri_capture: Option<String>,
     pub slots: u32,
-    pub healthchecks: Healthchecks,
+    pub healthchecks: Box<Healthchecks>,
     pub host_header: Option<String>,
     pub client_certificate: Option<ForeignKey>,
     pub use_srv_name: bool,
