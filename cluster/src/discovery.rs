@@ -159,6 +159,32 @@ impl Discovery {
             .await;
     }
 
+    /// Calls `f(node id, key without the prefix, value)` for each change gossip brings to a
+    /// key under `prefix`. The callback runs inside gossip's lock: it must only store.
+    pub async fn subscribe(
+        &self,
+        prefix: &'static str,
+        f: impl Fn(u64, &str, &str) + Send + Sync + 'static,
+    ) {
+        let f = Arc::new(f);
+        self.handle
+            .with_chitchat(|cc| {
+                let f = f.clone();
+                cc.subscribe_event(prefix, move |ev| {
+                    if let Some(id) = ev
+                        .node
+                        .node_id
+                        .strip_prefix("node-")
+                        .and_then(|s| s.parse::<u64>().ok())
+                    {
+                        f(id, ev.key, ev.value);
+                    }
+                })
+                .forever();
+            })
+            .await;
+    }
+
     async fn publish(&self, key: &str, value: String) {
         self.handle
             .with_chitchat(|cc| cc.self_node_state().set(key, value.clone()))

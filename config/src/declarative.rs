@@ -207,6 +207,7 @@ fn stamp(s: &mut dyn Stamps) -> Stamp {
     Stamp {
         id: s.id(),
         now: s.now(),
+        now_ms: s.now() * 1000,
         created_at: None,
         generated_key: s.key(),
     }

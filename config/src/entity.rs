@@ -110,3 +110,25 @@ pub fn kong_number<S: Serializer>(n: &f64, s: S) -> Result<S::Ok, S::Error> {
         s.serialize_f64(*n)
     }
 }
+
+/// Kong's millisecond timestamps (`typedefs.auto_timestamp_ms`, on targets): kept as integer
+/// milliseconds, printed as seconds with a fraction (`1700000000.123`).
+pub mod millis {
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(ms: &i64, s: S) -> Result<S::Ok, S::Error> {
+        if s.is_human_readable() {
+            s.serialize_f64(*ms as f64 / 1000.0)
+        } else {
+            s.serialize_i64(*ms)
+        }
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<i64, D::Error> {
+        if d.is_human_readable() {
+            f64::deserialize(d).map(|secs| (secs * 1000.0).round() as i64)
+        } else {
+            i64::deserialize(d)
+        }
+    }
+}

@@ -24,6 +24,8 @@ pub struct Stamp {
     /// The id to use when the body names none.
     pub id: Uuid,
     pub now: Timestamp,
+    /// The same instant in milliseconds: targets keep Kong's millisecond timestamps.
+    pub now_ms: i64,
     /// `created_at` of the entity being replaced, if any.
     pub created_at: Option<Timestamp>,
     /// A fresh key for credentials created without one.
@@ -899,6 +901,7 @@ mod tests {
         Stamp {
             id: Uuid::from_u128(1),
             now: 1_700_000_000,
+            now_ms: 1_700_000_000_000,
             created_at: None,
             generated_key: "gen".into(),
         }

@@ -224,6 +224,7 @@ mod tests {
                 let stamp = crate::input::Stamp {
                     id: uuid::Uuid::from_u128(1),
                     now: 1,
+                    now_ms: 1000,
                     created_at: None,
                     generated_key: "k".into(),
                 };

@@ -254,6 +254,18 @@ fn compile_regex(re: &str) -> Option<Regex> {
 }
 
 impl Router {
+    /// The captures of the matched route's regex path on `path` (Kong's `uri_captures`), if
+    /// the route matched by a regex path.
+    pub fn captures<'p>(&self, route: usize, path: &'p str) -> Option<regex::Captures<'p>> {
+        self.matchers
+            .iter()
+            .filter(|m| m.route == route)
+            .find_map(|m| match &m.path {
+                PathRule::Regex(re) => re.captures(path),
+                _ => None,
+            })
+    }
+
     /// Compiles every route of `state` whose service is enabled.
     pub fn build(state: &State) -> Router {
         Router::build_reusing(state, &Router::default())

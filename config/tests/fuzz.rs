@@ -129,6 +129,7 @@ fn stamp() -> Stamp {
     Stamp {
         id: Uuid::from_u128(7),
         now: 1_700_000_000,
+        now_ms: 1_700_000_000_000,
         created_at: None,
         generated_key: "generated".into(),
     }

@@ -5,6 +5,7 @@
 //! pointer swapped after every applied change: it never takes a lock on configuration.
 
 pub mod admin;
+pub mod balancer;
 pub mod cli;
 pub mod cluster_cmd;
 pub mod echo;

@@ -143,20 +143,29 @@ pub async fn run(args: NodeArgs) -> anyhow::Result<()> {
     let counters = Arc::new(crate::ratelimit::local_counters(args.ratelimit_max_keys));
     let snapshots = Arc::new(SnapshotHandle::new(Snapshot::empty()));
     let cluster_counters = Arc::new(GCounters::new(args.id, args.ratelimit_max_keys));
+    let balancers = Arc::new(crate::balancer::Balancers::default());
+    let health_view = crate::balancer::cluster::ClusterHealth::new(args.id);
     let deps = Deps {
         counters: counters.clone(),
         cluster_counters: cluster_counters.clone(),
         metrics: metrics.clone(),
+        balancers: balancers.clone(),
     };
 
     // Idle upstream connections past their idle timeout are closed, a few seconds late at most.
     let reaper_snapshots = snapshots.clone();
+    let reaper_balancers = balancers.clone();
     tokio::spawn(async move {
         let mut tick = tokio::time::interval(crate::proxy::upstream::IDLE_TIMEOUT / 4);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tick.tick().await;
             reaper_snapshots.load().evict_idle_connections();
+            for b in reaper_balancers.all() {
+                for p in b.set.load().peers.iter() {
+                    p.state.pool.evict_expired();
+                }
+            }
         }
     });
 
@@ -228,6 +237,23 @@ pub async fn run(args: NodeArgs) -> anyhow::Result<()> {
         shutdown.clone(),
     ));
     disc.feed_counters(cluster_counters.clone()).await;
+    // Target health: the cluster's shared view, and active probes by each address's owner.
+    let heard = health_view.clone();
+    disc.subscribe(crate::balancer::cluster::PREFIX, move |node, key, value| {
+        heard.hear(node, key, value)
+    })
+    .await;
+    tokio::spawn(crate::balancer::cluster::run(
+        health_view.clone(),
+        balancers.clone(),
+        disc.clone(),
+        shutdown.clone(),
+    ));
+    let owner_view = health_view.clone();
+    tokio::spawn(crate::balancer::active::run(
+        balancers.clone(),
+        Arc::new(move |upstream, addr| owner_view.owns(upstream, addr)),
+    ));
     tokio::spawn(publish_counters(
         cluster_counters.clone(),
         disc.clone(),
@@ -271,6 +297,8 @@ pub async fn run(args: NodeArgs) -> anyhow::Result<()> {
         discovery: disc.clone(),
         metrics: metrics.clone(),
         snapshots: snapshots.clone(),
+        balancers: balancers.clone(),
+        health_view: health_view.clone(),
         guard: admin::guard::Guard::new(
             args.admin_token.as_deref(),
             &args

@@ -41,9 +41,17 @@ pub struct ServiceRuntime {
     pub connect_timeout: Duration,
     pub read_timeout: Duration,
     pub write_timeout: Duration,
-    /// Keep-alive connections to the service's host and port, shared with the other services
-    /// that point there.
-    pub pool: Arc<Pool>,
+    /// Where requests go.
+    pub target: ServiceTarget,
+}
+
+/// A service's destination.
+pub enum ServiceTarget {
+    /// Its `host:port`: keep-alive connections shared with the other services that point
+    /// there.
+    Direct(Arc<Pool>),
+    /// An upstream named by its `host`: balanced over the upstream's targets.
+    Balanced(Arc<crate::balancer::Balancer>),
 }
 
 /// One plugin name on a route, with the instances that may apply, most specific first.
@@ -206,7 +214,8 @@ impl Snapshot {
     pub fn build(state: &State, prev: &Snapshot, deps: &Deps, version: u64) -> Snapshot {
         let (consumers, usernames, credentials) = directory(state);
         let (instances, kept) = plugin_instances(state, prev, deps);
-        let (pools, services) = services(state, prev);
+        let balancers = deps.balancers.sync(state);
+        let (pools, services) = services(state, prev, &balancers);
         let (consumer_plugins, consumer_plugin_names) = consumer_plugins(&instances);
         // Most changes (consumers, credentials, plugins, service settings) leave routing as it
         // was: the previous router serves as it is, and only a route change rebuilds it.
@@ -350,6 +359,7 @@ fn plugin_instances<'s>(
 fn services(
     state: &State,
     prev: &Snapshot,
+    balancers: &HashMap<String, Arc<crate::balancer::Balancer>>,
 ) -> (
     HashMap<(String, u16, u32), Arc<Pool>>,
     HashMap<Uuid, Arc<ServiceRuntime>>,
@@ -358,18 +368,24 @@ fn services(
     let mut services: HashMap<Uuid, Arc<ServiceRuntime>> = HashMap::new();
     for s in state.all::<Service>() {
         let key = (s.host.clone(), s.port, s.connect_timeout);
-        let pool = pools
-            .entry(key)
-            .or_insert_with_key(|k| {
-                prev.pools.get(k).cloned().unwrap_or_else(|| {
-                    Pool::new(
-                        &s.host,
-                        s.port,
-                        Duration::from_millis(s.connect_timeout.into()),
-                    )
-                })
-            })
-            .clone();
+        // Kong: a host that names an upstream is balanced, and the service's port ignored.
+        let target = match balancers.get(&s.host) {
+            Some(b) => ServiceTarget::Balanced(b.clone()),
+            None => ServiceTarget::Direct(
+                pools
+                    .entry(key)
+                    .or_insert_with_key(|k| {
+                        prev.pools.get(k).cloned().unwrap_or_else(|| {
+                            Pool::new(
+                                &s.host,
+                                s.port,
+                                Duration::from_millis(s.connect_timeout.into()),
+                            )
+                        })
+                    })
+                    .clone(),
+            ),
+        };
         // An IPv6 literal is bracketed in a Host header, as in a URI.
         let host = if s.host.contains(':') {
             format!("[{}]", s.host)
@@ -392,7 +408,7 @@ fn services(
                 connect_timeout: Duration::from_millis(s.connect_timeout.into()),
                 read_timeout: Duration::from_millis(s.read_timeout.into()),
                 write_timeout: Duration::from_millis(s.write_timeout.into()),
-                pool,
+                target,
             }),
         );
     }
@@ -610,6 +626,7 @@ mod tests {
             counters: Arc::new(crate::ratelimit::local_counters(100)),
             cluster_counters: Arc::new(GCounters::new(1, 100)),
             metrics: Arc::new(Metrics::new()),
+            balancers: Arc::default(),
         }
     }
 
@@ -647,6 +664,7 @@ mod tests {
         let stamp = input::Stamp {
             id: Uuid::from_u128(99),
             now: 1,
+            now_ms: 1000,
             created_at: None,
             generated_key: String::new(),
         };
@@ -685,6 +703,7 @@ mod tests {
         let stamp = input::Stamp {
             id: Uuid::from_u128(99),
             now: 1,
+            now_ms: 1000,
             created_at: None,
             generated_key: String::new(),
         };

@@ -22,3 +22,6 @@ registry! {
     Upstream(upstream::Upstream),
     Target(target::Target),
 }
+
+pub use target::DEFAULT_TARGET_PORT;
+pub use upstream::{default_healthchecks, ActiveCheck, Healthchecks, PassiveCheck};

@@ -24,7 +24,10 @@ pub struct Target {
     pub target: String,
     pub weight: u32,
     pub tags: Option<Vec<String>>,
+    /// Milliseconds (Kong's `auto_timestamp_ms`), printed as fractional seconds.
+    #[serde(with = "crate::entity::millis")]
     pub created_at: Timestamp,
+    #[serde(with = "crate::entity::millis")]
     pub updated_at: Timestamp,
 }
 
@@ -85,11 +88,20 @@ impl Declared for Target {
                 .map_err(|_| {
                     FieldErrors::single(
                         "target",
-                        format!("Invalid target ('{t}'); not a valid hostname or ip address"),
+                        "Invalid target; not a valid hostname or ip address",
                     )
                 })?;
             record.insert("target".into(), Value::String(formatted));
         }
+        // Milliseconds: the replaced target's, or given (fractional seconds), or now.
+        let created = cx
+            .stamp
+            .created_at
+            .or_else(|| body.get("created_at").and_then(Value::as_f64).map(|s| (s * 1000.0).round() as i64))
+            .unwrap_or(cx.stamp.now_ms);
+        let secs = |ms: i64| Value::from(ms as f64 / 1000.0);
+        record.insert("created_at".into(), secs(created));
+        record.insert("updated_at".into(), secs(cx.stamp.now_ms));
         serde_json::from_value(Value::Object(record))
             .map_err(|e| FieldErrors::single("@entity", e.to_string()))
     }

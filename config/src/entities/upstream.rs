@@ -212,7 +212,21 @@ impl Declared for Upstream {
         if let Some(o) = body.as_object_mut() {
             shorthands(o);
         }
-        let mut record = build_record(&Self::DECL, &body, cx)?;
+        let mut record = match build_record(&Self::DECL, &body, cx) {
+            Ok(r) => r,
+            // Kong runs the entity checks on what it was given even when a field is bad; a
+            // check's message on a field replaces the field's own.
+            Err(mut e) => {
+                if let Some(Err(checks)) = body.as_object().map(entity_checks) {
+                    for (k, v) in checks.0 {
+                        if k == "@entity" || e.0.contains_key(&k) {
+                            e.0.insert(k, v);
+                        }
+                    }
+                }
+                return Err(e);
+            }
+        };
         let mut errs = FieldErrors::new();
         if let Some(Value::String(name)) = record.get("name") {
             if let Err(m) = check_upstream_name(name) {
@@ -301,7 +315,10 @@ fn check_cookie_name(v: &str) -> Result<(), String> {
 /// Kong's `typedefs.path`: RFC 3986 characters, properly percent-encoded.
 pub(crate) fn check_path(p: &str) -> Result<(), String> {
     let allowed = |c: char| c.is_ascii_alphanumeric() || ".-_~/%:@!$&'()*+,;=".contains(c);
-    if !p.starts_with('/') || !p.chars().all(allowed) {
+    if !p.starts_with('/') {
+        return Err("should start with: /".into());
+    }
+    if !p.chars().all(allowed) {
         return Err(format!(
             "invalid path: '{p}' (characters outside of the reserved list of RFC 3986 found)"
         ));
@@ -515,17 +532,16 @@ fn entity_checks(r: &Map<String, Value>) -> Result<(), FieldErrors> {
     if (on == "none" || on == "cookie") && fallback != "none" {
         conditional("hash_on", "hash_fallback", "expected one of: none");
     }
-    // The fallback must differ from hash_on, except header and query_arg by another name.
-    let others = |not: &str| -> String {
-        ["none", "consumer", "ip", "header", "cookie", "path", "query_arg", "uri_capture"]
-            .iter()
-            .filter(|m| **m != not)
-            .copied()
-            .collect::<Vec<_>>()
-            .join(", ")
+    // The fallback must differ from hash_on (Kong's lists, in its order).
+    let allowed: &[&str] = match on {
+        "consumer" => &["none", "ip", "header", "cookie", "path", "query_arg", "uri_capture"],
+        "ip" => &["none", "consumer", "header", "cookie", "path", "query_arg", "uri_capture"],
+        "path" => &["none", "consumer", "header", "cookie", "query_arg", "ip", "uri_capture"],
+        _ => &[],
     };
-    if ["consumer", "ip", "path"].contains(&on) && fallback == on {
-        conditional("hash_on", "hash_fallback", &format!("expected one of: {}", others(on)));
+    if !allowed.is_empty() && !allowed.contains(&fallback) {
+        let msg = format!("expected one of: {}", allowed.join(", "));
+        conditional("hash_on", "hash_fallback", &msg);
     }
     for (a, b) in [
         ("hash_on_header", "hash_fallback_header"),
@@ -558,6 +574,7 @@ mod tests {
         let stamp = Stamp {
             id: Uuid::from_u128(1),
             now: 1,
+            now_ms: 1000,
             created_at: None,
             generated_key: String::new(),
         };

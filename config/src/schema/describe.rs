@@ -124,6 +124,7 @@ pub fn validate_entity(kind: EntityKind, body: &Value, state: &State) -> Result<
     let stamp = Stamp {
         id: Uuid::nil(),
         now: 0,
+        now_ms: 0,
         created_at: None,
         generated_key: "validation".into(),
     };

@@ -15,6 +15,7 @@ pub mod cors;
 pub mod guard;
 mod schemas;
 mod tags;
+mod upstreams;
 
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -56,6 +57,8 @@ pub struct AdminCtx {
     pub discovery: Arc<Discovery>,
     pub metrics: Arc<Metrics>,
     pub snapshots: Arc<SnapshotHandle>,
+    pub balancers: Arc<crate::balancer::Balancers>,
+    pub health_view: Arc<crate::balancer::cluster::ClusterHealth>,
     pub guard: guard::Guard,
     pub cors: cors::Cors,
     pub proxy_listen: String,
@@ -122,6 +125,10 @@ fn fresh_stamp(existing: Option<(Uuid, i64)>) -> Stamp {
     Stamp {
         id: existing.map(|e| e.0).unwrap_or_else(Uuid::new_v4),
         now: now(),
+        now_ms: std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_millis() as i64)
+            .unwrap_or(0),
         created_at: existing.map(|e| e.1),
         // Kong generates 32 alphanumeric characters.
         generated_key: Alphanumeric.sample_string(&mut rand::rng(), 32),
@@ -308,6 +315,10 @@ async fn list(
         Some(Ok(id)) => Some(id),
         Some(Err(_)) => return q.bad_offset(),
     };
+    // An upstream's targets are paged newest first, by position (Kong's `page_for_upstream`).
+    if let (EntityKind::Target, Some(_), Some(u)) = (c.kind, c.parent, parent_key.clone()) {
+        return upstreams::list_targets(ctx, u, q, path, true).await;
+    }
     // Kong ignores `tags` on nested collections (Kong/kong#6779), and pages them without it.
     let filter = match (c.parent, q.tag_filter()) {
         (Some(_), _) => None,
@@ -469,6 +480,8 @@ async fn update(
         Ok(b) => b,
         Err(r) => return r,
     };
+    // Kong's PUT on an upstream's target updates it (404 when missing), never creates.
+    let upsert = upsert && !(c.kind == EntityKind::Target && c.parent.is_some());
     let built = ctx
         .replicator
         .read(|st| {
@@ -507,7 +520,20 @@ async fn update(
                         ..stamp
                     };
                     body["id"] = Value::String(stamp.id.to_string());
-                    build(c, &body, &stamp, st, parent)
+                    let built = build(c, &body, &stamp, st, parent);
+                    // Kong checks the URL's name first: a bad one is its "invalid unique
+                    // name", not a schema violation.
+                    if let (Err(e), Some(field)) = (&built, c.kind.decl().endpoint_key) {
+                        if let (Some(Value::String(m)), true) =
+                            (e.0.get(field), Uuid::parse_str(&key).is_err())
+                        {
+                            return Err(json_response(
+                                StatusCode::BAD_REQUEST,
+                                &json!({"code": 10, "name": "invalid unique name", "message": m}),
+                            ));
+                        }
+                    }
+                    built
                 }
             };
             entity.map_err(schema_error)
@@ -1039,6 +1065,7 @@ pub fn router(ctx: Ctx) -> Router {
     }
     r = schemas::routes(r, &mut paths);
     r = tags::routes(r, &mut paths);
+    r = upstreams::routes(r, &mut paths);
     let inner = r
         .fallback(|| async { message(StatusCode::NOT_FOUND, "Not found") })
         .method_not_allowed_fallback(|| async {

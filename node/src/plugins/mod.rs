@@ -69,6 +69,8 @@ pub struct Deps {
     pub counters: Arc<LocalCounters>,
     pub cluster_counters: Arc<GCounters>,
     pub metrics: Arc<Metrics>,
+    /// Every upstream's balancer, kept across configurations.
+    pub balancers: Arc<crate::balancer::Balancers>,
 }
 
 macro_rules! handlers {

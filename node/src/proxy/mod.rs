@@ -38,10 +38,14 @@ use hyper::body::Incoming;
 use tollgate_config::normalize::normalize_path;
 use tollgate_config::router::RequestView;
 
+use crate::balancer::hash_key::{self, HashOn};
+use crate::balancer::health::Observation;
 use crate::metrics::Metrics;
 use crate::plugins::{error_response, Ctx, Flow, Instance};
 use crate::serve::Peer;
-use crate::snapshot::{RouteMetrics, RouteRuntime, ServiceRuntime, Snapshot, SnapshotHandle};
+use crate::snapshot::{
+    RouteMetrics, RouteRuntime, ServiceRuntime, ServiceTarget, Snapshot, SnapshotHandle,
+};
 use body::ReadTimeout;
 use headers::{join_path, number_header, split_host, strip_hop_by_hop, Lookup};
 use request_body::{ReadError, Streamed, UpstreamBody, CLIENT_BODY_TIMEOUT};
@@ -173,7 +177,7 @@ impl Proxy {
             or_finish!(Err(error_response(StatusCode::BAD_REQUEST, "Bad request")));
         }
         or_finish!(rewrite(&snap.global, &mut ctx, &mut parts));
-        let (route, matched_len) =
+        let (route, matched_len, route_index) =
             or_finish!(self.route(&snap, &parts, (&host, port), raw_host, &norm));
         done.route = Some(route);
         ctx.route = Some(&route.info);
@@ -260,19 +264,108 @@ impl Proxy {
         // pool's future is large, and a step function would move it once more per request.
         let upstream_start = Instant::now();
         let mut attempt = 0u32;
-        let resp = loop {
-            match service.pool.send(up, outgoing.head_timeout).await {
-                Ok(resp) => break resp,
-                Err(SendError::Connect {
-                    request, source, ..
-                }) if attempt < service.retries => {
-                    tracing::debug!(service = %service.label, error = %source, "upstream connect failed, retrying");
-                    up = *request;
-                    attempt += 1;
+        let resp = match &service.target {
+            ServiceTarget::Direct(pool) => loop {
+                match pool.send(up, outgoing.head_timeout).await {
+                    Ok(resp) => break resp,
+                    Err(SendError::Connect {
+                        request, source, ..
+                    }) if attempt < service.retries => {
+                        tracing::debug!(service = %service.label, error = %source, "upstream connect failed, retrying");
+                        up = *request;
+                        attempt += 1;
+                    }
+                    Err(e) => {
+                        let r = send_failed(service, &e, &outgoing.client_failed);
+                        return self.finish(&mut ctx, &done, generated(r), None, None);
+                    }
                 }
-                Err(e) => {
-                    let r = send_failed(service, &e, &outgoing.client_failed);
-                    return self.finish(&mut ctx, &done, generated(r), None, None);
+            },
+            ServiceTarget::Balanced(b) => {
+                // A name target's first resolution is awaited (once per new target).
+                if *b.resolving.borrow() {
+                    Box::pin(b.resolved(service.connect_timeout)).await;
+                }
+                let hash = b.hash.load();
+                let key = if hash.on == HashOn::None {
+                    None
+                } else {
+                    let caps = if hash.uses_captures() {
+                        snap.router.captures(route_index, &norm)
+                    } else {
+                        None
+                    };
+                    let (key, cookie) = hash_key::key(
+                        &hash,
+                        &hash_key::Request {
+                            consumer: ctx.consumer.as_ref().map(|c| c.id),
+                            credential: ctx.credential.as_ref().map(|c| c.id),
+                            client_ip: accepted.client_ip,
+                            headers: up.headers(),
+                            path: &norm,
+                            query: original_uri.query(),
+                            captures: caps.as_ref(),
+                        },
+                    );
+                    if let Some(c) = cookie {
+                        ctx.response_headers.push((header::SET_COOKIE, c));
+                    }
+                    key
+                };
+                let keep_host = route.preserve_host && accepted.host.is_some();
+                loop {
+                    let Some(peer) = b.pick(key.as_deref()) else {
+                        let r = error_response(
+                            StatusCode::SERVICE_UNAVAILABLE,
+                            "failure to get a peer from the ring-balancer",
+                        );
+                        return self.finish(&mut ctx, &done, generated(r), None, None);
+                    };
+                    if !keep_host {
+                        up.headers_mut()
+                            .insert(header::HOST, peer.host_header.clone());
+                    }
+                    let in_flight = peer.start();
+                    let sent = Instant::now();
+                    match peer
+                        .state
+                        .pool
+                        .send_within(up, service.connect_timeout, outgoing.head_timeout)
+                        .await
+                    {
+                        Ok(mut resp) => {
+                            peer.record_latency(sent.elapsed());
+                            if let Some(o) = b.classify(resp.status().as_u16()) {
+                                b.report(&peer, o);
+                            }
+                            resp.body_mut().in_flight = Some(in_flight);
+                            break resp;
+                        }
+                        Err(e) => {
+                            b.report(
+                                &peer,
+                                if e.is_timeout() {
+                                    Observation::Timeout
+                                } else {
+                                    Observation::TcpFailure
+                                },
+                            );
+                            match e {
+                                // Not sent: safe to send to another peer.
+                                SendError::Connect {
+                                    request, source, ..
+                                } if attempt < service.retries => {
+                                    tracing::debug!(service = %service.label, peer = %peer.addr, error = %source, "upstream connect failed, retrying");
+                                    up = *request;
+                                    attempt += 1;
+                                }
+                                e => {
+                                    let r = send_failed(service, &e, &outgoing.client_failed);
+                                    return self.finish(&mut ctx, &done, generated(r), None, None);
+                                }
+                            }
+                        }
+                    }
                 }
             }
         };
@@ -360,7 +453,7 @@ impl Proxy {
         (host, port): (&str, Option<u16>),
         raw_host: &str,
         norm: &str,
-    ) -> Result<(&'s RouteRuntime, usize), Early> {
+    ) -> Result<(&'s RouteRuntime, usize, usize), Early> {
         let found = snap.router.find(&RequestView {
             method: parts.method.as_str(),
             host,
@@ -378,7 +471,7 @@ impl Proxy {
         if !route.accepts_http {
             return Err(https_redirect(route, raw_host, &parts.uri));
         }
-        Ok((route, m.matched_len))
+        Ok((route, m.matched_len, m.route))
     }
 
     /// Step 6: the forwarding headers, as Kong sets them, and the Host sent upstream.
@@ -457,7 +550,12 @@ impl Proxy {
     ) -> Response<ProxyBody> {
         let (mut parts, mut body) = resp.into_parts();
         for (k, v) in ctx.response_headers.drain(..) {
-            parts.headers.insert(k, v);
+            // A cookie the gateway sets goes beside the upstream's own.
+            if k == header::SET_COOKIE {
+                parts.headers.append(k, v);
+            } else {
+                parts.headers.insert(k, v);
+            }
         }
         parts.headers.append(header::VIA, self.via.clone());
         let total = done.start.elapsed();
@@ -907,6 +1005,7 @@ mod tests {
             counters: Arc::new(crate::ratelimit::local_counters(10)),
             cluster_counters: Arc::new(crate::ratelimit::GCounters::new(1, 10)),
             metrics: metrics.clone(),
+            balancers: Arc::default(),
         };
         let mut snap =
             crate::snapshot::Snapshot::build(&st, &crate::snapshot::Snapshot::empty(), &deps, 1);

@@ -141,8 +141,8 @@ impl Pool {
         }
     }
 
-    async fn connect(&self) -> io::Result<SendRequest<UpstreamBody>> {
-        let deadline = tokio::time::Instant::now() + self.connect_timeout;
+    async fn connect(&self, timeout: Duration) -> io::Result<SendRequest<UpstreamBody>> {
+        let deadline = tokio::time::Instant::now() + timeout;
         let timed_out = || io::Error::new(io::ErrorKind::TimedOut, "connect timed out");
         // An IP literal resolves without a lookup; a name goes through the system resolver.
         let addrs = tokio::time::timeout_at(
@@ -182,13 +182,25 @@ impl Pool {
     /// `read_timeout`: the deadlines do not add up).
     pub async fn send(
         self: &Arc<Self>,
+        req: Request<UpstreamBody>,
+        head_timeout: Duration,
+    ) -> Result<Response<PooledBody>, SendError> {
+        self.send_within(req, self.connect_timeout, head_timeout)
+            .await
+    }
+
+    /// As [`Pool::send`], with the connect timeout of the caller (a balanced upstream's
+    /// addresses serve services with different timeouts).
+    pub async fn send_within(
+        self: &Arc<Self>,
         mut req: Request<UpstreamBody>,
+        connect_timeout: Duration,
         head_timeout: Duration,
     ) -> Result<Response<PooledBody>, SendError> {
         loop {
             let (mut tx, reused) = match self.take_idle() {
                 Some(tx) => (tx, true),
-                None => match self.connect().await {
+                None => match self.connect(connect_timeout).await {
                     Ok(tx) => (tx, false),
                     Err(source) => {
                         return Err(SendError::Connect {
@@ -221,6 +233,7 @@ impl Pool {
                     return Ok(resp.map(|body| PooledBody {
                         inner: body,
                         lease: Some(lease),
+                        in_flight: None,
                     }));
                 }
                 // Never written: the connection closed as it was taken. Try another.
@@ -241,6 +254,8 @@ struct Lease {
 pub struct PooledBody {
     inner: Incoming,
     lease: Option<Lease>,
+    /// The balanced peer's in-flight count, held until the body ends or is dropped.
+    pub in_flight: Option<crate::balancer::InFlight>,
 }
 
 impl PooledBody {

@@ -1,0 +1,226 @@
+//! Choosing a peer: Kong's four algorithms over one upstream's resolved addresses.
+//!
+//! Each is built once per address set ([`Selector::build`]) and picks without a lock: health
+//! is read from each peer's atomics at pick time, so a health change needs no rebuild.
+//!
+//! - **round-robin**: nginx's smooth weighted round-robin, run once at build time for a whole
+//!   cycle into a sequence of peer positions; a pick takes the next position from an atomic
+//!   counter and skips unavailable peers. Weights 5:1:1 give `a a b a c a a`, never a burst
+//!   of five. The cycle is `sum(w) / gcd(w)` long, scaled down past [`MAX_CYCLE`].
+//! - **least-connections**: the available peer with the fewest requests in flight per unit of
+//!   weight; ties go round-robin.
+//! - **consistent-hashing**: a ring of `slots` points, shared out by weight, each point placed
+//!   by hashing `host:port` and its number. A key goes to the first point at or after its
+//!   hash whose peer is available. Removing one of ten equal targets moves only the keys that
+//!   were on it (about a tenth).
+//! - **latency**: the available peer with the lowest EWMA of response time, scaled by what
+//!   it has in flight and divided by its weight.
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+
+use super::Peer;
+
+/// Longest round-robin cycle kept (positions, 4 bytes each).
+pub const MAX_CYCLE: usize = 1 << 16;
+
+/// The balancing algorithm of an upstream.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Algorithm {
+    RoundRobin,
+    LeastConnections,
+    ConsistentHashing,
+    Latency,
+}
+
+impl Algorithm {
+    pub fn parse(s: &str) -> Algorithm {
+        match s {
+            "least-connections" => Algorithm::LeastConnections,
+            "consistent-hashing" => Algorithm::ConsistentHashing,
+            "latency" => Algorithm::Latency,
+            _ => Algorithm::RoundRobin,
+        }
+    }
+}
+
+/// A built selector for one address set.
+pub enum Selector {
+    RoundRobin { cycle: Vec<u32> },
+    LeastConnections,
+    Ring { points: Vec<(u32, u32)> },
+    Latency,
+}
+
+impl Selector {
+    pub fn build(algorithm: Algorithm, peers: &[Arc<Peer>], slots: u32) -> Selector {
+        match algorithm {
+            Algorithm::RoundRobin => Selector::RoundRobin {
+                cycle: smooth_cycle(&peers.iter().map(|p| p.weight).collect::<Vec<_>>()),
+            },
+            Algorithm::LeastConnections => Selector::LeastConnections,
+            Algorithm::ConsistentHashing => Selector::Ring {
+                points: ring(peers, slots),
+            },
+            Algorithm::Latency => Selector::Latency,
+        }
+    }
+
+    /// The peer for this request, or none when no peer is available. `key` is the hash input
+    /// (consistent hashing only); `turn` spreads ties.
+    pub fn pick<'p>(
+        &self,
+        peers: &'p [Arc<Peer>],
+        key: Option<&[u8]>,
+        turn: &AtomicUsize,
+        available: &dyn Fn(&Peer) -> bool,
+    ) -> Option<&'p Arc<Peer>> {
+        match self {
+            Selector::RoundRobin { cycle } => {
+                if cycle.is_empty() {
+                    return None;
+                }
+                let start = turn.fetch_add(1, Ordering::Relaxed);
+                (0..cycle.len())
+                    .map(|i| &peers[cycle[(start + i) % cycle.len()] as usize])
+                    .find(|p| available(p))
+            }
+            Selector::LeastConnections => {
+                let start = turn.fetch_add(1, Ordering::Relaxed);
+                least_by(peers, start, available, |p| {
+                    p.in_flight() as f64 / p.weight as f64
+                })
+            }
+            Selector::Latency => {
+                let start = turn.fetch_add(1, Ordering::Relaxed);
+                least_by(peers, start, available, |p| {
+                    // A peer with no measurement yet is tried first.
+                    p.ewma_micros() as f64 * (p.in_flight() + 1) as f64 / p.weight as f64
+                })
+            }
+            Selector::Ring { points } => {
+                if points.is_empty() {
+                    return None;
+                }
+                let h = match key {
+                    Some(k) => hash32(k),
+                    // No key (hash inputs all missing): spread as round-robin does.
+                    None => {
+                        let i = turn.fetch_add(1, Ordering::Relaxed) % points.len();
+                        points[i].0
+                    }
+                };
+                let first = points.partition_point(|(at, _)| *at < h);
+                (0..points.len())
+                    .map(|i| &peers[points[(first + i) % points.len()].1 as usize])
+                    .find(|p| available(p))
+            }
+        }
+    }
+}
+
+fn least_by<'p>(
+    peers: &'p [Arc<Peer>],
+    start: usize,
+    available: &dyn Fn(&Peer) -> bool,
+    cost: impl Fn(&Peer) -> f64,
+) -> Option<&'p Arc<Peer>> {
+    let n = peers.len();
+    let mut best: Option<(&Arc<Peer>, f64)> = None;
+    for i in 0..n {
+        let p = &peers[(start + i) % n];
+        if p.weight == 0 || !available(p) {
+            continue;
+        }
+        let c = cost(p);
+        if best.is_none_or(|(_, b)| c < b) {
+            best = Some((p, c));
+        }
+    }
+    best.map(|(p, _)| p)
+}
+
+fn gcd(a: u64, b: u64) -> u64 {
+    if b == 0 {
+        a
+    } else {
+        gcd(b, a % b)
+    }
+}
+
+/// nginx's smooth weighted round-robin over one whole cycle: each step adds every weight to
+/// its peer's current value, picks the largest, and takes the total off it.
+pub fn smooth_cycle(weights: &[u32]) -> Vec<u32> {
+    let g = weights
+        .iter()
+        .filter(|w| **w > 0)
+        .fold(0u64, |g, w| gcd(g, *w as u64));
+    if g == 0 {
+        return Vec::new();
+    }
+    let mut w: Vec<u64> = weights.iter().map(|x| *x as u64 / g).collect();
+    let total: u64 = w.iter().sum();
+    if total as usize > MAX_CYCLE {
+        // Scale down, keeping every non-zero weight at least 1.
+        for x in w.iter_mut().filter(|x| **x > 0) {
+            *x = (*x * MAX_CYCLE as u64 / total).max(1);
+        }
+    }
+    let total: i64 = w.iter().sum::<u64>() as i64;
+    let mut current = vec![0i64; w.len()];
+    let mut out = Vec::with_capacity(total as usize);
+    for _ in 0..total {
+        let mut best: Option<usize> = None;
+        for i in (0..w.len()).filter(|i| w[*i] > 0) {
+            current[i] += w[i] as i64;
+            if best.is_none_or(|b| current[i] > current[b]) {
+                best = Some(i);
+            }
+        }
+        let Some(b) = best else { break };
+        current[b] -= total;
+        out.push(b as u32);
+    }
+    out
+}
+
+/// A stable 32-bit hash: the same on every node and every run, so every node sends a key to
+/// the same target.
+pub fn hash32(b: &[u8]) -> u32 {
+    xxhash_rust::xxh3::xxh3_64(b) as u32
+}
+
+/// The ring: `slots` points shared out by weight, sorted by position.
+fn ring(peers: &[Arc<Peer>], slots: u32) -> Vec<(u32, u32)> {
+    let total: u64 = peers.iter().map(|p| p.weight as u64).sum();
+    if total == 0 {
+        return Vec::new();
+    }
+    let mut points = Vec::with_capacity(slots as usize);
+    for (i, p) in peers.iter().enumerate() {
+        let n = (slots as u64 * p.weight as u64).div_ceil(total);
+        let name = p.addr.to_string();
+        for j in 0..n {
+            points.push((hash32(format!("{name} {j}").as_bytes()), i as u32));
+        }
+    }
+    points.sort_unstable();
+    points
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn smooth_round_robin_has_no_bursts() {
+        assert_eq!(smooth_cycle(&[5, 1, 1]), [0, 0, 1, 0, 2, 0, 0]);
+        assert_eq!(smooth_cycle(&[100, 100, 100]), [0, 1, 2]);
+        assert_eq!(smooth_cycle(&[0, 10]), [1]);
+        assert!(smooth_cycle(&[0, 0]).is_empty());
+        let big = smooth_cycle(&[65535, 65534, 65533]);
+        assert!(big.len() <= MAX_CYCLE + 3);
+        let ones = big.iter().filter(|i| **i == 1).count() as f64;
+        assert!((ones / big.len() as f64 - 1.0 / 3.0).abs() < 0.01);
+    }
+}
