@@ -9,10 +9,13 @@
 //!   of five. The cycle is `sum(w) / gcd(w)` long, scaled down past [`MAX_CYCLE`].
 //! - **least-connections**: the available peer with the fewest requests in flight per unit of
 //!   weight; ties go round-robin.
-//! - **consistent-hashing**: a ring of `slots` points, shared out by weight, each point placed
-//!   by hashing `host:port` and its number. A key goes to the first point at or after its
-//!   hash whose peer is available. Removing one of ten equal targets moves only the keys that
-//!   were on it (about a tenth).
+//! - **consistent-hashing**: a table of `slots` entries; a key goes to entry
+//!   `hash(key) mod slots`, whose owner is the peer with the highest weighted rendezvous score
+//!   for that entry (`weight / -ln(u)`, `u` a hash of the entry and the peer's address). The
+//!   score makes each peer's share follow its weight, and removing a peer changes the owner
+//!   of its own entries only: removing one of ten equal targets moves its keys (a tenth) and
+//!   no others. When an entry's owner is unavailable, the key goes to the available peer
+//!   with the next best score for that entry, so it comes back when the owner does.
 //! - **latency**: the available peer with the lowest EWMA of response time, scaled by what
 //!   it has in flight and divided by its weight.
 
@@ -48,7 +51,7 @@ impl Algorithm {
 pub enum Selector {
     RoundRobin { cycle: Vec<u32> },
     LeastConnections,
-    Ring { points: Vec<(u32, u32)> },
+    Ring { table: Vec<u32>, seeds: Vec<u64> },
     Latency,
 }
 
@@ -59,9 +62,17 @@ impl Selector {
                 cycle: smooth_cycle(&peers.iter().map(|p| p.weight).collect::<Vec<_>>()),
             },
             Algorithm::LeastConnections => Selector::LeastConnections,
-            Algorithm::ConsistentHashing => Selector::Ring {
-                points: ring(peers, slots),
-            },
+            Algorithm::ConsistentHashing => {
+                let seeds: Vec<u64> = peers
+                    .iter()
+                    .map(|p| xxhash_rust::xxh3::xxh3_64(p.addr.to_string().as_bytes()))
+                    .collect();
+                let weights: Vec<u32> = peers.iter().map(|p| p.weight).collect();
+                Selector::Ring {
+                    table: table(&seeds, &weights, slots),
+                    seeds,
+                }
+            }
             Algorithm::Latency => Selector::Latency,
         }
     }
@@ -98,25 +109,69 @@ impl Selector {
                     p.ewma_micros() as f64 * (p.in_flight() + 1) as f64 / p.weight as f64
                 })
             }
-            Selector::Ring { points } => {
-                if points.is_empty() {
+            Selector::Ring { table, seeds } => {
+                if table.is_empty() {
                     return None;
                 }
-                let h = match key {
-                    Some(k) => hash32(k),
+                let slot = match key {
+                    Some(k) => hash32(k) as usize % table.len(),
                     // No key (hash inputs all missing): spread as round-robin does.
-                    None => {
-                        let i = turn.fetch_add(1, Ordering::Relaxed) % points.len();
-                        points[i].0
-                    }
+                    None => turn.fetch_add(1, Ordering::Relaxed) % table.len(),
                 };
-                let first = points.partition_point(|(at, _)| *at < h);
-                (0..points.len())
-                    .map(|i| &peers[points[(first + i) % points.len()].1 as usize])
-                    .find(|p| available(p))
+                let owner = &peers[table[slot] as usize];
+                if available(owner) {
+                    return Some(owner);
+                }
+                best_for(slot as u64, seeds, peers, available)
             }
         }
     }
+}
+
+/// The weighted rendezvous score of a peer for a table entry.
+fn score(slot: u64, seed: u64, weight: u32) -> f64 {
+    if weight == 0 {
+        return 0.0;
+    }
+    let h = xxhash_rust::xxh3::xxh3_64_with_seed(&slot.to_le_bytes(), seed);
+    // u in (0, 1): never 0 (ln 0) nor 1 (division by zero).
+    let u = ((h >> 11) as f64 + 0.5) / (1u64 << 53) as f64;
+    weight as f64 / -u.ln()
+}
+
+/// The available peer with the best score for an entry.
+fn best_for<'p>(
+    slot: u64,
+    seeds: &[u64],
+    peers: &'p [Arc<Peer>],
+    available: &dyn Fn(&Peer) -> bool,
+) -> Option<&'p Arc<Peer>> {
+    peers
+        .iter()
+        .zip(seeds)
+        .filter(|(p, _)| p.weight > 0 && available(p))
+        .map(|(p, seed)| (p, score(slot, *seed, p.weight)))
+        .max_by(|a, b| a.1.total_cmp(&b.1))
+        .map(|(p, _)| p)
+}
+
+/// The owner of each of `slots` entries.
+fn table(seeds: &[u64], weights: &[u32], slots: u32) -> Vec<u32> {
+    if weights.iter().all(|w| *w == 0) {
+        return Vec::new();
+    }
+    (0..slots as u64)
+        .map(|slot| {
+            let mut best = (0u32, f64::MIN);
+            for (i, (seed, w)) in seeds.iter().zip(weights).enumerate() {
+                let s = score(slot, *seed, *w);
+                if s > best.1 {
+                    best = (i as u32, s);
+                }
+            }
+            best.0
+        })
+        .collect()
 }
 
 fn least_by<'p>(
@@ -190,27 +245,30 @@ pub fn hash32(b: &[u8]) -> u32 {
     xxhash_rust::xxh3::xxh3_64(b) as u32
 }
 
-/// The ring: `slots` points shared out by weight, sorted by position.
-fn ring(peers: &[Arc<Peer>], slots: u32) -> Vec<(u32, u32)> {
-    let total: u64 = peers.iter().map(|p| p.weight as u64).sum();
-    if total == 0 {
-        return Vec::new();
-    }
-    let mut points = Vec::with_capacity(slots as usize);
-    for (i, p) in peers.iter().enumerate() {
-        let n = (slots as u64 * p.weight as u64).div_ceil(total);
-        let name = p.addr.to_string();
-        for j in 0..n {
-            points.push((hash32(format!("{name} {j}").as_bytes()), i as u32));
-        }
-    }
-    points.sort_unstable();
-    points
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn rendezvous_table_follows_weights_and_moves_only_a_removed_peers_entries() {
+        let seeds: Vec<u64> = (0..10u64).map(|i| i * 7919 + 1).collect();
+        let t = table(&seeds, &[100; 10], 10000);
+        for i in 0..10 {
+            let share = t.iter().filter(|o| **o == i).count();
+            assert!((850..=1150).contains(&share), "{i}: {share}");
+        }
+        // Without peer 3: every entry not owned by 3 keeps its owner.
+        let mut w = vec![100; 10];
+        w[3] = 0;
+        let t2 = table(&seeds, &w, 10000);
+        for (a, b) in t.iter().zip(&t2) {
+            assert!(*a == 3 || a == b);
+            assert_ne!(*b, 3);
+        }
+        let heavy = table(&seeds[..2], &[100, 300], 10000);
+        let ones = heavy.iter().filter(|o| **o == 1).count();
+        assert!((7200..=7800).contains(&ones), "{ones}");
+    }
 
     #[test]
     fn smooth_round_robin_has_no_bursts() {

@@ -1,0 +1,434 @@
+//! Upstreams and targets with real backends: how traffic spreads under each algorithm, what
+//! a killed or hung backend costs clients, and how health is shared across a cluster.
+
+mod common;
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use common::backend::{Backend, Mode};
+use common::{client, eventually, ClusterSpec, Node};
+use reqwest::Method;
+use serde_json::{json, Value};
+
+/// Multi-node tests run one at a time (2 cores).
+static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
+
+/// An upstream `name` with `body`'s settings, a service on it and a route `/{name}`.
+async fn upstream(node: &Node, name: &str, body: Value, extra_service: Value) {
+    let mut up = body;
+    up["name"] = json!(name);
+    node.create("/upstreams", up).await;
+    let mut svc = json!({"name": format!("svc-{name}"), "host": name, "port": 1});
+    if let (Some(s), Some(e)) = (svc.as_object_mut(), extra_service.as_object()) {
+        s.extend(e.clone());
+    }
+    node.create("/services", svc).await;
+    node.create(
+        &format!("/services/svc-{name}/routes"),
+        json!({"paths": [format!("/{name}")]}),
+    )
+    .await;
+}
+
+async fn target(node: &Node, up: &str, b: &Backend, weight: u32) -> Value {
+    node.create(
+        &format!("/upstreams/{up}/targets"),
+        json!({"target": b.addr.to_string(), "weight": weight}),
+    )
+    .await
+}
+
+/// GETs `path` through the proxy with `headers`; the status and the answering backend.
+async fn get(node: &Node, path: &str, headers: &[(&str, &str)]) -> (u16, String) {
+    let mut r = client().get(node.proxy_url(path));
+    for (k, v) in headers {
+        r = r.header(*k, *v);
+    }
+    match r.send().await {
+        Ok(resp) => {
+            let s = resp.status().as_u16();
+            (s, resp.text().await.unwrap_or_default())
+        }
+        Err(e) => (0, e.to_string()),
+    }
+}
+
+fn counts(names: impl IntoIterator<Item = String>) -> HashMap<String, usize> {
+    let mut m = HashMap::new();
+    for n in names {
+        *m.entry(n).or_insert(0) += 1;
+    }
+    m
+}
+
+#[tokio::test]
+async fn round_robin_spreads_evenly_and_by_weight_and_sets_the_targets_host() {
+    let node = Node::start().await;
+    let bs = [
+        Backend::start("a").await,
+        Backend::start("b").await,
+        Backend::start("c").await,
+    ];
+    upstream(&node, "rr.test", json!({}), json!({})).await;
+    for b in &bs {
+        target(&node, "rr.test", b, 100).await;
+    }
+    let mut seen = Vec::new();
+    for _ in 0..300 {
+        let (s, name) = get(&node, "/rr.test", &[]).await;
+        assert_eq!(s, 200, "{name}");
+        seen.push(name);
+    }
+    let c = counts(seen);
+    for n in ["a", "b", "c"] {
+        // ±5 %: 95..=105 of 100.
+        assert!((95..=105).contains(&c[n]), "{c:?}");
+    }
+
+    // In proportion to weights 1:2:3, with no burst to one target.
+    upstream(&node, "w.test", json!({}), json!({})).await;
+    for (b, w) in bs.iter().zip([10, 20, 30]) {
+        target(&node, "w.test", b, w).await;
+    }
+    let mut seen = Vec::new();
+    for _ in 0..600 {
+        seen.push(get(&node, "/w.test", &[]).await.1);
+    }
+    let longest_run = seen
+        .chunk_by(|a, b| a == b)
+        .map(|r| r.len())
+        .max()
+        .unwrap();
+    assert!(longest_run <= 2, "smooth: longest run {longest_run}");
+    let c = counts(seen);
+    for (n, want) in [("a", 100.0), ("b", 200.0), ("c", 300.0)] {
+        let got = c[n] as f64;
+        assert!((got - want).abs() <= want * 0.05, "{c:?}");
+    }
+
+    // Kong's Host: the target's address with its port; `host_header` overrides it.
+    let r = client()
+        .get(node.proxy_url("/w.test"))
+        .send()
+        .await
+        .unwrap();
+    let host = r.headers()["x-backend-host"].to_str().unwrap().to_string();
+    assert!(bs.iter().any(|b| b.addr.to_string() == host), "{host}");
+    let (s, _) = node
+        .send(
+            Method::PATCH,
+            "/upstreams/w.test",
+            Some(json!({"host_header": "api.example.test"})),
+        )
+        .await;
+    assert_eq!(s, 200);
+    let r = client().get(node.proxy_url("/w.test")).send().await.unwrap();
+    assert_eq!(r.headers()["x-backend-host"], "api.example.test");
+
+    // Weight 0 keeps a target but sends it nothing; no target at all is Kong's 503.
+    upstream(&node, "none.test", json!({}), json!({})).await;
+    let (s, body) = get(&node, "/none.test", &[]).await;
+    assert_eq!(s, 503);
+    let v: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(v["message"], "failure to get a peer from the ring-balancer");
+    target(&node, "none.test", &bs[0], 0).await;
+    assert_eq!(get(&node, "/none.test", &[]).await.0, 503);
+}
+
+#[tokio::test]
+async fn consistent_hashing_keeps_most_keys_when_a_target_goes_and_sets_a_cookie() {
+    let node = Node::start().await;
+    let mut bs = Vec::new();
+    for i in 0..10 {
+        bs.push(Backend::start(&format!("t{i}")).await);
+    }
+    upstream(
+        &node,
+        "ch.test",
+        json!({"hash_on": "header", "hash_on_header": "x-user"}),
+        json!({}),
+    )
+    .await;
+    let mut ids = Vec::new();
+    for b in &bs {
+        ids.push(target(&node, "ch.test", b, 100).await["id"].clone());
+    }
+    let users: Vec<String> = (0..500).map(|i| format!("user-{i}")).collect();
+    let mut before = HashMap::new();
+    for u in &users {
+        let (s, name) = get(&node, "/ch.test", &[("x-user", u)]).await;
+        assert_eq!(s, 200);
+        // The same key goes to the same target every time.
+        assert_eq!(get(&node, "/ch.test", &[("x-user", u)]).await.1, name);
+        before.insert(u.clone(), name);
+    }
+    assert!(counts(before.values().cloned()).len() >= 9, "keys spread");
+    let (s, _) = node
+        .send(
+            Method::DELETE,
+            &format!("/upstreams/ch.test/targets/{}", ids[3].as_str().unwrap()),
+            None,
+        )
+        .await;
+    assert_eq!(s, 204);
+    let mut kept = 0;
+    for u in &users {
+        let (_, name) = get(&node, "/ch.test", &[("x-user", u)]).await;
+        assert_ne!(name, "t3");
+        if before[u] == name {
+            kept += 1;
+        }
+    }
+    // Only the removed target's keys move (about a tenth).
+    assert!(kept * 100 >= users.len() * 90, "kept {kept} of {}", users.len());
+
+    // hash_on cookie: a client without the cookie gets one, and sticks with it.
+    upstream(
+        &node,
+        "cookie.test",
+        json!({"hash_on": "cookie", "hash_on_cookie": "sticky", "hash_on_cookie_path": "/app"}),
+        json!({}),
+    )
+    .await;
+    for b in &bs {
+        target(&node, "cookie.test", b, 100).await;
+    }
+    let r = client()
+        .get(node.proxy_url("/cookie.test"))
+        .send()
+        .await
+        .unwrap();
+    let cookie = r.headers()["set-cookie"].to_str().unwrap().to_string();
+    assert!(cookie.starts_with("sticky=") && cookie.ends_with("; Path=/app"), "{cookie}");
+    let first = r.text().await.unwrap();
+    let pair = cookie.split(';').next().unwrap().to_string();
+    for _ in 0..10 {
+        let r = client()
+            .get(node.proxy_url("/cookie.test"))
+            .header("cookie", &pair)
+            .send()
+            .await
+            .unwrap();
+        assert!(r.headers().get("set-cookie").is_none());
+        assert_eq!(r.text().await.unwrap(), first);
+    }
+}
+
+#[tokio::test]
+async fn least_connections_favours_an_idle_target_over_a_slow_one() {
+    let node = Node::start().await;
+    let slow = Backend::start("slow").await;
+    let fast = Backend::start("fast").await;
+    slow.set(Mode::Slow);
+    upstream(
+        &node,
+        "lc.test",
+        json!({"algorithm": "least-connections"}),
+        json!({}),
+    )
+    .await;
+    target(&node, "lc.test", &slow, 100).await;
+    target(&node, "lc.test", &fast, 100).await;
+    // Eight clients at once, 10 requests each: the slow target holds its requests longer,
+    // so new ones go to the fast one.
+    let mut tasks = tokio::task::JoinSet::new();
+    for _ in 0..8 {
+        let url = node.proxy_url("/lc.test");
+        tasks.spawn(async move {
+            let c = client();
+            let mut names = Vec::new();
+            for _ in 0..10 {
+                names.push(c.get(&url).send().await.unwrap().text().await.unwrap());
+            }
+            names
+        });
+    }
+    let mut all = Vec::new();
+    while let Some(r) = tasks.join_next().await {
+        all.extend(r.unwrap());
+    }
+    let c = counts(all);
+    assert_eq!(c.values().sum::<usize>(), 80);
+    assert!(
+        c.get("fast").copied().unwrap_or(0) >= 60,
+        "least-connections sent {c:?}"
+    );
+}
+
+#[tokio::test]
+async fn a_killed_backend_costs_no_failed_get_with_retries() {
+    let node = Node::start().await;
+    let bs = [
+        Backend::start("a").await,
+        Backend::start("b").await,
+        Backend::start("c").await,
+    ];
+    upstream(&node, "kill.test", json!({}), json!({"retries": 2})).await;
+    for b in &bs {
+        target(&node, "kill.test", b, 100).await;
+    }
+    for _ in 0..30 {
+        assert_eq!(get(&node, "/kill.test", &[]).await.0, 200);
+    }
+    bs[1].stop();
+    let mut failed = 0;
+    for _ in 0..300 {
+        let (s, name) = get(&node, "/kill.test", &[]).await;
+        if s != 200 {
+            failed += 1;
+        }
+        assert_ne!(name, "b");
+    }
+    assert_eq!(failed, 0, "client-visible failures after a kill");
+    // With retries 0, a refused connect reaches the client (Kong's 502).
+    upstream(&node, "noretry.test", json!({}), json!({"retries": 0})).await;
+    target(&node, "noretry.test", &bs[1], 100).await;
+    assert_eq!(get(&node, "/noretry.test", &[]).await.0, 502);
+}
+
+#[tokio::test]
+async fn a_hung_backend_is_ejected_after_its_timeouts_and_readmitted_by_active_checks() {
+    let node = Node::start().await;
+    let good = Backend::start("good").await;
+    let hung = Backend::start("hung").await;
+    let checks = json!({"healthchecks": {
+        "passive": {"unhealthy": {"timeouts": 2}},
+        "active": {"http_path": "/health", "timeout": 0.5,
+                   "healthy": {"interval": 0.2, "successes": 2}}
+    }});
+    upstream(&node, "hung.test", checks, json!({"read_timeout": 300})).await;
+    target(&node, "hung.test", &good, 100).await;
+    target(&node, "hung.test", &hung, 100).await;
+    hung.set(Mode::Hung);
+    // Round-robin sends every second request to the hung target until two timed out (504s).
+    let started = Instant::now();
+    let mut timeouts = 0;
+    for _ in 0..10 {
+        let (s, _) = get(&node, "/hung.test", &[]).await;
+        if s == 504 {
+            timeouts += 1;
+        } else {
+            assert_eq!(s, 200);
+        }
+    }
+    assert_eq!(timeouts, 2, "ejected after its two timeouts");
+    let ejected_in = started.elapsed();
+    let (_, h) = node.get("/upstreams/hung.test/health").await;
+    let hung_health = h["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|t| t["target"] == hung.addr.to_string())
+        .unwrap()["health"]
+        .clone();
+    assert_eq!(hung_health, "UNHEALTHY");
+    // Back: the active checks (every 0.2 s, two successes) re-admit it.
+    hung.set(Mode::Answer);
+    eventually("the recovered target to get traffic again", || async {
+        let (_, name) = get(&node, "/hung.test", &[]).await;
+        (name == "hung").then_some(())
+    })
+    .await;
+    assert!(ejected_in < Duration::from_secs(10));
+}
+
+#[tokio::test]
+#[allow(clippy::await_holding_lock)]
+async fn health_marked_through_one_node_applies_on_all_and_probing_moves_when_its_owner_dies() {
+    let _serial = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let bs = [Backend::start("a").await, Backend::start("b").await];
+    let spec = ClusterSpec::new(3);
+    let mut nodes = spec.bootstrap(3, &[]).await;
+    // Operator marks on one upstream (no checks, so nothing but the marks changes health),
+    // probes on another.
+    upstream(&nodes[0], "shared.test", json!({}), json!({})).await;
+    let checks = json!({"healthchecks": {"active": {"http_path": "/health",
+        "healthy": {"interval": 0.2, "successes": 1},
+        "unhealthy": {"interval": 0.2, "http_failures": 1, "tcp_failures": 1}}}});
+    upstream(&nodes[0], "probed.test", checks, json!({})).await;
+    for b in &bs {
+        target(&nodes[0], "shared.test", b, 100).await;
+        target(&nodes[0], "probed.test", b, 100).await;
+    }
+    for n in &nodes {
+        eventually("the route on every node", || async {
+            (get(n, "/shared.test", &[]).await.0 == 200).then_some(())
+        })
+        .await;
+    }
+    // Marked unhealthy through node 1: nodes 2 and 3 stop sending to it within a second.
+    let target_b = format!("/upstreams/shared.test/targets/{}/unhealthy", bs[1].addr);
+    let (s, _) = nodes[0].send(Method::PUT, &target_b, None).await;
+    assert_eq!(s, 204);
+    let marked = Instant::now();
+    for n in &nodes[1..] {
+        eventually("node to stop sending to b", || async {
+            let names: Vec<String> = futures_util::future::join_all(
+                (0..4).map(|_| async { get(n, "/shared.test", &[]).await.1 }),
+            )
+            .await;
+            names.iter().all(|x| x == "a").then_some(())
+        })
+        .await;
+    }
+    let took = marked.elapsed();
+    assert!(took < Duration::from_secs(1), "took {took:?}");
+    // Marked healthy through node 3: back everywhere.
+    let healthy = target_b.replace("/unhealthy", "/healthy");
+    assert_eq!(nodes[2].send(Method::PUT, &healthy, None).await.0, 204);
+    eventually("b back on node 1", || async {
+        let names: Vec<String> =
+            futures_util::future::join_all((0..4).map(|_| async { get(&nodes[0], "/shared.test", &[]).await.1 }))
+                .await;
+        names.iter().any(|x| x == "b").then_some(())
+    })
+    .await;
+
+    // One node probes each address: probes of `a` come at about 5 a second, not 15.
+    let owner_of = |h: &Value, addr: &str| -> u64 {
+        h["data"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|t| t["target"] == addr)
+            .unwrap()["data"]["addresses"][0]["cluster"]["probed_by"]
+            .as_u64()
+            .unwrap()
+    };
+    let a = bs[0].addr.to_string();
+    let (_, h) = nodes[1].get("/upstreams/probed.test/health").await;
+    let owner = owner_of(&h, &a);
+    let p0 = bs[0].probes();
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let rate = (bs[0].probes() - p0) as f64 / 2.0;
+    assert!(rate < 8.0, "{rate} probes/s of one address: more than one prober");
+    assert!(rate > 2.0, "{rate} probes/s: nobody probes");
+
+    // The owner dies: another node takes its addresses over, and still finds failures.
+    nodes[(owner - 1) as usize].proc.kill();
+    let alive: Vec<&Node> = nodes
+        .iter()
+        .enumerate()
+        .filter(|(i, _)| *i as u64 + 1 != owner)
+        .map(|(_, n)| n)
+        .collect();
+    let new_owner = eventually("a live node to own a's probes", || async {
+        let (_, h) = alive[0].get("/upstreams/probed.test/health").await;
+        let o = owner_of(&h, &a);
+        (o != owner).then_some(o)
+    })
+    .await;
+    assert_ne!(new_owner, owner);
+    bs[0].stop();
+    for n in &alive {
+        eventually("a's failure found by the new owner, seen by all", || async {
+            let (_, h) = n.get("/upstreams/probed.test/health").await;
+            let t = h["data"].as_array()?.iter().find(|t| t["target"] == a)?.clone();
+            (t["health"] == "UNHEALTHY").then_some(())
+        })
+        .await;
+    }
+    nodes.clear();
+}
