@@ -146,7 +146,10 @@ async fn connection(mut s: TcpStream, shared: Arc<Shared>) {
         };
         let host = head
             .lines()
-            .find_map(|l| l.strip_prefix("host: ").or_else(|| l.strip_prefix("Host: ")))
+            .find_map(|l| {
+                l.strip_prefix("host: ")
+                    .or_else(|| l.strip_prefix("Host: "))
+            })
             .unwrap_or("")
             .to_string();
         let resp = format!(

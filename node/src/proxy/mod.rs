@@ -268,6 +268,10 @@ impl Proxy {
             ServiceTarget::Direct(pool) => loop {
                 match pool.send(up, outgoing.head_timeout).await {
                     Ok(resp) => break resp,
+                    Err(e @ SendError::Connect { .. }) if e.is_name_resolution() => {
+                        let r = send_failed(service, &e, &outgoing.client_failed);
+                        return self.finish(&mut ctx, &done, generated(r), None, None);
+                    }
                     Err(SendError::Connect {
                         request, source, ..
                     }) if attempt < service.retries => {
@@ -806,6 +810,8 @@ fn send_failed(
     {
         // The client broke its streamed body (malformed chunks, cut short).
         error_response(StatusCode::BAD_REQUEST, "Bad request")
+    } else if e.is_name_resolution() {
+        error_response(StatusCode::SERVICE_UNAVAILABLE, "name resolution failed")
     } else if e.is_timeout() {
         upstream_timed_out()
     } else {

@@ -56,7 +56,18 @@ pub enum SendError {
     HeadTimeout(Duration),
 }
 
+/// A service's host that does not resolve (Kong answers 503 "name resolution failed").
+#[derive(Debug, thiserror::Error)]
+#[error("name resolution failed: {0}")]
+pub struct NameResolution(pub String);
+
 impl SendError {
+    /// Whether the host did not resolve.
+    pub fn is_name_resolution(&self) -> bool {
+        matches!(self, SendError::Connect { source, .. }
+            if source.get_ref().is_some_and(|e| e.is::<NameResolution>()))
+    }
+
     /// Whether the failure is a timeout (Kong answers 504 to those, 502 otherwise).
     pub fn is_timeout(&self) -> bool {
         match self {
@@ -150,8 +161,9 @@ impl Pool {
             tokio::net::lookup_host((self.host.as_str(), self.port)),
         )
         .await
-        .map_err(|_| timed_out())??;
-        let mut last = io::Error::new(io::ErrorKind::NotFound, "name resolved to no address");
+        .map_err(|_| timed_out())?
+        .map_err(|e| io::Error::other(NameResolution(e.to_string())))?;
+        let mut last = io::Error::other(NameResolution("name resolved to no address".into()));
         for addr in addrs {
             match tokio::time::timeout_at(deadline, TcpStream::connect(addr)).await {
                 Err(_) => return Err(timed_out()),
