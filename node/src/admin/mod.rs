@@ -876,7 +876,9 @@ async fn remove_member(AxState(ctx): AxState<Ctx>, Path(id): Path<String>) -> Re
 }
 
 async fn metrics(AxState(ctx): AxState<Ctx>) -> Response {
-    let mut r = ctx.metrics.render().into_response();
+    let mut text = ctx.metrics.render();
+    text.push_str(&crate::balancer::metrics::render(&ctx.balancers));
+    let mut r = text.into_response();
     r.headers_mut().insert(
         header::CONTENT_TYPE,
         HeaderValue::from_static("text/plain; version=0.0.4"),

@@ -18,6 +18,7 @@ pub mod cluster;
 pub mod discovery;
 pub mod hash_key;
 pub mod health;
+pub mod metrics;
 pub mod selection;
 
 use std::collections::{BTreeMap, HashMap};
