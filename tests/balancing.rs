@@ -506,3 +506,51 @@ async fn health_marked_through_one_node_applies_on_all_and_probing_moves_when_it
     }
     nodes.clear();
 }
+
+#[tokio::test]
+async fn https_probes_speak_tls_and_verify_only_when_asked() {
+    let node = Node::start().await;
+    let b = Backend::start_tls("secure").await;
+    let probing = |verify: bool| {
+        json!({"healthchecks": {"active": {"type": "https", "http_path": "/health",
+            "https_verify_certificate": verify, "timeout": 1,
+            "healthy": {"interval": 0.2, "successes": 1},
+            "unhealthy": {"interval": 0.2, "http_failures": 1, "tcp_failures": 1}}}})
+    };
+    upstream(&node, "tls.test", probing(false), json!({})).await;
+    target(&node, "tls.test", &b, 100).await;
+    let health = |up: &'static str| {
+        let node = &node;
+        async move {
+            let (_, h) = node.get(&format!("/upstreams/{up}/health")).await;
+            h["data"][0]["health"]
+                .as_str()
+                .unwrap_or_default()
+                .to_string()
+        }
+    };
+    // Answered over TLS (a certificate nobody signed is accepted when not verifying).
+    eventually("probes over TLS", || async {
+        (b.probes() >= 3).then_some(())
+    })
+    .await;
+    assert_eq!(health("tls.test").await, "HEALTHY");
+    // A failing status over TLS takes it out.
+    b.set(Mode::Failing);
+    eventually("the failing target out", || async {
+        (health("tls.test").await == "UNHEALTHY").then_some(())
+    })
+    .await;
+    b.set(Mode::Answer);
+    eventually("back", || async {
+        (health("tls.test").await == "HEALTHY").then_some(())
+    })
+    .await;
+    // Verifying: the self-signed certificate fails the handshake, a TCP failure.
+    upstream(&node, "verify.test", probing(true), json!({})).await;
+    target(&node, "verify.test", &b, 100).await;
+    eventually("the unverifiable target out", || async {
+        (health("verify.test").await == "UNHEALTHY").then_some(())
+    })
+    .await;
+}

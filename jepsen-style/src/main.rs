@@ -7,6 +7,7 @@
 //! the run's folder: `history.jsonl`, `results.json`, `timeline.svg` and every node's log. The
 //! exit code is 1 when a checker finds an anomaly, 2 when a check could not decide.
 
+mod balanced;
 mod checker;
 mod control;
 mod history;
@@ -43,7 +44,8 @@ enum Mode {
 #[command(about = "Fault injection against a Tollgate cluster")]
 struct Args {
     /// Faults to inject, comma-separated: partition, kill, pause, restart (rolling),
-    /// membership, hostile (a peer without credentials). Default: all the mode can do.
+    /// membership, hostile (a peer without credentials), backend (a balanced backend
+    /// killed, frozen or slowed). Default: all the mode can do.
     #[arg(long)]
     nemesis: Option<String>,
     #[arg(long, value_enum, default_value_t = Mode::Auto)]
@@ -266,6 +268,21 @@ async fn run(
         },
     );
 
+    let balanced_samples = collected
+        .balanced
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .clone();
+    results["balanced"] = balanced::check(
+        &balanced_samples,
+        &faults,
+        &balanced::Params {
+            nodes: cluster.len(),
+            passive_timeouts: control::PASSIVE_TIMEOUTS,
+            backends: cluster.backend_names(),
+        },
+    );
+
     let hostile_faults = faults.iter().filter(|f| f.nemesis == "hostile").count();
     results["hostile"] = hostile::check(&cluster, hostile_faults).await;
     let problems: Vec<&String> = faults.iter().filter_map(|f| f.problem.as_ref()).collect();
@@ -290,6 +307,7 @@ async fn run(
         "monotonic_default_reads",
         "data_plane_availability",
         "rate_limit",
+        "balanced",
         "nemesis",
         "hostile",
         "crashes",

@@ -13,14 +13,27 @@ use crate::control::Cluster;
 use crate::history::History;
 
 /// The nemeses a run can use.
-pub const ALL: [&str; 6] = [
+pub const ALL: [&str; 7] = [
     "partition",
     "kill",
     "pause",
     "restart",
     "membership",
     "hostile",
+    "backend",
 ];
+
+/// What the backend nemesis does to a balanced backend.
+pub const BACKEND_FAULTS: [&str; 3] = ["kill", "pause", "slow"];
+
+/// A fault on a balanced backend, not on a node.
+#[derive(Debug, Clone, Serialize)]
+pub struct BackendFault {
+    /// 0-based.
+    pub backend: usize,
+    /// One of [`BACKEND_FAULTS`].
+    pub kind: String,
+}
 
 /// One injected fault.
 #[derive(Debug, Clone, Serialize)]
@@ -42,6 +55,8 @@ pub struct Fault {
     pub sides: usize,
     /// A problem the nemesis itself saw (a removed node never came back, …).
     pub problem: Option<String>,
+    /// Set for the backend nemesis: no node is touched.
+    pub backend: Option<BackendFault>,
 }
 
 pub fn unix_ms() -> u64 {
@@ -105,6 +120,7 @@ pub async fn inject(
                     end_unix_ms: unix_ms(),
                     sides: 2,
                     problem: None,
+                    backend: None,
                 });
                 tokio::time::sleep(Duration::from_millis(1500)).await;
             }
@@ -173,6 +189,30 @@ pub async fn inject(
             cluster.heal()?;
             (format!("partition: {detail}"), cut, sides)
         }
+        "backend" => {
+            // A backend, not a node: killed (refused connects), frozen (accepted, never
+            // answered) or slow (answers late, within the read timeout).
+            let b = rng.random_range(0..cluster.backend_count());
+            let kind = BACKEND_FAULTS[rng.random_range(0..BACKEND_FAULTS.len())];
+            cluster.backend_fault(b, kind, false)?;
+            hold(rng).await;
+            cluster.backend_fault(b, kind, true)?;
+            return Ok(vec![Fault {
+                nemesis: which.to_string(),
+                detail: format!("{kind} backend {}", b + 1),
+                nodes: Vec::new(),
+                start_ns,
+                end_ns: history.now(),
+                start_unix_ms,
+                end_unix_ms: unix_ms(),
+                sides: 1,
+                problem: None,
+                backend: Some(BackendFault {
+                    backend: b,
+                    kind: kind.to_string(),
+                }),
+            }]);
+        }
         "hostile" => {
             // No node is faulted: every one must keep serving, the attacked one included.
             let (detail, p) = crate::hostile::attack(cluster, node, rng).await?;
@@ -191,5 +231,6 @@ pub async fn inject(
         end_unix_ms: unix_ms(),
         sides,
         problem,
+        backend: None,
     }])
 }

@@ -129,6 +129,7 @@ mod tests {
             end_unix_ms: 35_000,
             sides: 2,
             problem: None,
+            backend: None,
         };
         assert_eq!(check(&over, &[fault], &params())["valid"], true);
     }

@@ -3,7 +3,8 @@
 //! - register: writes (a value never written before) and reads (default and
 //!   `?consistent=true`) of one consumer per key, through every node's Admin API;
 //! - data plane: constant proxy traffic to every node;
-//! - rate limit: constant traffic to every node's rate-limited route (cluster policy).
+//! - rate limit: constant traffic to every node's rate-limited route (cluster policy);
+//! - balanced: constant traffic to every node's route over the balanced backends.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -40,11 +41,26 @@ pub struct RlSample {
     pub admitted: Option<bool>,
 }
 
+/// One request to the balanced route.
+#[derive(Debug, Clone, Serialize)]
+pub struct BalancedSample {
+    pub node: usize,
+    pub invoke_unix_ms: u64,
+    pub complete_unix_ms: u64,
+    /// The status, none without an answer.
+    pub status: Option<u16>,
+    /// The backend that answered.
+    pub backend: Option<String>,
+    /// The node was killed, frozen or restarting at some point of the request.
+    pub faulted: bool,
+}
+
 /// What the workload clients collect.
 #[derive(Default)]
 pub struct Collected {
     pub plane: Mutex<Vec<Sample>>,
     pub limited: Mutex<Vec<RlSample>>,
+    pub balanced: Mutex<Vec<BalancedSample>>,
 }
 
 /// Starts every client; they run until `stop` flips.
@@ -113,6 +129,29 @@ pub fn start(
                         time,
                         latency_ns,
                         ok,
+                        faulted,
+                    });
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        }));
+
+        // Balanced route: one client per node, a request every 20 ms.
+        let (c, stop2, col) = (cluster.clone(), stop.clone(), collected.clone());
+        tasks.push(tokio::spawn(async move {
+            while !stop2.load(Ordering::Relaxed) {
+                let faulted_before = c.faulted(node);
+                let invoke_unix_ms = unix_ms();
+                let (status, backend) = c.balanced(node).await;
+                let faulted = faulted_before || c.faulted(node);
+                col.balanced
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .push(BalancedSample {
+                        node,
+                        invoke_unix_ms,
+                        complete_unix_ms: unix_ms(),
+                        status,
+                        backend,
                         faulted,
                     });
                 tokio::time::sleep(Duration::from_millis(20)).await;

@@ -171,6 +171,9 @@ pub struct EchoArgs {
     /// Name reported in every answer.
     #[arg(long, default_value = "echo", env = "TOLLGATE_ECHO_NAME")]
     pub name: String,
+    /// Delay of every answer while slow mode is on (SIGUSR1 turns it on and off).
+    #[arg(long, default_value_t = 300, env = "TOLLGATE_ECHO_SLOW_MS")]
+    pub slow_ms: u64,
 }
 
 /// Sets up `tracing` output in the chosen format.

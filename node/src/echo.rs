@@ -1,6 +1,9 @@
 //! `tollgate echo`: a small backend that answers JSON naming itself, the method, the path and
 //! query it received and the request headers; `/health` answers `{"status":"healthy"}`. It is
 //! the stand-in for real backends in demos, docker-compose and tests.
+//!
+//! SIGUSR1 turns slow mode on and off: every answer then waits `--slow-ms` first (the
+//! fault-injection harness makes a backend slow this way, as it kills or freezes one).
 
 use std::net::SocketAddr;
 
@@ -22,10 +25,28 @@ pub async fn run(args: EchoArgs) -> anyhow::Result<()> {
         .map_err(|e| anyhow::anyhow!("cannot listen on {}: {e}", args.listen))?;
     tracing::info!(listen = %args.listen, name = %args.name, "echo backend ready");
     let name: std::sync::Arc<str> = args.name.into();
+    let slow = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let toggled = slow.clone();
+    let mut usr1 = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::user_defined1())?;
+    tokio::spawn(async move {
+        while usr1.recv().await.is_some() {
+            let was = toggled.fetch_xor(true, std::sync::atomic::Ordering::Relaxed);
+            tracing::info!(slow = !was, "slow mode switched");
+        }
+    });
+    let delay = std::time::Duration::from_millis(args.slow_ms);
     let shutdown = crate::node::shutdown_signal();
     crate::serve::serve(
         listener,
-        move |req, peer: &crate::serve::Peer| handle(req, peer.addr, name.clone()),
+        move |req, peer: &crate::serve::Peer| {
+            let (name, slow, peer_addr) = (name.clone(), slow.clone(), peer.addr);
+            async move {
+                if slow.load(std::sync::atomic::Ordering::Relaxed) {
+                    tokio::time::sleep(delay).await;
+                }
+                handle(req, peer_addr, name).await
+            }
+        },
         shutdown,
         "echo",
         None,

@@ -8,7 +8,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -38,11 +38,36 @@ struct Shared {
 pub struct Backend {
     pub addr: SocketAddr,
     shared: Arc<Shared>,
+    tls: Option<tokio_rustls::TlsAcceptor>,
     task: Mutex<Option<JoinHandle<()>>>,
 }
 
 impl Backend {
     pub async fn start(name: &str) -> Backend {
+        Backend::start_with(name, None).await
+    }
+
+    /// A backend that speaks HTTPS with a self-signed certificate for `localhost`.
+    pub async fn start_tls(name: &str) -> Backend {
+        let cert = rcgen::generate_simple_self_signed(vec!["localhost".to_string()]).unwrap();
+        let key =
+            rustls::pki_types::PrivateKeyDer::try_from(cert.key_pair.serialize_der()).unwrap();
+        let config = rustls::ServerConfig::builder_with_provider(std::sync::Arc::new(
+            rustls::crypto::ring::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_no_client_auth()
+        .with_single_cert(vec![cert.cert.der().clone()], key)
+        .unwrap();
+        Backend::start_with(
+            name,
+            Some(tokio_rustls::TlsAcceptor::from(Arc::new(config))),
+        )
+        .await
+    }
+
+    async fn start_with(name: &str, tls: Option<tokio_rustls::TlsAcceptor>) -> Backend {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let shared = Arc::new(Shared {
@@ -54,6 +79,7 @@ impl Backend {
         let b = Backend {
             addr,
             shared,
+            tls,
             task: Mutex::new(None),
         };
         b.serve(listener);
@@ -62,13 +88,26 @@ impl Backend {
 
     fn serve(&self, listener: TcpListener) {
         let shared = self.shared.clone();
+        let tls = self.tls.clone();
         let task = tokio::spawn(async move {
             let mut conns = tokio::task::JoinSet::new();
             loop {
                 let Ok((s, _)) = listener.accept().await else {
                     continue;
                 };
-                conns.spawn(connection(s, shared.clone()));
+                let shared = shared.clone();
+                match tls.clone() {
+                    None => {
+                        conns.spawn(connection(s, shared));
+                    }
+                    Some(acceptor) => {
+                        conns.spawn(async move {
+                            if let Ok(s) = acceptor.accept(s).await {
+                                connection(s, shared).await;
+                            }
+                        });
+                    }
+                }
             }
         });
         *self.task.lock().unwrap() = Some(task);
@@ -112,7 +151,10 @@ impl Drop for Backend {
     }
 }
 
-async fn connection(mut s: TcpStream, shared: Arc<Shared>) {
+async fn connection<S>(mut s: S, shared: Arc<Shared>)
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
     let mut buf = Vec::new();
     let mut chunk = [0u8; 4096];
     loop {

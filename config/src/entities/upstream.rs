@@ -254,6 +254,13 @@ impl Declared for Upstream {
                 "client certificates are not supported yet",
             ),
         }
+        // Targets resolve through A and AAAA records only: an SRV name would be ignored.
+        if record.get("use_srv_name") == Some(&Value::Bool(true)) {
+            errs.add(
+                "use_srv_name",
+                "SRV records are not resolved by Tollgate: only false is supported",
+            );
+        }
         let given = record.remove("healthchecks").unwrap_or(Value::Null);
         record.insert("healthchecks".into(), healthchecks(&given, &mut errs));
         errs.into_result()?;

@@ -1,4 +1,4 @@
-//! Docker mode: the root `docker-compose.yml` (five nodes, two echo backends) as its own
+//! Docker mode: the root `docker-compose.yml` (five nodes, three echo backends) as its own
 //! compose project. Faults: `docker kill -s KILL` then `docker start`, `docker pause`, and
 //! network partitions made by iptables rules inside the nodes' network namespaces (entered
 //! from the host with `nsenter`, so the image needs no tools and no extra capabilities).
@@ -13,6 +13,9 @@ const PROJECT: &str = "tollgate-jepsen";
 const TOKEN: &str = "jepsen-admin-token";
 const NODES: usize = 5;
 const IMAGE: &str = "tollgate:latest";
+/// The compose file's echo services balanced over by the backend nemesis's upstream (echo-1
+/// serves the plain routes and is never harmed).
+pub const BACKENDS: [&str; 2] = ["echo-2", "echo-3"];
 
 fn root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..")
@@ -61,6 +64,8 @@ pub struct Compose {
     secret: PathBuf,
     /// Container id of node1..node5.
     ids: Vec<String>,
+    /// Container id of the balanced backends ([`BACKENDS`]).
+    backend_ids: Vec<String>,
     /// Address of each node on the compose network (re-read after a restart).
     ips: std::sync::Mutex<Vec<String>>,
 }
@@ -100,10 +105,17 @@ impl Compose {
             anyhow::ensure!(!id.is_empty(), "node{n} has no container");
             ids.push(id);
         }
+        let mut backend_ids = Vec::new();
+        for name in BACKENDS {
+            let id = text(run(compose_cmd(&tool, &secret).args(["ps", "-q", name]))?);
+            anyhow::ensure!(!id.is_empty(), "{name} has no container");
+            backend_ids.push(id);
+        }
         let compose = Compose {
             tool,
             secret,
             ids,
+            backend_ids,
             ips: std::sync::Mutex::new(Vec::new()),
         };
         let mut endpoints = Vec::new();
@@ -169,6 +181,22 @@ impl Compose {
         self.docker(&["unpause"], node)
     }
 
+    /// A backend fault on echo container `i`: `kill` (`docker kill`, then `docker start`),
+    /// `pause` (`docker pause`/`unpause`), `slow` (SIGUSR1 toggles the echo's slow mode).
+    pub fn backend(&self, i: usize, fault: &str, heal: bool) -> anyhow::Result<()> {
+        let id = &self.backend_ids[i];
+        let verb: &[&str] = match (fault, heal) {
+            ("kill", false) => &["kill", "-s", "KILL"],
+            ("kill", true) => &["start"],
+            ("pause", false) => &["pause"],
+            ("pause", true) => &["unpause"],
+            ("slow", _) => &["kill", "-s", "USR1"],
+            (other, _) => anyhow::bail!("unknown backend fault '{other}'"),
+        };
+        run(Command::new("docker").args(verb).arg(id))?;
+        Ok(())
+    }
+
     /// iptables in `node`'s network namespace.
     fn iptables(&self, node: usize, rule: &[&str]) -> anyhow::Result<()> {
         let pid = self.pid(node)?.to_string();
@@ -215,6 +243,9 @@ impl Compose {
     /// Collects every container's log into `out`, then removes the project (unless `keep`).
     pub fn down(&self, out: &Path, keep: bool) {
         let _ = self.heal();
+        for id in &self.backend_ids {
+            let _ = Command::new("docker").args(["unpause", id]).output();
+        }
         for (n, id) in self.ids.iter().enumerate() {
             let _ = Command::new("docker").args(["unpause", id]).output();
             if let Ok(o) = Command::new("docker").args(["logs", id]).output() {

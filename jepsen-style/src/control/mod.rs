@@ -17,6 +17,13 @@ use serde_json::{json, Value};
 
 use crate::history::Kind;
 
+/// The upstream the backend nemesis harms.
+pub const BALANCED: &str = "balanced.jepsen";
+/// Its passive breaker: timeouts before a backend is taken out.
+pub const PASSIVE_TIMEOUTS: u64 = 1;
+/// The balanced service's read timeout (a slow backend answers well within it).
+pub const BALANCED_READ_TIMEOUT_MS: u64 = 1500;
+
 /// How a node is reached from the harness.
 #[derive(Debug, Clone)]
 pub struct Endpoints {
@@ -50,6 +57,8 @@ pub struct Cluster {
     client: reqwest::Client,
     /// The echo backend's URL as the nodes see it.
     upstream: String,
+    /// The balanced backends' `host:port` as the nodes see them.
+    backends: Vec<String>,
 }
 
 fn client(token: Option<&str>) -> anyhow::Result<reqwest::Client> {
@@ -79,10 +88,12 @@ impl Cluster {
     pub async fn processes(n: usize, out: &Path) -> anyhow::Result<Cluster> {
         let (secret, file) = new_secret(out)?;
         let (backend, endpoints, upstream) = process::Processes::start(n, out, &file)?;
+        let backends = backend.backend_addrs();
         Cluster::ready(
             Backend::Process(backend),
             endpoints,
             upstream,
+            backends,
             None,
             secret,
             out,
@@ -90,7 +101,7 @@ impl Cluster {
         .await
     }
 
-    /// The compose project's five nodes and two echo backends, started fresh from an image
+    /// The compose project's five nodes and three echo backends, started fresh from an image
     /// of the current build (`debug`: the debug build).
     pub async fn docker(out: &Path, debug: bool) -> anyhow::Result<Cluster> {
         let (secret, file) = new_secret(out)?;
@@ -100,6 +111,10 @@ impl Cluster {
             Backend::Docker(backend),
             endpoints,
             "http://echo-1:8080".into(),
+            docker::BACKENDS
+                .iter()
+                .map(|b| format!("{b}:8080"))
+                .collect(),
             Some(&token),
             secret,
             out,
@@ -111,6 +126,7 @@ impl Cluster {
         backend: Backend,
         endpoints: Vec<Endpoints>,
         upstream: String,
+        backends: Vec<String>,
         token: Option<&str>,
         secret: String,
         out: &Path,
@@ -128,6 +144,7 @@ impl Cluster {
                 .collect(),
             client: client(token)?,
             upstream,
+            backends,
         };
         cluster.wait_healthy().await?;
         Ok(cluster)
@@ -261,9 +278,39 @@ impl Cluster {
                 "limit_by": "service", "window_type": "fixed"}}),
         )
         .await?;
+        // Balanced over the backends the backend nemesis harms: retries for refused
+        // connects, a passive breaker on the first timeout or refused connect, and active
+        // probes that find a backend back (and find it down when no traffic does).
+        self.post(
+            "/upstreams",
+            json!({"name": BALANCED, "healthchecks": {
+                "passive": {"unhealthy": {"timeouts": PASSIVE_TIMEOUTS, "tcp_failures": 1}},
+                "active": {"http_path": "/health", "timeout": 1,
+                    "healthy": {"interval": 0.5, "successes": 1},
+                    "unhealthy": {"interval": 0.5, "timeouts": 2, "tcp_failures": 1}}}}),
+        )
+        .await?;
+        for b in &self.backends {
+            self.post(
+                &format!("/upstreams/{BALANCED}/targets"),
+                json!({"target": b}),
+            )
+            .await?;
+        }
+        self.post(
+            "/services",
+            json!({"name": "balanced", "host": BALANCED, "retries": 3,
+                "connect_timeout": 1000, "read_timeout": BALANCED_READ_TIMEOUT_MS}),
+        )
+        .await?;
+        self.post("/services/balanced/routes", json!({"paths": ["/balanced"]}))
+            .await?;
         for n in 0..self.len() {
             let start = Instant::now();
-            while !(self.proxy_ok(n).await && self.limited(n).await.is_some()) {
+            while !(self.proxy_ok(n).await
+                && self.limited(n).await.is_some()
+                && self.balanced(n).await.0 == Some(200))
+            {
                 anyhow::ensure!(
                     start.elapsed() < Duration::from_secs(30),
                     "routes not served on node {}",
@@ -337,6 +384,50 @@ impl Cluster {
             Ok(r) => r.status() == 200,
             Err(_) => false,
         }
+    }
+
+    /// The balanced backends' names, as they answer.
+    pub fn backend_names(&self) -> Vec<String> {
+        match &self.backend {
+            Backend::Process(_) => (1..=self.backends.len())
+                .map(|i| format!("backend-{i}"))
+                .collect(),
+            Backend::Docker(_) => docker::BACKENDS.iter().map(|b| b.to_string()).collect(),
+        }
+    }
+
+    /// How many balanced backends there are.
+    pub fn backend_count(&self) -> usize {
+        self.backends.len()
+    }
+
+    /// Injects (`heal` false) or heals a fault on balanced backend `i`.
+    pub fn backend_fault(&self, i: usize, fault: &str, heal: bool) -> anyhow::Result<()> {
+        match &self.backend {
+            Backend::Process(p) => p.backend(i, fault, heal),
+            Backend::Docker(d) => tokio::task::block_in_place(|| d.backend(i, fault, heal)),
+        }
+    }
+
+    /// One request to the balanced route: its status (none without an answer) and the
+    /// backend that answered.
+    pub async fn balanced(&self, node: usize) -> (Option<u16>, Option<String>) {
+        let Ok(r) = self
+            .client
+            .get(format!("{}/balanced", self.proxy(node)))
+            .timeout(Duration::from_secs(5))
+            .send()
+            .await
+        else {
+            return (None, None);
+        };
+        let status = r.status().as_u16();
+        let name = r
+            .json::<Value>()
+            .await
+            .ok()
+            .and_then(|v| v["name"].as_str().map(str::to_string));
+        (Some(status), name)
     }
 
     /// One request to the rate-limited route: `Some(true)` admitted, `Some(false)` refused

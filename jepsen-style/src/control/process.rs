@@ -34,10 +34,23 @@ struct NodeProc {
     endpoints: Endpoints,
 }
 
-/// Local node processes and an echo backend.
+/// A balanced backend: an echo process on a fixed port, which the backend nemesis kills,
+/// freezes or slows.
+struct BackendProc {
+    args: Vec<String>,
+    log: PathBuf,
+    child: Mutex<Option<Child>>,
+    addr: String,
+}
+
+/// How many balanced backends process mode runs.
+pub const BACKENDS: usize = 3;
+
+/// Local node processes and echo backends (one for plain routes, [`BACKENDS`] balanced).
 pub struct Processes {
     nodes: Vec<NodeProc>,
     echo: Mutex<Option<Child>>,
+    backends: Vec<BackendProc>,
     /// Every node's gossip address, comma-separated.
     seeds: String,
     out: PathBuf,
@@ -132,6 +145,25 @@ impl Processes {
             ],
             &out.join("echo.log"),
         )?;
+        let mut backends = Vec::new();
+        for i in 1..=BACKENDS {
+            let addr = format!("127.0.0.1:{}", free_port());
+            let args: Vec<String> = vec![
+                "echo".into(),
+                "--listen".into(),
+                addr.clone(),
+                "--name".into(),
+                format!("backend-{i}"),
+            ];
+            let log = out.join(format!("backend-{i}.log"));
+            let child = spawn(&args, &log)?;
+            backends.push(BackendProc {
+                args,
+                log,
+                child: Mutex::new(Some(child)),
+                addr,
+            });
+        }
         let endpoints = nodes.iter().map(|n| n.endpoints.clone()).collect();
         Ok((
             Processes {
@@ -140,6 +172,7 @@ impl Processes {
                 rogue: Mutex::new(None),
                 nodes,
                 echo: Mutex::new(Some(echo)),
+                backends,
             },
             endpoints,
             format!("http://127.0.0.1:{echo_port}"),
@@ -225,6 +258,40 @@ impl Processes {
         }
     }
 
+    /// The balanced backends' `host:port`.
+    pub fn backend_addrs(&self) -> Vec<String> {
+        self.backends.iter().map(|b| b.addr.clone()).collect()
+    }
+
+    /// A backend fault: `kill` (SIGKILL; `heal` starts it again on its port), `pause`
+    /// (SIGSTOP: connections are accepted by the kernel and never answered), `slow` (SIGUSR1
+    /// toggles the echo's slow mode).
+    pub fn backend(&self, i: usize, fault: &str, heal: bool) -> anyhow::Result<()> {
+        let b = &self.backends[i];
+        let mut child = b.child.lock().unwrap_or_else(|e| e.into_inner());
+        match (fault, heal) {
+            ("kill", false) => {
+                if let Some(mut c) = child.take() {
+                    c.kill()?;
+                    c.wait()?;
+                }
+            }
+            ("kill", true) => *child = Some(spawn(&b.args, &b.log)?),
+            ("pause", _) => {
+                if let Some(c) = child.as_ref() {
+                    signal(c, if heal { libc::SIGCONT } else { libc::SIGSTOP });
+                }
+            }
+            ("slow", _) => {
+                if let Some(c) = child.as_ref() {
+                    signal(c, libc::SIGUSR1);
+                }
+            }
+            (other, _) => anyhow::bail!("unknown backend fault '{other}'"),
+        }
+        Ok(())
+    }
+
     /// Per node, 1 when its process exited although the harness did not stop it.
     pub fn crashes(&self) -> Vec<u64> {
         self.nodes
@@ -252,6 +319,13 @@ impl Processes {
         if let Some(mut c) = self.echo.lock().unwrap_or_else(|e| e.into_inner()).take() {
             let _ = c.kill();
             let _ = c.wait();
+        }
+        for b in &self.backends {
+            if let Some(mut c) = b.child.lock().unwrap_or_else(|e| e.into_inner()).take() {
+                signal(&c, libc::SIGCONT);
+                let _ = c.kill();
+                let _ = c.wait();
+            }
         }
     }
 }

@@ -11,10 +11,15 @@
 //! most `active.concurrency` probes per upstream run at once.
 //!
 //! Which node probes: each address is probed by one node only, its owner
-//! ([`super::cluster::Ownership`]), and the owner's transitions reach the others through the
-//! cluster view; so probe load is one probe per address per interval for the whole cluster,
-//! however many nodes there are. `https`, `grpc` and `grpcs` probes need upstream TLS and
-//! HTTP/2 (a later issue); until then they probe as `tcp` does, and say so in the log once.
+//! ([`super::cluster::ClusterHealth::owns`]), and the owner's transitions reach the others
+//! through the cluster view; so probe load is one probe per address per interval for the
+//! whole cluster, however many nodes there are.
+//!
+//! An `https` probe is the `http` one over TLS (rustls): SNI `active.https_sni`, else the
+//! target's host name (none for an IP target); with `https_verify_certificate` the chain is
+//! checked against the system's roots and the name, without it anything is accepted, as
+//! Kong's. `grpc` and `grpcs` probes need HTTP/2 to upstreams (a later issue): until then
+//! they probe as `tcp` does, and say so in the log once.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -44,7 +49,7 @@ pub async fn run(
 ) {
     let mut last: HashMap<(Uuid, SocketAddr), Instant> = HashMap::new();
     let mut limits: HashMap<Uuid, Arc<Semaphore>> = HashMap::new();
-    let mut warned_tls = false;
+    let mut warned_grpc = false;
     let mut tick = tokio::time::interval(TICK);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
@@ -57,10 +62,10 @@ pub async fn run(
             if active.healthy.interval <= 0.0 && active.unhealthy.interval <= 0.0 {
                 continue;
             }
-            if active.kind != "http" && active.kind != "tcp" && !warned_tls {
-                warned_tls = true;
+            if active.kind.starts_with("grpc") && !warned_grpc {
+                warned_grpc = true;
                 tracing::warn!(upstream = %up.name, kind = %active.kind,
-                    "active checks of this type probe with a TCP connect until upstream TLS exists");
+                    "gRPC active checks probe with a TCP connect until gRPC upstreams exist");
             }
             let sem = limits
                 .entry(b.id)
@@ -121,35 +126,63 @@ pub async fn probe(peer: &Peer, check: &ActiveCheck) -> Option<Observation> {
         Ok(Err(_)) => return Some(Observation::TcpFailure),
         Ok(Ok(s)) => s,
     };
-    if check.kind != "http" {
-        return Some(Observation::Success);
-    }
+    let tls = match check.kind.as_str() {
+        "http" => None,
+        "https" => Some(tls::connector(check.https_verify_certificate)),
+        _ => return Some(Observation::Success),
+    };
     let exchange = async {
-        let (mut tx, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream)).await?;
-        tokio::spawn(async move {
-            let _ = conn.await;
-        });
-        let mut req = Request::get(check.http_path.as_str())
-            .header(http::header::HOST, peer.host_header.clone())
-            .header(
-                http::header::USER_AGENT,
-                concat!("tollgate-healthcheck/", env!("CARGO_PKG_VERSION")),
-            );
-        for (name, values) in check.headers.iter().flatten() {
-            for v in values {
-                req = req.header(name.as_str(), v.as_str());
+        let status = match tls {
+            None => request(stream, peer, check).await?,
+            Some(connector) => {
+                let name = tls::server_name(check.https_sni.as_deref(), peer);
+                let stream = connector.connect(name, stream).await.map_err(|e| {
+                    tracing::debug!(addr = %peer.addr, error = %e, "TLS probe handshake failed");
+                    ProbeError
+                })?;
+                request(stream, peer, check).await?
             }
-        }
-        let req = req
-            .body(Empty::<Bytes>::new())
-            .unwrap_or_else(|_| Request::new(Empty::new()));
-        tx.send_request(req).await.map(|r| r.status())
+        };
+        Ok::<_, ProbeError>(status)
     };
     match tokio::time::timeout_at(deadline, exchange).await {
         Err(_) => Some(Observation::Timeout),
         Ok(Err(_)) => Some(Observation::TcpFailure),
         Ok(Ok(status)) => classify(status, check),
     }
+}
+
+/// A probe that connected and then failed (handshake, request or answer).
+struct ProbeError;
+
+impl From<hyper::Error> for ProbeError {
+    fn from(_: hyper::Error) -> ProbeError {
+        ProbeError
+    }
+}
+
+/// `GET http_path` on a connected stream; the answer's status.
+async fn request<S>(stream: S, peer: &Peer, check: &ActiveCheck) -> Result<StatusCode, ProbeError>
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let (mut tx, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream)).await?;
+    tokio::spawn(async move {
+        let _ = conn.await;
+    });
+    let mut req = Request::get(check.http_path.as_str())
+        .header(http::header::HOST, peer.host_header.clone())
+        .header(
+            http::header::USER_AGENT,
+            concat!("tollgate-healthcheck/", env!("CARGO_PKG_VERSION")),
+        );
+    for (name, values) in check.headers.iter().flatten() {
+        for v in values {
+            req = req.header(name.as_str(), v.as_str());
+        }
+    }
+    let req = req.body(Empty::<Bytes>::new()).map_err(|_| ProbeError)?;
+    Ok(tx.send_request(req).await?.status())
 }
 
 fn classify(status: StatusCode, check: &ActiveCheck) -> Option<Observation> {
@@ -160,5 +193,122 @@ fn classify(status: StatusCode, check: &ActiveCheck) -> Option<Observation> {
         Some(Observation::Success)
     } else {
         None
+    }
+}
+
+/// TLS for `https` probes.
+mod tls {
+    use std::sync::{Arc, OnceLock};
+
+    use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
+    use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
+    use rustls::{ClientConfig, DigitallySignedStruct, RootCertStore, SignatureScheme};
+    use tokio_rustls::TlsConnector;
+
+    use crate::balancer::Peer;
+
+    /// Accepts any certificate (`https_verify_certificate: false`); signatures are still
+    /// checked, so the handshake itself is sound.
+    #[derive(Debug)]
+    struct AnyCertificate(Arc<rustls::crypto::CryptoProvider>);
+
+    impl ServerCertVerifier for AnyCertificate {
+        fn verify_server_cert(
+            &self,
+            _: &CertificateDer<'_>,
+            _: &[CertificateDer<'_>],
+            _: &ServerName<'_>,
+            _: &[u8],
+            _: UnixTime,
+        ) -> Result<ServerCertVerified, rustls::Error> {
+            Ok(ServerCertVerified::assertion())
+        }
+
+        fn verify_tls12_signature(
+            &self,
+            message: &[u8],
+            cert: &CertificateDer<'_>,
+            dss: &DigitallySignedStruct,
+        ) -> Result<HandshakeSignatureValid, rustls::Error> {
+            rustls::crypto::verify_tls12_signature(
+                message,
+                cert,
+                dss,
+                &self.0.signature_verification_algorithms,
+            )
+        }
+
+        fn verify_tls13_signature(
+            &self,
+            message: &[u8],
+            cert: &CertificateDer<'_>,
+            dss: &DigitallySignedStruct,
+        ) -> Result<HandshakeSignatureValid, rustls::Error> {
+            rustls::crypto::verify_tls13_signature(
+                message,
+                cert,
+                dss,
+                &self.0.signature_verification_algorithms,
+            )
+        }
+
+        fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+            self.0.signature_verification_algorithms.supported_schemes()
+        }
+    }
+
+    /// The connector for probes, verifying (system roots) or not; built once each.
+    pub fn connector(verify: bool) -> TlsConnector {
+        static VERIFYING: OnceLock<TlsConnector> = OnceLock::new();
+        static ANY: OnceLock<TlsConnector> = OnceLock::new();
+        let provider = || Arc::new(rustls::crypto::ring::default_provider());
+        let build = |config: ClientConfig| TlsConnector::from(Arc::new(config));
+        if verify {
+            VERIFYING
+                .get_or_init(|| {
+                    let mut roots = RootCertStore::empty();
+                    let found = rustls_native_certs::load_native_certs();
+                    for cert in found.certs {
+                        let _ = roots.add(cert);
+                    }
+                    let config = ClientConfig::builder_with_provider(provider())
+                        .with_safe_default_protocol_versions()
+                        .map(|b| b.with_root_certificates(roots).with_no_client_auth());
+                    build(config.unwrap_or_else(|_| unreachable_config()))
+                })
+                .clone()
+        } else {
+            ANY.get_or_init(|| {
+                let p = provider();
+                let config = ClientConfig::builder_with_provider(p.clone())
+                    .with_safe_default_protocol_versions()
+                    .map(|b| {
+                        b.dangerous()
+                            .with_custom_certificate_verifier(Arc::new(AnyCertificate(p)))
+                            .with_no_client_auth()
+                    });
+                build(config.unwrap_or_else(|_| unreachable_config()))
+            })
+            .clone()
+        }
+    }
+
+    /// ring's default provider supports the default protocol versions; this is never used.
+    fn unreachable_config() -> ClientConfig {
+        ClientConfig::builder()
+            .with_root_certificates(RootCertStore::empty())
+            .with_no_client_auth()
+    }
+
+    /// The name sent in SNI and checked in the certificate: `https_sni`, else the target's
+    /// host (its address when the target is an IP).
+    pub fn server_name(sni: Option<&str>, peer: &Peer) -> ServerName<'static> {
+        let host = match sni {
+            Some(s) => s.to_string(),
+            None => tollgate_config::address::normalize(&peer.target)
+                .map(|h| h.host)
+                .unwrap_or_else(|_| peer.addr.ip().to_string()),
+        };
+        ServerName::try_from(host).unwrap_or_else(|_| ServerName::IpAddress(peer.addr.ip().into()))
     }
 }
