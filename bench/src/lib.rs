@@ -1,6 +1,8 @@
 //! Shared harness for the benchmarks: starts release `tollgate` processes on loopback ports and
 //! stops them on drop. Benchmarks print figures; they never assert timings.
 
+pub mod load;
+
 use std::net::TcpListener;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};

@@ -9,143 +9,17 @@
 //! others; the table shows medians. nginx and wrk are installed from Debian packages when
 //! missing.
 
-use std::path::Path;
-use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
 use serde_json::json;
+use tollgate_bench::load::{ensure_tools, median, nginx, wrk, Run, KEY, WRK_SCRIPT};
 use tollgate_bench::{client, cluster_pinned, free_port, spawn_on, Proc};
 
 const REPS: usize = 3;
 const SECONDS: u64 = 8;
 const WARMUP: u64 = 2;
-const CONNECTIONS: u32 = 64;
-const KEY: &str = "bench-key";
-
-fn have(bin: &str) -> bool {
-    Command::new("sh")
-        .args(["-c", &format!("command -v {bin}")])
-        .stdout(Stdio::null())
-        .status()
-        .is_ok_and(|s| s.success())
-}
-
-fn ensure_tools() -> anyhow::Result<()> {
-    let missing: Vec<&str> = [
-        ("nginx", "nginx"),
-        ("wrk", "wrk"),
-        ("taskset", "util-linux"),
-    ]
-    .iter()
-    .filter(|(bin, _)| !have(bin) && !Path::new(&format!("/usr/sbin/{bin}")).exists())
-    .map(|(_, pkg)| *pkg)
-    .collect();
-    if missing.is_empty() {
-        return Ok(());
-    }
-    eprintln!("installing {missing:?} from Debian packages");
-    let ok = Command::new("apt-get")
-        .args(["update", "-qq"])
-        .status()?
-        .success()
-        && Command::new("apt-get")
-            .args(["install", "-y", "-qq"])
-            .args(&missing)
-            .env("DEBIAN_FRONTEND", "noninteractive")
-            .status()?
-            .success();
-    anyhow::ensure!(ok, "could not install {missing:?}");
-    Ok(())
-}
-
-/// An nginx master + one worker, pinned, killed on drop.
-struct Nginx(Child);
-
-impl Drop for Nginx {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn nginx(dir: &Path, name: &str, cpu: &str, http: &str) -> anyhow::Result<Nginx> {
-    let conf = dir.join(format!("{name}.conf"));
-    std::fs::write(
-        &conf,
-        format!(
-            "worker_processes 1;\nmaster_process on;\ndaemon off;\nuser root;\npid {dir}/{name}.pid;\n\
-             error_log {dir}/{name}.err warn;\nevents {{ worker_connections 4096; }}\n\
-             http {{\n access_log off;\n keepalive_requests 1000000;\n{http}\n}}\n",
-            dir = dir.display()
-        ),
-    )?;
-    let nginx = if have("nginx") {
-        "nginx".to_string()
-    } else {
-        "/usr/sbin/nginx".to_string()
-    };
-    let child = Command::new("taskset")
-        .args(["-c", cpu, &nginx, "-p"])
-        .arg(dir)
-        .arg("-c")
-        .arg(&conf)
-        .stdout(Stdio::null())
-        .stderr(Stdio::inherit())
-        .spawn()?;
-    Ok(Nginx(child))
-}
-
-#[derive(Debug, Clone, Copy, Default)]
-struct Run {
-    rps: f64,
-    p50_us: f64,
-    p99_us: f64,
-    p999_us: f64,
-    errors: u64,
-}
-
-/// One wrk run; parses the line the done() hook prints.
-fn wrk(cpu: &str, url: &str, key: bool, seconds: u64, script: &Path) -> anyhow::Result<Run> {
-    let mut cmd = Command::new("taskset");
-    cmd.args(["-c", cpu, "wrk", "-t1"])
-        .arg(format!("-c{CONNECTIONS}"))
-        .arg(format!("-d{seconds}s"))
-        .arg("-s")
-        .arg(script);
-    if key {
-        cmd.args(["-H", &format!("apikey: {KEY}")]);
-    }
-    let out = cmd.arg(url).output()?;
-    let text = String::from_utf8_lossy(&out.stdout);
-    let line = text
-        .lines()
-        .find(|l| l.starts_with("RESULT"))
-        .ok_or_else(|| anyhow::anyhow!("wrk printed no result: {text}"))?;
-    let f: Vec<f64> = line
-        .split_whitespace()
-        .skip(1)
-        .filter_map(|x| x.parse().ok())
-        .collect();
-    anyhow::ensure!(f.len() == 6, "bad wrk line {line}");
-    Ok(Run {
-        rps: f[0] / (f[1] / 1e6),
-        p50_us: f[2],
-        p99_us: f[3],
-        p999_us: f[4],
-        errors: f[5] as u64,
-    })
-}
-
-const WRK_SCRIPT: &str = r#"
-done = function(summary, latency, requests)
-  local e = summary.errors
-  io.write(string.format("RESULT %d %d %d %d %d %d\n", summary.requests, summary.duration,
-    latency:percentile(50), latency:percentile(99), latency:percentile(99.9),
-    e.connect + e.read + e.write + e.status + e.timeout))
-end
-"#;
 
 fn rss_kb(pid: u32) -> u64 {
     std::fs::read_to_string(format!("/proc/{pid}/status"))
@@ -211,11 +85,6 @@ async fn configure(base: &str, backend: &str, policies: &[&str]) -> anyhow::Resu
         .await?;
     }
     Ok(())
-}
-
-fn median(mut v: Vec<f64>) -> f64 {
-    v.sort_by(|a, b| a.total_cmp(b));
-    v[v.len() / 2]
 }
 
 struct Case {
