@@ -159,12 +159,13 @@ impl Discovery {
             .await;
     }
 
-    /// Calls `f(node id, key without the prefix, value)` for each change gossip brings to a
-    /// key under `prefix`. The callback runs inside gossip's lock: it must only store.
+    /// Calls `f(node id, generation, key without the prefix, value)` for each change gossip
+    /// brings to a key under `prefix` (a restarted node has a newer generation). The callback
+    /// runs inside gossip's lock: it must only store.
     pub async fn subscribe(
         &self,
         prefix: &'static str,
-        f: impl Fn(u64, &str, &str) + Send + Sync + 'static,
+        f: impl Fn(u64, u64, &str, &str) + Send + Sync + 'static,
     ) {
         let f = Arc::new(f);
         self.handle
@@ -177,7 +178,7 @@ impl Discovery {
                         .strip_prefix("node-")
                         .and_then(|s| s.parse::<u64>().ok())
                     {
-                        f(id, ev.key, ev.value);
+                        f(id, ev.node.generation_id, ev.key, ev.value);
                     }
                 })
                 .forever();

@@ -239,9 +239,10 @@ pub async fn run(args: NodeArgs) -> anyhow::Result<()> {
     disc.feed_counters(cluster_counters.clone()).await;
     // Target health: the cluster's shared view, and active probes by each address's owner.
     let heard = health_view.clone();
-    disc.subscribe(crate::balancer::cluster::PREFIX, move |node, key, value| {
-        heard.hear(node, key, value)
-    })
+    disc.subscribe(
+        crate::balancer::cluster::PREFIX,
+        move |node, generation, key, value| heard.hear(node, generation, key, value),
+    )
     .await;
     tokio::spawn(crate::balancer::cluster::run(
         health_view.clone(),

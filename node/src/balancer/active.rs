@@ -48,7 +48,7 @@ pub async fn run(
     owns: Arc<dyn Fn(Uuid, SocketAddr) -> bool + Send + Sync>,
 ) {
     let mut last: HashMap<(Uuid, SocketAddr), Instant> = HashMap::new();
-    let mut limits: HashMap<Uuid, Arc<Semaphore>> = HashMap::new();
+    let mut limits: HashMap<Uuid, (usize, Arc<Semaphore>)> = HashMap::new();
     let mut warned_grpc = false;
     let mut tick = tokio::time::interval(TICK);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -67,9 +67,18 @@ pub async fn run(
                 tracing::warn!(upstream = %up.name, kind = %active.kind,
                     "gRPC active checks probe with a TCP connect until gRPC upstreams exist");
             }
+            // A changed `concurrency` gets a new limit (probes under the old one finish).
+            let cap = active.concurrency.max(1) as usize;
             let sem = limits
                 .entry(b.id)
-                .or_insert_with(|| Arc::new(Semaphore::new(active.concurrency.max(1) as usize)))
+                .and_modify(|(c, s)| {
+                    if *c != cap {
+                        *c = cap;
+                        *s = Arc::new(Semaphore::new(cap));
+                    }
+                })
+                .or_insert_with(|| (cap, Arc::new(Semaphore::new(cap))))
+                .1
                 .clone();
             let set = b.set.load_full();
             for peer in set.peers.iter().filter(|p| p.weight > 0) {

@@ -56,8 +56,9 @@ pub struct Entry {
     pub origin: Origin,
 }
 
-/// What one node published: upstream → address → entry.
-type Heard = HashMap<Uuid, HashMap<SocketAddr, Entry>>;
+/// What one node published, with the generation (run) that published it: upstream →
+/// address → entry.
+type Heard = (u64, HashMap<Uuid, HashMap<SocketAddr, Entry>>);
 
 /// What the other nodes published, and which nodes are live.
 pub struct ClusterHealth {
@@ -121,8 +122,10 @@ impl ClusterHealth {
         })
     }
 
-    /// Records a peer's published value (called from gossip's callback).
-    pub fn hear(&self, node: u64, key: &str, value: &str) {
+    /// Records a peer's published value (called from gossip's callback). A node restarted
+    /// (a newer generation) starts with nothing: what its previous run published is dropped,
+    /// since the new run republishes only what changed since it started.
+    pub fn hear(&self, node: u64, generation: u64, key: &str, value: &str) {
         if node == self.node {
             return;
         }
@@ -130,10 +133,15 @@ impl ClusterHealth {
             return;
         };
         let mut heard = self.heard.lock().unwrap_or_else(|p| p.into_inner());
-        heard
-            .entry(node)
-            .or_default()
-            .insert(upstream, decode(value));
+        let (seen, entries) = heard.entry(node).or_default();
+        if generation < *seen {
+            return;
+        }
+        if generation > *seen {
+            *seen = generation;
+            entries.clear();
+        }
+        entries.insert(upstream, decode(value));
     }
 
     pub fn set_live(&self, mut live: Vec<u64>) {
@@ -175,7 +183,7 @@ impl ClusterHealth {
         for n in live.iter().filter(|n| **n != self.node) {
             if let Some(e) = heard
                 .get(n)
-                .and_then(|u| u.get(&upstream))
+                .and_then(|(_, u)| u.get(&upstream))
                 .and_then(|a| a.get(&addr))
             {
                 out.insert(*n, *e);
@@ -244,7 +252,7 @@ impl ClusterHealth {
                 let others: Vec<Entry> = live
                     .iter()
                     .filter(|n| **n != self.node)
-                    .filter_map(|n| heard.get(n)?.get(&b.id)?.get(&p.addr).copied())
+                    .filter_map(|n| heard.get(n)?.1.get(&b.id)?.get(&p.addr).copied())
                     .collect();
                 let h = &p.state.health;
                 // 1. Shared decisions: adopt a newer probe or operator transition.
@@ -332,6 +340,63 @@ mod tests {
             m[&"127.0.0.1:80".parse().unwrap()]
         );
         assert!(decode("garbage;1.2.3.4:1=x").is_empty());
+    }
+
+    /// One upstream with one target (10.0.0.1:80) on a balancer store.
+    fn one_target() -> (Arc<Balancers>, Uuid, SocketAddr) {
+        use tollgate_config::declarative::{self, Sequence};
+        let doc = "_format_version: \"3.0\"\nupstreams:\n  - name: u.test\n    targets: [{target: '10.0.0.1:80'}]\n";
+        let st =
+            tollgate_config::State::from_data(declarative::parse(doc, &mut Sequence(0)).unwrap())
+                .unwrap();
+        let balancers = Arc::new(Balancers::default());
+        balancers.sync(&st);
+        let b = balancers.all().pop().unwrap();
+        (balancers, b.id, "10.0.0.1:80".parse().unwrap())
+    }
+
+    #[test]
+    fn a_majority_holds_an_address_down_and_shared_decisions_are_adopted() {
+        let (balancers, up, addr) = one_target();
+        let peer = || balancers.get(up).unwrap().set.load().peers[0].clone();
+        let v = ClusterHealth::new(1);
+        v.set_live(vec![1, 2, 3]);
+        let entry = |healthy: bool, at_ms: u64, o: char| {
+            format!("{addr}={},{at_ms},{o}", if healthy { 1 } else { 0 })
+        };
+        // One other node's passive trip: not a majority of three.
+        v.hear(2, 1, &up.to_string(), &entry(false, 10, 'p'));
+        v.apply(&balancers);
+        assert!(peer().state.health.available());
+        assert!(!peer().state.health.healthy_everywhere());
+        // Two of three: out here too, though this node saw nothing wrong.
+        v.hear(3, 1, &up.to_string(), &entry(false, 11, 'p'));
+        v.apply(&balancers);
+        assert!(!peer().state.health.available());
+        assert!(peer().state.health.locally_healthy());
+        // Node 3 restarts (a newer generation): its old entry no longer counts.
+        v.hear(3, 2, &up.to_string(), "");
+        v.apply(&balancers);
+        assert!(peer().state.health.available());
+        // An operator's mark through node 2, newer than anything here: adopted.
+        v.hear(2, 1, &up.to_string(), &entry(false, 20, 'm'));
+        v.apply(&balancers);
+        assert!(!peer().state.health.locally_healthy());
+        assert_eq!(peer().state.health.last_change(), (20, Origin::Adopted));
+        // Its owner's probe brings it back for all; an older passive entry does not matter.
+        v.hear(3, 2, &up.to_string(), &entry(true, 30, 'a'));
+        v.hear(2, 1, &up.to_string(), &entry(false, 20, 'm'));
+        v.apply(&balancers);
+        assert!(peer().state.health.locally_healthy());
+        // Dead nodes do not vote.
+        v.hear(2, 1, &up.to_string(), &entry(false, 40, 'p'));
+        v.hear(3, 2, &up.to_string(), &entry(false, 41, 'p'));
+        v.set_live(vec![1, 2]);
+        v.apply(&balancers);
+        assert!(
+            peer().state.health.available(),
+            "one of two live nodes is no majority"
+        );
     }
 
     #[test]

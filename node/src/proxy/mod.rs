@@ -286,10 +286,6 @@ impl Proxy {
                 }
             },
             ServiceTarget::Balanced(b) => {
-                // A name target's first resolution is awaited (once per new target).
-                if *b.resolving.borrow() {
-                    Box::pin(b.resolved(service.connect_timeout)).await;
-                }
                 let hash = b.hash.load();
                 let key = if hash.on == HashOn::None {
                     None
@@ -318,7 +314,14 @@ impl Proxy {
                 };
                 let keep_host = route.preserve_host && accepted.host.is_some();
                 loop {
-                    let Some(peer) = b.pick(key.as_deref()) else {
+                    let mut picked = b.pick(key.as_deref());
+                    // Nothing to send to while a new name target has never been resolved:
+                    // its first resolution is awaited, within the connect timeout.
+                    if picked.is_none() && *b.resolving.borrow() {
+                        Box::pin(b.resolved(service.connect_timeout)).await;
+                        picked = b.pick(key.as_deref());
+                    }
+                    let Some(peer) = picked else {
                         let r = error_response(
                             StatusCode::SERVICE_UNAVAILABLE,
                             "failure to get a peer from the ring-balancer",
