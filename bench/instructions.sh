@@ -43,7 +43,7 @@ $3
 }
 EOF
 }
-conf backend on "server { listen 127.0.0.1:$B; location / { default_type application/json; return 200 '{\"status\":\"ok\",\"service\":\"bench\"}'; } }"
+conf backend on "server { listen 127.0.0.1:$B; listen 127.0.0.2:$B; listen 127.0.0.3:$B; location / { default_type application/json; return 200 '{\"status\":\"ok\",\"service\":\"bench\"}'; } }"
 conf proxy off "upstream backend { server 127.0.0.1:$B; keepalive 64; }
 map \$http_apikey \$apikey_ok { default 0; \"$KEY\" 1; }
 limit_req_zone \$binary_remote_addr zone=rl:1m rate=100000000r/s;
@@ -107,6 +107,18 @@ curl -sf -XPOST $A/routes/auth/plugins -d name=rate-limiting -d config.minute=10
   -d config.policy=local >/dev/null
 curl -sf -XPOST $A/consumers -d username=bench >/dev/null
 curl -sf -XPOST $A/consumers/bench/key-auth -d key=$KEY >/dev/null
+# An upstream of three targets (the backend on three loopback addresses), round-robin.
+curl -sf -XPOST $A/upstreams -d name=three.bench >/dev/null
+for ip in 127.0.0.1 127.0.0.2 127.0.0.3; do
+  curl -sf -XPOST $A/upstreams/three.bench/targets -d target=$ip:$B >/dev/null
+done
+curl -sf -XPOST $A/services -d name=u -d host=three.bench >/dev/null
+curl -sf -XPOST $A/services/u/routes -d name=balanced -d 'paths[]=/balanced' >/dev/null
+# Its peer: the same route shape (a prefix, stripped) to the backend directly.
+curl -sf -XPOST $A/services/b/routes -d name=direct -d 'paths[]=/directly' >/dev/null
 wait_200 "http://127.0.0.1:$TP/auth"
+wait_200 "http://127.0.0.1:$TP/balanced"
 measure "tollgate, no plugins" "http://127.0.0.1:$TP/" $TG "$D/tollgate.cg"
 measure "tollgate key-auth + rate-limiting (local)" "http://127.0.0.1:$TP/auth" $TG "$D/tollgate.cg"
+measure "tollgate, prefix route to one host" "http://127.0.0.1:$TP/directly" $TG "$D/tollgate.cg"
+measure "tollgate, prefix route, 3 targets round-robin" "http://127.0.0.1:$TP/balanced" $TG "$D/tollgate.cg"

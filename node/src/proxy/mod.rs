@@ -264,27 +264,9 @@ impl Proxy {
         // pool's future is large, and a step function would move it once more per request.
         let upstream_start = Instant::now();
         let mut attempt = 0u32;
-        let resp = match &service.target {
-            ServiceTarget::Direct(pool) => loop {
-                match pool.send(up, outgoing.head_timeout).await {
-                    Ok(resp) => break resp,
-                    Err(e @ SendError::Connect { .. }) if e.is_name_resolution() => {
-                        let r = send_failed(service, &e, &outgoing.client_failed);
-                        return self.finish(&mut ctx, &done, generated(r), None, None);
-                    }
-                    Err(SendError::Connect {
-                        request, source, ..
-                    }) if attempt < service.retries => {
-                        tracing::debug!(service = %service.label, error = %source, "upstream connect failed, retrying");
-                        up = *request;
-                        attempt += 1;
-                    }
-                    Err(e) => {
-                        let r = send_failed(service, &e, &outgoing.client_failed);
-                        return self.finish(&mut ctx, &done, generated(r), None, None);
-                    }
-                }
-            },
+        // A balanced service's hash input, taken once for every try (retries re-pick).
+        let (balancer, key) = match &service.target {
+            ServiceTarget::Direct(_) => (None, None),
             ServiceTarget::Balanced(b) => {
                 let hash = b.hash.load();
                 let key = if hash.on == HashOn::None {
@@ -312,8 +294,15 @@ impl Proxy {
                     }
                     key
                 };
-                let keep_host = route.preserve_host && accepted.host.is_some();
-                loop {
+                (Some(b), key)
+            }
+        };
+        let keep_host = route.preserve_host && accepted.host.is_some();
+        let resp = loop {
+            // Where this try goes: the service's host, or the peer the balancer picks.
+            let peer = match balancer {
+                None => None,
+                Some(b) => {
                     let mut picked = b.pick(key.as_deref());
                     // Nothing to send to while a new name target has never been resolved:
                     // its first resolution is awaited, within the connect timeout.
@@ -332,45 +321,64 @@ impl Proxy {
                         up.headers_mut()
                             .insert(header::HOST, peer.host_header.clone());
                     }
-                    let in_flight = peer.start();
-                    let sent = Instant::now();
-                    match peer
-                        .state
-                        .pool
-                        .send_within(up, service.connect_timeout, outgoing.head_timeout)
-                        .await
+                    Some(peer)
+                }
+            };
+            let pool = match (&peer, &service.target) {
+                (Some(p), _) => &p.state.pool,
+                (None, ServiceTarget::Direct(pool)) => pool,
+                (None, ServiceTarget::Balanced(_)) => {
+                    let r = error_response(
+                        StatusCode::INTERNAL_SERVER_ERROR,
+                        "An unexpected error occurred",
+                    );
+                    return self.finish(&mut ctx, &done, generated(r), None, None);
+                }
+            };
+            let in_flight = peer.as_ref().map(|p| (p.start(), Instant::now()));
+            // One await site for both kinds of service: the pool's future is large, and a
+            // second one would enlarge every request's future.
+            match pool
+                .send_within(up, service.connect_timeout, outgoing.head_timeout)
+                .await
+            {
+                Ok(mut resp) => {
+                    if let (Some(b), Some(p), Some((guard, sent))) = (balancer, &peer, in_flight)
                     {
-                        Ok(mut resp) => {
-                            peer.record_latency(sent.elapsed());
-                            if let Some(o) = b.classify(resp.status().as_u16()) {
-                                b.report(&peer, o);
-                            }
-                            resp.body_mut().in_flight = Some(in_flight);
-                            break resp;
+                        p.record_latency(sent.elapsed());
+                        if let Some(o) = b.classify(resp.status().as_u16()) {
+                            b.report(p, o);
                         }
-                        Err(e) => {
-                            b.report(
-                                &peer,
-                                if e.is_timeout() {
-                                    Observation::Timeout
-                                } else {
-                                    Observation::TcpFailure
-                                },
-                            );
-                            match e {
-                                // Not sent: safe to send to another peer.
-                                SendError::Connect {
-                                    request, source, ..
-                                } if attempt < service.retries => {
-                                    tracing::debug!(service = %service.label, peer = %peer.addr, error = %source, "upstream connect failed, retrying");
-                                    up = *request;
-                                    attempt += 1;
-                                }
-                                e => {
-                                    let r = send_failed(service, &e, &outgoing.client_failed);
-                                    return self.finish(&mut ctx, &done, generated(r), None, None);
-                                }
-                            }
+                        resp.body_mut().in_flight = Some(guard);
+                    }
+                    break resp;
+                }
+                Err(e) => {
+                    if let (Some(b), Some(p)) = (balancer, &peer) {
+                        let o = if e.is_timeout() {
+                            Observation::Timeout
+                        } else {
+                            Observation::TcpFailure
+                        };
+                        b.report(p, o);
+                    }
+                    match e {
+                        // A name that does not resolve is not retried.
+                        e @ SendError::Connect { .. } if e.is_name_resolution() => {
+                            let r = send_failed(service, &e, &outgoing.client_failed);
+                            return self.finish(&mut ctx, &done, generated(r), None, None);
+                        }
+                        // Not sent: safe to send again (to another peer when balanced).
+                        SendError::Connect {
+                            request, source, ..
+                        } if attempt < service.retries => {
+                            tracing::debug!(service = %service.label, error = %source, "upstream connect failed, retrying");
+                            up = *request;
+                            attempt += 1;
+                        }
+                        e => {
+                            let r = send_failed(service, &e, &outgoing.client_failed);
+                            return self.finish(&mut ctx, &done, generated(r), None, None);
                         }
                     }
                 }
