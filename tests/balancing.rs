@@ -554,3 +554,50 @@ async fn https_probes_speak_tls_and_verify_only_when_asked() {
     })
     .await;
 }
+
+#[tokio::test]
+async fn a_target_change_keeps_the_other_targets_health() {
+    let node = Node::start().await;
+    let bs = [
+        Backend::start("a").await,
+        Backend::start("b").await,
+        Backend::start("c").await,
+    ];
+    upstream(&node, "keep.test", json!({}), json!({})).await;
+    target(&node, "keep.test", &bs[0], 100).await;
+    let b = target(&node, "keep.test", &bs[1], 100).await;
+    let (s, _) = node
+        .send(
+            Method::PUT,
+            &format!("/upstreams/keep.test/targets/{}/unhealthy", bs[0].addr),
+            None,
+        )
+        .await;
+    assert_eq!(s, 204);
+    // Another target's weight changes and a third arrives: `a` stays out.
+    let (s, _) = node
+        .send(
+            Method::PATCH,
+            &format!("/upstreams/keep.test/targets/{}", b["id"].as_str().unwrap()),
+            Some(json!({"weight": 50})),
+        )
+        .await;
+    assert_eq!(s, 200);
+    target(&node, "keep.test", &bs[2], 100).await;
+    let mut names = Vec::new();
+    for _ in 0..30 {
+        names.push(get(&node, "/keep.test", &[]).await.1);
+    }
+    let c = counts(names);
+    assert!(!c.contains_key("a"), "{c:?}");
+    assert!(c.contains_key("b") && c.contains_key("c"), "{c:?}");
+    let (_, h) = node.get("/upstreams/keep.test/health").await;
+    let a = h["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|t| t["target"] == bs[0].addr.to_string())
+        .unwrap()
+        .clone();
+    assert_eq!(a["health"], "UNHEALTHY", "{a}");
+}

@@ -343,8 +343,7 @@ impl Proxy {
                 .await
             {
                 Ok(mut resp) => {
-                    if let (Some(b), Some(p), Some((guard, sent))) = (balancer, &peer, in_flight)
-                    {
+                    if let (Some(b), Some(p), Some((guard, sent))) = (balancer, &peer, in_flight) {
                         p.record_latency(sent.elapsed());
                         if let Some(o) = b.classify(resp.status().as_u16()) {
                             b.report(p, o);
