@@ -189,15 +189,70 @@ pub fn pct(sorted: &[Duration], p: f64) -> Duration {
 
 /// A `tollgate echo` backend on a free loopback port: the process and its port.
 pub fn spawn_echo() -> (Proc, u16) {
+    spawn_echo_named("e")
+}
+
+/// [`spawn_echo`], answering with `name`.
+pub fn spawn_echo_named(name: &str) -> (Proc, u16) {
     let port = free_port();
     let p = spawn(&[
         "echo".into(),
         "--listen".into(),
         format!("127.0.0.1:{port}"),
         "--name".into(),
-        "e".into(),
+        name.into(),
     ]);
     (p, port)
+}
+
+/// `POST base+path` with a JSON body, which must answer 201; the created entity.
+pub async fn admin_post(
+    base: &str,
+    path: &str,
+    body: serde_json::Value,
+) -> anyhow::Result<serde_json::Value> {
+    let r = client()
+        .post(format!("{base}{path}"))
+        .json(&body)
+        .send()
+        .await?;
+    anyhow::ensure!(r.status() == 201, "POST {path}: {}", r.status());
+    Ok(r.json().await?)
+}
+
+/// Polls `url` until it answers below 500 (15 s at most).
+pub async fn wait_answer(url: &str) -> anyhow::Result<()> {
+    let c = client();
+    for _ in 0..300 {
+        if let Ok(r) = c.get(url).send().await {
+            if r.status().as_u16() < 500 {
+                return Ok(());
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    anyhow::bail!("{url} never answered")
+}
+
+/// The sum and count of the node's `tollgate_config_rebuild_seconds` histogram.
+pub async fn rebuild_seconds(admin: &str) -> anyhow::Result<(f64, f64)> {
+    let text = client()
+        .get(format!("{admin}/metrics"))
+        .send()
+        .await?
+        .text()
+        .await?;
+    let get = |name: &str| {
+        text.lines()
+            .find(|l| l.starts_with(name) && l[name.len()..].starts_with(' '))
+            .and_then(|l| l.split_whitespace().last())
+            .and_then(|v| v.parse::<f64>().ok())
+            .unwrap_or(0.0)
+    };
+    Ok((
+        get("tollgate_config_rebuild_seconds_sum"),
+        get("tollgate_config_rebuild_seconds_count"),
+    ))
 }
 
 /// Creates `total` consumers through `admins` in turn, `in_flight` at a time; returns the

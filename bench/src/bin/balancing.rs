@@ -18,37 +18,14 @@ use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 use tollgate_bench::load::{ensure_tools, median, nginx, wrk, Run, WRK_SCRIPT};
-use tollgate_bench::{client, free_port, spawn, spawn_on, Proc};
+use tollgate_bench::{
+    admin_post as post, client, free_port, rebuild_seconds, spawn, spawn_echo_named, spawn_on,
+    wait_answer as wait_ok, Proc,
+};
 
 const REPS: usize = 3;
 const SECONDS: u64 = 8;
 const WARMUP: u64 = 2;
-
-async fn post(base: &str, path: &str, body: Value) -> anyhow::Result<Value> {
-    let r = client()
-        .post(format!("{base}{path}"))
-        .json(&body)
-        .send()
-        .await?;
-    anyhow::ensure!(r.status() == 201, "POST {path}: {}", r.status());
-    Ok(r.json().await?)
-}
-
-async fn wait_ok(url: &str) -> anyhow::Result<()> {
-    let start = Instant::now();
-    loop {
-        if let Ok(r) = client().get(url).send().await {
-            if r.status() == 200 {
-                return Ok(());
-            }
-        }
-        anyhow::ensure!(
-            start.elapsed() < Duration::from_secs(60),
-            "{url} never answered"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
 
 fn node_args(dir: &std::path::Path, name: &str, proxy: u16, admin: u16) -> Vec<String> {
     [
@@ -189,15 +166,7 @@ async fn failover(dir: &std::path::Path, fault: &str) -> anyhow::Result<()> {
     wait_ok(&format!("{admin}/status")).await?;
     let mut backends = Vec::new();
     for i in 0..3 {
-        let port = free_port();
-        let p = spawn(&[
-            "echo".into(),
-            "--listen".into(),
-            format!("127.0.0.1:{port}"),
-            "--name".into(),
-            format!("b{i}"),
-        ]);
-        backends.push((p, port));
+        backends.push(spawn_echo_named(&format!("b{i}")));
     }
     for (_, port) in &backends {
         wait_ok(&format!("http://127.0.0.1:{port}/health")).await?;
@@ -337,21 +306,6 @@ async fn failover(dir: &std::path::Path, fault: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn metric(admin: &str, name: &str) -> anyhow::Result<f64> {
-    let text = client()
-        .get(format!("{admin}/metrics"))
-        .send()
-        .await?
-        .text()
-        .await?;
-    Ok(text
-        .lines()
-        .find(|l| l.starts_with(name) && l[name.len()..].starts_with(' '))
-        .and_then(|l| l.split_whitespace().last())
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(0.0))
-}
-
 async fn rebuild(dir: &std::path::Path) -> anyhow::Result<()> {
     let (tp, ta) = (free_port(), free_port());
     let _node = spawn(&node_args(dir, "rebuild", tp, ta));
@@ -380,8 +334,7 @@ async fn rebuild(dir: &std::path::Path) -> anyhow::Result<()> {
     let mut rebuilds = Vec::new();
     let mut writes = Vec::new();
     for i in 0..20 {
-        let sum0 = metric(&admin, "tollgate_config_rebuild_seconds_sum").await?;
-        let n0 = metric(&admin, "tollgate_config_rebuild_seconds_count").await?;
+        let (sum0, n0) = rebuild_seconds(&admin).await?;
         let t = Instant::now();
         let r = client()
             .patch(format!(
@@ -394,10 +347,7 @@ async fn rebuild(dir: &std::path::Path) -> anyhow::Result<()> {
             .await?;
         anyhow::ensure!(r.status() == 200, "PATCH: {}", r.status());
         writes.push(t.elapsed().as_secs_f64() * 1000.0);
-        let (sum1, n1) = (
-            metric(&admin, "tollgate_config_rebuild_seconds_sum").await?,
-            metric(&admin, "tollgate_config_rebuild_seconds_count").await?,
-        );
+        let (sum1, n1) = rebuild_seconds(&admin).await?;
         if n1 > n0 {
             rebuilds.push((sum1 - sum0) / (n1 - n0) * 1000.0);
         }

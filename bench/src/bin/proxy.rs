@@ -15,7 +15,9 @@ use std::time::Duration;
 
 use serde_json::json;
 use tollgate_bench::load::{ensure_tools, median, nginx, wrk, Run, KEY, WRK_SCRIPT};
-use tollgate_bench::{client, cluster_pinned, free_port, spawn_on, Proc};
+use tollgate_bench::{
+    admin_post, cluster_pinned, free_port, spawn_on, wait_answer as wait_ok, Proc,
+};
 
 const REPS: usize = 3;
 const SECONDS: u64 = 8;
@@ -42,43 +44,33 @@ fn watch_rss(pid: u32, on: Arc<AtomicBool>, peak: Arc<AtomicU64>) {
     });
 }
 
-async fn admin(base: &str, path: &str, body: serde_json::Value) -> anyhow::Result<()> {
-    let r = client()
-        .post(format!("{base}{path}"))
-        .json(&body)
-        .send()
-        .await?;
-    anyhow::ensure!(r.status() == 201, "POST {path}: {}", r.status());
-    Ok(())
-}
-
 /// Routes on a Tollgate node: /plain (no plugins), /local and /cluster (key-auth +
 /// rate-limiting with a limit never reached, by policy).
 async fn configure(base: &str, backend: &str, policies: &[&str]) -> anyhow::Result<()> {
-    admin(base, "/services", json!({"name": "bench", "url": backend})).await?;
-    admin(
+    admin_post(base, "/services", json!({"name": "bench", "url": backend})).await?;
+    admin_post(
         base,
         "/services/bench/routes",
         json!({"name": "plain", "paths": ["/plain"]}),
     )
     .await?;
-    admin(base, "/consumers", json!({"username": "bench"})).await?;
-    admin(base, "/consumers/bench/key-auth", json!({"key": KEY})).await?;
+    admin_post(base, "/consumers", json!({"username": "bench"})).await?;
+    admin_post(base, "/consumers/bench/key-auth", json!({"key": KEY})).await?;
     for p in policies {
-        admin(
+        admin_post(
             base,
             "/services/bench/routes",
             json!({"name": p, "paths": [format!("/{p}")]}),
         )
         .await?;
-        admin(
+        admin_post(
             base,
             &format!("/routes/{p}/plugins"),
             json!({"name": "key-auth"}),
         )
         .await?;
-        admin(
-            base,
+        admin_post(
+        base,
             &format!("/routes/{p}/plugins"),
             json!({"name": "rate-limiting", "config": {"second": 100_000_000, "hour": 1_000_000_000_i64, "policy": p}}),
         )
@@ -312,17 +304,4 @@ async fn main() -> anyhow::Result<()> {
         peak.load(Ordering::Relaxed) as f64 / 1024.0
     );
     Ok(())
-}
-
-async fn wait_ok(url: &str) -> anyhow::Result<()> {
-    let c = client();
-    for _ in 0..300 {
-        if let Ok(r) = c.get(url).send().await {
-            if r.status().as_u16() < 500 {
-                return Ok(());
-            }
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    anyhow::bail!("{url} never answered")
 }

@@ -9,7 +9,7 @@
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
-use tollgate_bench::{client, cluster};
+use tollgate_bench::{client, cluster, rebuild_seconds};
 use tollgate_config::declarative;
 use tollgate_config::router::{RequestView, Router};
 use tollgate_config::state::State;
@@ -92,26 +92,6 @@ fn in_process(n: usize) -> anyhow::Result<()> {
         pct(&mut times, 0.99),
     );
     Ok(())
-}
-
-async fn rebuild_seconds(admin: &str) -> anyhow::Result<(f64, f64)> {
-    let text = client()
-        .get(format!("{admin}/metrics"))
-        .send()
-        .await?
-        .text()
-        .await?;
-    let get = |name: &str| {
-        text.lines()
-            .find(|l| l.starts_with(name))
-            .and_then(|l| l.split_whitespace().last())
-            .and_then(|v| v.parse::<f64>().ok())
-            .unwrap_or(0.0)
-    };
-    Ok((
-        get("tollgate_config_rebuild_seconds_sum"),
-        get("tollgate_config_rebuild_seconds_count"),
-    ))
 }
 
 /// Times one Admin API create, which returns once the change is applied on the node.
