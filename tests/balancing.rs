@@ -55,17 +55,6 @@ async fn get(node: &Node, path: &str, headers: &[(&str, &str)]) -> (u16, String)
     }
 }
 
-async fn metrics(node: &Node) -> String {
-    client()
-        .get(node.admin_url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap()
-}
-
 fn counts(names: impl IntoIterator<Item = String>) -> HashMap<String, usize> {
     let mut m = HashMap::new();
     for n in names {
@@ -383,7 +372,7 @@ async fn a_hung_backend_is_ejected_after_its_timeouts_and_readmitted_by_active_c
         .clone();
     assert_eq!(hung_health, "UNHEALTHY");
     // The same on /metrics, in Kong's shape, with the target's failures counted.
-    let m = metrics(&node).await;
+    let m = node.metrics().await;
     let h = hung.addr;
     assert!(m.contains(&format!("kong_upstream_target_health{{upstream=\"hung.test\",target=\"{h}\",address=\"{h}\",state=\"unhealthy\",subsystem=\"http\"}} 1")), "{m}");
     assert!(m.contains(&format!("tollgate_upstream_target_failures_total{{upstream=\"hung.test\",target=\"{h}\",address=\"{h}\"}} 2")), "{m}");

@@ -93,14 +93,7 @@ async fn key_auth_and_rate_limiting_request_flow() {
     );
 
     // The rejection is counted in /metrics.
-    let m = client()
-        .get(node.admin_url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let m = node.metrics().await;
     assert!(
         m.contains("tollgate_rate_limit_rejections_total{policy=\"local\",route=\"mock\"} 1"),
         "{m}"

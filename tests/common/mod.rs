@@ -234,6 +234,18 @@ impl Node {
         self.send(reqwest::Method::GET, path, None).await
     }
 
+    /// `GET /metrics`, as text.
+    pub async fn metrics(&self) -> String {
+        client()
+            .get(self.admin_url("/metrics"))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap()
+    }
+
     /// Creates an entity and asserts 201.
     pub async fn create(&self, path: &str, body: serde_json::Value) -> serde_json::Value {
         let (s, b) = self.post(path, body.clone()).await;
