@@ -46,10 +46,17 @@ pub fn check(samples: &[BalancedSample], faults: &[Fault], p: &Params) -> Value 
             continue;
         }
         failed += 1;
-        let during = backend_faults.iter().position(|f| {
-            s.invoke_unix_ms <= f.end_unix_ms + AFTERMATH_MS
-                && s.complete_unix_ms >= f.start_unix_ms
-        });
+        // The latest fault that began before the request ended and whose aftermath it
+        // overlaps (faults come one at a time; an aftermath may reach into the next).
+        let during = backend_faults
+            .iter()
+            .enumerate()
+            .filter(|(_, f)| {
+                s.invoke_unix_ms <= f.end_unix_ms + AFTERMATH_MS
+                    && s.complete_unix_ms >= f.start_unix_ms
+            })
+            .max_by_key(|(_, f)| f.start_unix_ms)
+            .map(|(i, _)| i);
         match during {
             Some(i) => per_fault[i] += 1,
             None => unexplained.push(json!({
@@ -82,7 +89,7 @@ pub fn check(samples: &[BalancedSample], faults: &[Fault], p: &Params) -> Value 
             .map(|f| f.end_unix_ms)
             .max();
         let Some(healed) = healed else { continue };
-        let last = samples.last().map(|s| s.invoke_unix_ms).unwrap_or(0);
+        let last = samples.iter().map(|s| s.invoke_unix_ms).max().unwrap_or(0);
         if last < healed + READMIT_MS {
             readmitted.push(
                 json!({"backend": name, "valid": null, "why": "run ended too soon after the heal"}),

@@ -115,7 +115,10 @@ async fn cost(dir: &std::path::Path) -> anyhow::Result<()> {
         ("single host", "/single"),
         ("3 targets, round-robin", "/rr"),
         ("3 targets, least-connections", "/lc"),
-        ("3 targets, consistent hashing (no key: spread)", "/ch"),
+        (
+            "3 targets, consistent hashing (no key: one target, as Kong)",
+            "/ch",
+        ),
     ];
     let mut runs: Vec<Vec<Run>> = vec![Vec::new(); cases.len()];
     for rep in 0..=REPS {
@@ -177,8 +180,8 @@ async fn failover(dir: &std::path::Path, fault: &str) -> anyhow::Result<()> {
         json!({"name": "fo.bench", "healthchecks": {
         "passive": {"unhealthy": {"timeouts": 1, "tcp_failures": 1}},
         "active": {"http_path": "/health", "timeout": 0.25,
-            "healthy": {"interval": 1, "successes": 1},
-            "unhealthy": {"interval": 0.25, "timeouts": 1, "tcp_failures": 1}}}}),
+            "healthy": {"interval": 0.25, "successes": 1},
+            "unhealthy": {"interval": 1, "timeouts": 1, "tcp_failures": 1}}}}),
     )
     .await?;
     for (_, port) in &backends {

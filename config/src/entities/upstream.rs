@@ -69,8 +69,8 @@ pub struct PassiveCheck {
     pub unhealthy: PassiveUnhealthy,
 }
 
-/// Active checks' healthy side: how often unhealthy targets are probed, and how many
-/// successes bring one back.
+/// Active checks' healthy side: how often healthy targets are probed, and how many
+/// successes bring an unhealthy one back.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Healthy {
     #[serde(serialize_with = "kong_number")]
@@ -79,8 +79,8 @@ pub struct Healthy {
     pub successes: u8,
 }
 
-/// Active checks' unhealthy side: how often healthy targets are probed, and the failures
-/// that take one out.
+/// Active checks' unhealthy side: how often unhealthy targets are probed, and the failures
+/// that take a healthy one out.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Unhealthy {
     #[serde(serialize_with = "kong_number")]

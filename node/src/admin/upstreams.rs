@@ -114,9 +114,9 @@ pub async fn list_targets(
         .take(size)
         .map(|t| tollgate_config::Entity::Target(t.clone()).to_json())
         .collect();
-    let more = all.len() > from + size;
+    let more = all.len() > from.saturating_add(size);
     let (next, offset) = if more {
-        let at = (from + size).to_string();
+        let at = from.saturating_add(size).to_string();
         let mut next = format!("{base}?offset={at}");
         if keep_size && q.size.is_some() {
             next.push_str(&format!("&size={size}"));
@@ -194,22 +194,21 @@ async fn health(
             v
         })
         .collect();
-    let more = targets.len() > from + size;
+    let more = targets.len() > from.saturating_add(size);
     let mut body = json!({
         "data": data,
-        "next": if more { json!(format!("/upstreams/{u}/health?offset={}", from + size)) } else { Value::Null },
+        "next": if more { json!(format!("/upstreams/{u}/health?offset={}", from.saturating_add(size))) } else { Value::Null },
         "node_id": node_id,
     });
     if more {
-        body["offset"] = json!((from + size).to_string());
+        body["offset"] = json!(from.saturating_add(size).to_string());
     }
     json_response(StatusCode::OK, &body)
 }
 
 /// One address's health word, as Kong's.
 fn address_health(checks: bool, weight: u32, p: &crate::balancer::Peer) -> &'static str {
-    let (_, origin) = p.state.health.last_change();
-    if weight == 0 || (!checks && origin == Origin::Initial && p.state.health.available()) {
+    if weight == 0 || !checks {
         "HEALTHCHECKS_OFF"
     } else if p.state.health.available() {
         "HEALTHY"
@@ -303,7 +302,6 @@ fn cause(o: Origin) -> &'static str {
         Origin::Passive => "passive",
         Origin::Active => "active",
         Origin::Manual => "operator",
-        Origin::Adopted => "adopted",
     }
 }
 
@@ -381,6 +379,11 @@ async fn mark(
             "no balancer found for the upstream",
         );
     };
+    // Kong: with health checks off there is no health checker to mark.
+    if !b.checks_enabled() {
+        let msg = format!("no healthchecker found for {}", b.name());
+        return message(StatusCode::BAD_REQUEST, &msg);
+    }
     b.resolved(RESOLVE_WAIT).await;
     let n = b.set_health(target, addr, healthy, now_ms(), Origin::Manual);
     if n == 0 && addr.is_some() {

@@ -1,9 +1,10 @@
 //! Active health checks: probes sent to targets' addresses on a schedule, as Kong's
 //! lua-resty-healthcheck sends them.
 //!
-//! A healthy address is probed every `active.unhealthy.interval` seconds (to find it failing)
-//! and an unhealthy one every `active.healthy.interval` (to find it back); 0 turns that side
-//! off. An `http` probe is `GET active.http_path` with the target's Host and
+//! A healthy address is probed every `active.healthy.interval` seconds (to find it failing)
+//! and an unhealthy one every `active.unhealthy.interval` (to find it back); 0 turns that
+//! side off (Kong's recipe to bring back what passive checks took out: `healthy.interval` 0,
+//! `unhealthy.interval` above 0). An `http` probe is `GET active.http_path` with the target's Host and
 //! `active.headers`, within `active.timeout`; its status counts as a success when listed in
 //! `active.healthy.http_statuses`, as a failure when listed in
 //! `active.unhealthy.http_statuses`, and not at all otherwise. A `tcp` probe is a connect.
@@ -55,7 +56,7 @@ pub async fn run(
     loop {
         tick.tick().await;
         let now = Instant::now();
-        let mut live = Vec::new();
+        let mut live = std::collections::HashSet::new();
         for b in balancers.all() {
             let up = b.upstream.load_full();
             let active = &up.healthchecks.active;
@@ -83,15 +84,17 @@ pub async fn run(
             let set = b.set.load_full();
             for peer in set.peers.iter().filter(|p| p.weight > 0) {
                 let key = (b.id, peer.addr);
-                live.push(key);
+                live.insert(key);
                 if !owns(b.id, peer.addr) {
                     continue;
                 }
+                // Kong's intervals: `healthy.interval` for addresses that are up,
+                // `unhealthy.interval` for those that are down (anywhere in the cluster).
                 let healthy = peer.state.health.healthy_everywhere();
                 let interval = if healthy {
-                    active.unhealthy.interval
-                } else {
                     active.healthy.interval
+                } else {
+                    active.unhealthy.interval
                 };
                 if interval <= 0.0 {
                     continue;
@@ -122,7 +125,8 @@ pub async fn run(
             }
         }
         last.retain(|k, _| live.contains(k));
-        limits.retain(|id, _| live.iter().any(|(u, _)| u == id));
+        let upstreams: std::collections::HashSet<Uuid> = live.iter().map(|(u, _)| *u).collect();
+        limits.retain(|id, _| upstreams.contains(id));
     }
 }
 

@@ -4,15 +4,19 @@
 //!
 //! **What each node publishes**: under `hc/{upstream id}`, its own view of every address
 //! whose state ever changed on it: healthy or not, when (wall-clock ms) and why (passive,
-//! active probe, operator, adopted). Addresses never changed are healthy and not listed.
+//! active probe, operator). Addresses never changed are healthy and not listed.
 //!
 //! **The rule** every node applies, each [`TICK`] (guarantees below hold once gossip has
 //! carried the latest entries, typically within 2–3 gossip rounds of 100 ms):
 //! 1. *Shared decisions*: the latest (by timestamp) active-probe or operator transition for an
-//!    address, from any live node, is adopted by every node into its own view. So a
-//!    `PUT …/unhealthy` through any node, or a probe failure seen by the address's owner,
-//!    takes the address out on every node; a `PUT …/healthy` or the owner's successful
-//!    probes bring it back everywhere (no node stays stuck down on an old passive trip).
+//!    address, from any live node, is adopted by every node into its own view, with its
+//!    origin and time, so every node republishes it and it outlives the node that made it. So a
+//!    `PUT …/unhealthy` through any node, or probe failures seen by the address's owner (counted
+//!    against the owner's own view, whatever other nodes hold), take the address out on every
+//!    node; a `PUT …/healthy` or the owner's successful
+//!    probes bring it back everywhere (no node stays stuck down on an old passive trip; a
+//!    node whose own path to the target fails will trip again, and flap, by design: it is
+//!    the owner's view that decides for all).
 //! 2. *Passive trips stay local, unless shared by a majority*: a node's own passive check
 //!    takes the address out of that node's balancer at once; the address is out on every
 //!    node when a strict majority of live nodes hold it down.
@@ -47,6 +51,8 @@ use super::Balancers;
 pub const PREFIX: &str = "hc/";
 /// How often the view is published and applied.
 pub const TICK: Duration = Duration::from_millis(100);
+/// Most addresses one node publishes per upstream (the most recently changed).
+pub const MAX_ENTRIES: usize = 1000;
 
 /// One node's published entry for one address.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -106,10 +112,19 @@ pub fn decode(s: &str) -> HashMap<SocketAddr, Entry> {
         .collect()
 }
 
-/// Rendezvous score of a node for an address.
+/// Rendezvous score of a node for an address (no allocation: the scheduler asks for every
+/// address and live node each tick).
 fn score(node: u64, upstream: Uuid, addr: SocketAddr) -> u64 {
-    let text = format!("{node}/{upstream}/{addr}");
-    xxhash_rust::xxh3::xxh3_64(text.as_bytes())
+    let mut buf = [0u8; 42];
+    buf[..8].copy_from_slice(&node.to_le_bytes());
+    buf[8..24].copy_from_slice(upstream.as_bytes());
+    let ip = match addr.ip() {
+        std::net::IpAddr::V4(v4) => v4.to_ipv6_mapped().octets(),
+        std::net::IpAddr::V6(v6) => v6.octets(),
+    };
+    buf[24..40].copy_from_slice(&ip);
+    buf[40..].copy_from_slice(&addr.port().to_le_bytes());
+    xxhash_rust::xxh3::xxh3_64(&buf)
 }
 
 impl ClusterHealth {
@@ -211,7 +226,19 @@ impl ClusterHealth {
         let mut now: HashMap<Uuid, String> = HashMap::new();
         for b in balancers.all() {
             let mut entries = BTreeMap::new();
-            for p in b.set.load().peers.iter() {
+            // One gossip value per upstream: the most recent changes, at most
+            // `MAX_ENTRIES` (about 35 bytes each), so a value stays well within a datagram.
+            let mut changed: Vec<_> = b
+                .set
+                .load()
+                .peers
+                .iter()
+                .filter(|p| p.state.health.last_change().1 != Origin::Initial)
+                .cloned()
+                .collect();
+            changed.sort_by_key(|p| std::cmp::Reverse(p.state.health.last_change().0));
+            changed.truncate(MAX_ENTRIES);
+            for p in changed.iter() {
                 let (at_ms, origin) = p.state.health.last_change();
                 if origin != Origin::Initial {
                     entries.insert(
@@ -263,7 +290,9 @@ impl ClusterHealth {
                     .max_by_key(|e| e.at_ms)
                 {
                     if latest.at_ms > mine_at {
-                        h.set(latest.healthy, latest.at_ms, Origin::Adopted);
+                        // Kept as the decision it is (origin and time), so that it outlives
+                        // the node that made it: every node republishes it.
+                        h.set(latest.healthy, latest.at_ms, latest.origin);
                     }
                 }
                 // 2. Majority of live nodes.
@@ -382,7 +411,7 @@ mod tests {
         v.hear(2, 1, &up.to_string(), &entry(false, 20, 'm'));
         v.apply(&balancers);
         assert!(!peer().state.health.locally_healthy());
-        assert_eq!(peer().state.health.last_change(), (20, Origin::Adopted));
+        assert_eq!(peer().state.health.last_change(), (20, Origin::Manual));
         // Its owner's probe brings it back for all; an older passive entry does not matter.
         v.hear(3, 2, &up.to_string(), &entry(true, 30, 'a'));
         v.hear(2, 1, &up.to_string(), &entry(false, 20, 'm'));

@@ -76,17 +76,24 @@ impl Discovery {
         };
         let mut watched = self.watched.lock().unwrap_or_else(|p| p.into_inner());
         watched.retain(|_, w| w.strong_count() > 0);
-        if watched.get(&b.id).is_some_and(|w| w.strong_count() > 0) {
+        // The task of this very balancer (not of an earlier one with the same id, removed
+        // and made again, whose task has not noticed yet).
+        if watched
+            .get(&b.id)
+            .is_some_and(|w| std::ptr::eq(w.as_ptr(), Arc::as_ptr(b)))
+        {
             b.wake.notify_one();
             return;
         }
         watched.insert(b.id, Arc::downgrade(b));
         let me = self.clone();
-        let weak = Arc::downgrade(b);
-        rt.spawn(async move { me.run(weak).await });
+        let (weak, wake) = (Arc::downgrade(b), b.wake.clone());
+        rt.spawn(async move { me.run(weak, wake).await });
     }
 
-    async fn run(self: Arc<Self>, weak: Weak<Balancer>) {
+    /// Resolves the balancer's names until it is dropped; between rounds it holds only a
+    /// weak reference, so a removed upstream's balancer goes at once.
+    async fn run(self: Arc<Self>, weak: Weak<Balancer>, wake: Arc<tokio::sync::Notify>) {
         let mut due: HashMap<(Uuid, String), Instant> = HashMap::new();
         loop {
             let Some(b) = weak.upgrade() else { return };
@@ -109,9 +116,10 @@ impl Discovery {
                 next = next.min(due[&key]);
             }
             let sleep = next.saturating_duration_since(Instant::now());
+            drop(b);
             tokio::select! {
                 _ = tokio::time::sleep(sleep) => {}
-                _ = b.wake.notified() => {}
+                _ = wake.notified() => {}
             }
         }
     }

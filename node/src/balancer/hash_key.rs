@@ -5,7 +5,8 @@
 //! - `ip`: the client address (after trusted-proxy resolution);
 //! - `header`: the header's values, joined with `,` when repeated;
 //! - `cookie`: the cookie's value; when absent, a new UUID that is also set on the client
-//!   with `Set-Cookie: <name>=<uuid>; Path=<hash_on_cookie_path>`, so the client sticks;
+//!   with `Set-Cookie: <name>=<uuid>; Path=<hash_on_cookie_path>; Same-Site=Lax; HttpOnly`,
+//!   so the client sticks;
 //! - `path`: the normalised request path;
 //! - `query_arg`: the argument's values, sorted and joined with `,`;
 //! - `uri_capture`: a named or numbered capture of the route's regex path.
@@ -108,19 +109,26 @@ pub struct Request<'a> {
     pub captures: Option<&'a regex::Captures<'a>>,
 }
 
-/// The hash input for a request, and the cookie to set when one was made up.
+/// The hash input for a request, and the cookie to set when one was made up. With nothing
+/// to hash, Kong hashes the empty string: such requests all go to one target.
 pub fn key(spec: &HashSpec, r: &Request<'_>) -> (Option<Vec<u8>>, Option<HeaderValue>) {
-    match value(&spec.on, r) {
-        Some(v) => (Some(v), None),
-        None => {
-            if let HashOn::Cookie { name, path } = &spec.on {
-                let id = Uuid::new_v4().to_string();
-                let cookie = HeaderValue::from_str(&format!("{name}={id}; Path={path}")).ok();
-                return (Some(id.into_bytes()), cookie);
-            }
-            (value(&spec.fallback, r), None)
+    for on in [&spec.on, &spec.fallback] {
+        if *on == HashOn::None {
+            break;
+        }
+        if let Some(v) = value(on, r) {
+            return (Some(v), None);
+        }
+        if let HashOn::Cookie { name, path } = on {
+            let id = Uuid::new_v4().to_string();
+            let cookie = HeaderValue::from_str(&format!(
+                "{name}={id}; Path={path}; Same-Site=Lax; HttpOnly"
+            ))
+            .ok();
+            return (Some(id.into_bytes()), cookie);
         }
     }
+    (Some(Vec::new()), None)
 }
 
 fn value(on: &HashOn, r: &Request<'_>) -> Option<Vec<u8>> {
@@ -207,12 +215,18 @@ mod tests {
         let (k, set) = key(&spec, &req(&h));
         let set = set.unwrap();
         let text = set.to_str().unwrap();
-        assert!(text.starts_with("sticky=") && text.ends_with("; Path=/"));
+        assert!(text.starts_with("sticky=") && text.ends_with("; Path=/; Same-Site=Lax; HttpOnly"));
         assert_eq!(&text.as_bytes()[7..43], k.unwrap().as_slice());
         h.insert(
             http::header::COOKIE,
             HeaderValue::from_static("a=b; sticky=abc"),
         );
         assert_eq!(key(&spec, &req(&h)), (Some(b"abc".to_vec()), None));
+        // Nothing to hash: the empty string, as Kong.
+        let spec = HashSpec {
+            on: HashOn::Header(HeaderName::from_static("x-none")),
+            fallback: HashOn::None,
+        };
+        assert_eq!(key(&spec, &req(&h)), (Some(Vec::new()), None));
     }
 }

@@ -26,8 +26,6 @@ pub enum Origin {
     Active = 2,
     /// An operator's `PUT …/healthy|unhealthy`.
     Manual = 3,
-    /// Adopted from another node's active or manual transition.
-    Adopted = 4,
 }
 
 impl Origin {
@@ -36,7 +34,6 @@ impl Origin {
             1 => Origin::Passive,
             2 => Origin::Active,
             3 => Origin::Manual,
-            4 => Origin::Adopted,
             _ => Origin::Initial,
         }
     }
@@ -47,7 +44,6 @@ impl Origin {
             Origin::Passive => 'p',
             Origin::Active => 'a',
             Origin::Manual => 'm',
-            Origin::Adopted => 'o',
         }
     }
 
@@ -57,7 +53,6 @@ impl Origin {
             'p' => Origin::Passive,
             'a' => Origin::Active,
             'm' => Origin::Manual,
-            'o' => Origin::Adopted,
             _ => return None,
         })
     }
@@ -92,8 +87,7 @@ pub fn now_ms() -> u64 {
 #[derive(Debug)]
 pub struct Health {
     healthy: AtomicBool,
-    /// Set by the cluster view: a majority of the live nodes that observed the address say
-    /// it is down.
+    /// Set by the cluster view: a strict majority of the live nodes hold the address down.
     cluster_down: AtomicBool,
     /// Set by the cluster view: some live node holds the address down.
     down_somewhere: AtomicBool,
@@ -162,9 +156,9 @@ impl Health {
     pub fn set(&self, healthy: bool, at_ms: u64, origin: Origin) -> bool {
         self.reset_counters();
         let was = self.healthy.swap(healthy, Ordering::AcqRel);
-        // A probe's, an operator's or an adopted mark is stamped even when it confirms this
-        // node's state: the cluster view orders it after what it overrides.
-        if was != healthy || matches!(origin, Origin::Active | Origin::Manual | Origin::Adopted) {
+        // A probe's or an operator's mark is stamped even when it confirms this node's state:
+        // the cluster view orders it after what it overrides.
+        if was != healthy || matches!(origin, Origin::Active | Origin::Manual) {
             self.origin.store(origin as u8, Ordering::Release);
             self.changed_ms.store(at_ms, Ordering::Release);
         }
@@ -178,7 +172,16 @@ impl Health {
         self.timeouts.store(0, Ordering::Relaxed);
     }
 
-    /// Counts one observation against `limits`; returns the new state when it changes.
+    /// Counts one observation against `limits`, as lua-resty-healthcheck's `incr_counter`:
+    /// a counter whose limit is 0 is off (nothing counted, nothing reset); an address fully
+    /// in the reported state (healthy with no failure counted, or unhealthy with no success
+    /// counted) ignores it; otherwise the counter grows and the opposite ones restart, and
+    /// reaching the limit sets the state. Returns the new state when it changes.
+    ///
+    /// Probes (`Origin::Active`) judge successes against the state the cluster uses (an
+    /// owner's successes bring back an address any node holds down) and failures against the
+    /// owner's own view (so an address another node holds down is still taken out by the
+    /// owner's failures, for every node). Traffic judges this node's own view.
     pub fn observe(&self, o: Observation, limits: &Limits, origin: Origin) -> Option<bool> {
         let (counter, limit, to_healthy) = match o {
             Observation::Success => (&self.successes, limits.successes, true),
@@ -186,26 +189,37 @@ impl Health {
             Observation::TcpFailure => (&self.tcp_failures, limits.tcp_failures, false),
             Observation::Timeout => (&self.timeouts, limits.timeouts, false),
         };
-        if to_healthy {
-            self.http_failures.store(0, Ordering::Relaxed);
-            self.tcp_failures.store(0, Ordering::Relaxed);
-            self.timeouts.store(0, Ordering::Relaxed);
-        } else {
-            self.successes.store(0, Ordering::Relaxed);
+        if limit == 0 {
+            return None;
         }
-        // Probes judge the state the balancer uses (the cluster's included): an owner's
-        // successes bring back an address other nodes hold down. Traffic judges this node's.
-        let current = match origin {
-            Origin::Active => self.healthy_everywhere(),
+        let healthy = match (origin, to_healthy) {
+            (Origin::Active, true) => self.healthy_everywhere(),
             _ => self.locally_healthy(),
         };
-        if limit == 0 || current == to_healthy {
+        let failures = self.http_failures.load(Ordering::Relaxed)
+            + self.tcp_failures.load(Ordering::Relaxed)
+            + self.timeouts.load(Ordering::Relaxed);
+        let successes = self.successes.load(Ordering::Relaxed);
+        if (to_healthy && healthy && failures == 0) || (!to_healthy && !healthy && successes == 0) {
             return None;
         }
         let n = counter.fetch_add(1, Ordering::Relaxed) + 1;
+        if to_healthy {
+            if failures > 0 {
+                self.http_failures.store(0, Ordering::Relaxed);
+                self.tcp_failures.store(0, Ordering::Relaxed);
+                self.timeouts.store(0, Ordering::Relaxed);
+            }
+        } else if successes > 0 {
+            self.successes.store(0, Ordering::Relaxed);
+        }
         if n >= limit {
-            self.set(to_healthy, now_ms(), origin);
-            return Some(to_healthy);
+            if healthy != to_healthy {
+                self.set(to_healthy, now_ms(), origin);
+                return Some(to_healthy);
+            }
+            // Fully in that state again: its counters start over.
+            self.reset_counters();
         }
         None
     }
@@ -224,29 +238,15 @@ mod tests {
             tcp_failures: 1,
             timeouts: 0,
         };
-        assert_eq!(
-            h.observe(Observation::HttpFailure, &limits, Origin::Passive),
-            None
-        );
-        assert_eq!(
-            h.observe(Observation::HttpFailure, &limits, Origin::Passive),
-            None
-        );
-        // A success in between starts the failures over.
-        assert_eq!(
-            h.observe(Observation::Success, &limits, Origin::Passive),
-            None
-        );
+        let p = Origin::Passive;
+        assert_eq!(h.observe(Observation::HttpFailure, &limits, p), None);
+        assert_eq!(h.observe(Observation::HttpFailure, &limits, p), None);
+        // A success while failures are counted restarts them.
+        assert_eq!(h.observe(Observation::Success, &limits, p), None);
         for _ in 0..2 {
-            assert_eq!(
-                h.observe(Observation::HttpFailure, &limits, Origin::Passive),
-                None
-            );
+            assert_eq!(h.observe(Observation::HttpFailure, &limits, p), None);
         }
-        assert_eq!(
-            h.observe(Observation::HttpFailure, &limits, Origin::Passive),
-            Some(false)
-        );
+        assert_eq!(h.observe(Observation::HttpFailure, &limits, p), Some(false));
         assert!(!h.available());
         // Timeouts are off (0): never counted.
         assert_eq!(
@@ -262,9 +262,24 @@ mod tests {
             Some(true)
         );
         assert_eq!(h.last_change().1, Origin::Active);
-        assert_eq!(
-            h.observe(Observation::TcpFailure, &limits, Origin::Passive),
-            Some(false)
-        );
+        assert_eq!(h.observe(Observation::TcpFailure, &limits, p), Some(false));
+    }
+
+    #[test]
+    fn with_successes_off_failures_add_up_across_successes() {
+        // Kong's default passive `healthy.successes` is 0: successes reset nothing, so a
+        // backend failing every other request still trips.
+        let h = Health::default();
+        let limits = Limits {
+            successes: 0,
+            http_failures: 3,
+            ..Limits::default()
+        };
+        let p = Origin::Passive;
+        for _ in 0..2 {
+            assert_eq!(h.observe(Observation::HttpFailure, &limits, p), None);
+            assert_eq!(h.observe(Observation::Success, &limits, p), None);
+        }
+        assert_eq!(h.observe(Observation::HttpFailure, &limits, p), Some(false));
     }
 }

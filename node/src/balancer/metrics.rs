@@ -12,7 +12,6 @@
 use std::fmt::Write;
 use std::sync::atomic::Ordering;
 
-use super::health::Origin;
 use super::{Balancers, Resolved};
 
 const STATES: [&str; 4] = ["healthchecks_off", "healthy", "unhealthy", "dns_error"];
@@ -51,10 +50,7 @@ pub fn render(balancers: &Balancers) -> String {
             }
             for p in peers {
                 let addr = p.addr.to_string();
-                let (_, origin) = p.state.health.last_change();
-                let now = if p.weight == 0
-                    || (!checks && origin == Origin::Initial && p.state.health.available())
-                {
+                let now = if p.weight == 0 || !checks {
                     "healthchecks_off"
                 } else if p.state.health.available() {
                     "healthy"

@@ -44,6 +44,9 @@ pub struct PeerState {
     in_flight: AtomicU32,
     /// Exponentially weighted moving average of response-head latency, microseconds.
     ewma: AtomicU64,
+    /// When the average last changed (ms since the Unix epoch): it halves every
+    /// [`LATENCY_HALF_LIFE_MS`] without news, so a penalised peer is tried again.
+    ewma_at: AtomicU64,
     pub requests: AtomicU64,
     pub failures: AtomicU64,
 }
@@ -55,6 +58,7 @@ impl PeerState {
             pool: Pool::new(&addr.ip().to_string(), addr.port(), Duration::from_secs(60)),
             in_flight: AtomicU32::new(0),
             ewma: AtomicU64::new(0),
+            ewma_at: AtomicU64::new(0),
             requests: AtomicU64::new(0),
             failures: AtomicU64::new(0),
         })
@@ -78,8 +82,14 @@ impl Peer {
         self.state.in_flight.load(Ordering::Relaxed)
     }
 
+    /// The latency average, halved for every [`LATENCY_HALF_LIFE_MS`] since it last changed.
     pub fn ewma_micros(&self) -> u64 {
-        self.state.ewma.load(Ordering::Relaxed)
+        let v = self.state.ewma.load(Ordering::Relaxed);
+        if v == 0 {
+            return 0;
+        }
+        let age = health::now_ms().saturating_sub(self.state.ewma_at.load(Ordering::Relaxed));
+        v >> (age / LATENCY_HALF_LIFE_MS).min(63)
     }
 
     /// Counts a request as in flight until the guard drops.
@@ -92,18 +102,36 @@ impl Peer {
     /// Folds one response-head latency into the average (weight 1/8 for the new sample).
     pub fn record_latency(&self, d: Duration) {
         let sample = d.as_micros().min(u64::MAX as u128) as u64;
-        let _ = self
-            .state
+        let old = self.ewma_micros();
+        let new = if old == 0 {
+            sample.max(1)
+        } else {
+            (old * 7 + sample) / 8
+        };
+        self.state.ewma.store(new.max(1), Ordering::Relaxed);
+        self.state
+            .ewma_at
+            .store(health::now_ms(), Ordering::Relaxed);
+    }
+
+    /// A failed try (refused, reset, timed out): the latency algorithm avoids the peer, as if
+    /// it took [`LATENCY_PENALTY`] or twice its average, whichever is more.
+    pub fn record_failure(&self) {
+        let penalty = LATENCY_PENALTY.as_micros() as u64;
+        let old = self.ewma_micros();
+        self.state
             .ewma
-            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |old| {
-                Some(if old == 0 {
-                    sample.max(1)
-                } else {
-                    (old * 7 + sample) / 8
-                })
-            });
+            .store(old.saturating_mul(2).max(penalty), Ordering::Relaxed);
+        self.state
+            .ewma_at
+            .store(health::now_ms(), Ordering::Relaxed);
     }
 }
+
+/// A failed try counts, for the latency algorithm, as at least this long.
+pub const LATENCY_PENALTY: Duration = Duration::from_secs(1);
+/// How fast a latency average fades without news.
+pub const LATENCY_HALF_LIFE_MS: u64 = 10_000;
 
 /// A request in flight to a peer (least-connections and latency count these).
 pub struct InFlight(Arc<PeerState>);
@@ -111,6 +139,50 @@ pub struct InFlight(Arc<PeerState>);
 impl Drop for InFlight {
     fn drop(&mut self) {
         self.0.in_flight.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// A set of HTTP statuses (100–999), tested in one step.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct StatusSet([u64; 16]);
+
+impl StatusSet {
+    pub fn of(statuses: &[u16]) -> StatusSet {
+        let mut set = StatusSet::default();
+        for s in statuses.iter().filter(|s| **s < 1024) {
+            set.0[(*s / 64) as usize] |= 1 << (s % 64);
+        }
+        set
+    }
+
+    pub fn contains(&self, s: u16) -> bool {
+        s < 1024 && self.0[(s / 64) as usize] & (1 << (s % 64)) != 0
+    }
+}
+
+/// What a proxied response tells the passive checks, prepared when the upstream changes.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct PassiveRules {
+    pub healthy: StatusSet,
+    pub unhealthy: StatusSet,
+    pub limits: Limits,
+    /// Kong's `healthchecks.threshold`: below this share of available weight, no peer.
+    pub threshold: f64,
+    /// Whether health checking is on (Kong's rule): off, every target with weight is
+    /// available whatever its counters said before.
+    pub enabled: bool,
+}
+
+impl PassiveRules {
+    fn of(up: &Upstream) -> PassiveRules {
+        let p = &up.healthchecks.passive;
+        PassiveRules {
+            healthy: StatusSet::of(&p.healthy.http_statuses),
+            unhealthy: StatusSet::of(&p.unhealthy.http_statuses),
+            limits: passive_limits(&up.healthchecks),
+            threshold: up.healthchecks.threshold,
+            enabled: up.healthchecks.enabled(),
+        }
     }
 }
 
@@ -145,6 +217,8 @@ pub struct Balancer {
     pub set: ArcSwap<PeerSet>,
     /// What consistent hashing hashes (Kong's `hash_on`, `hash_fallback`).
     pub hash: ArcSwap<hash_key::HashSpec>,
+    /// The passive checks' statuses and limits, and the threshold.
+    rules: ArcSwap<PassiveRules>,
     /// Targets in creation order (oldest first), with their resolution.
     targets: Mutex<Vec<TargetEntry>>,
     /// Peer states by (target, address), reused across rebuilds.
@@ -153,7 +227,7 @@ pub struct Balancer {
     /// Set while some name target has never been resolved.
     pub resolving: tokio::sync::watch::Sender<bool>,
     /// Wakes the discovery task when the targets change.
-    pub(crate) wake: tokio::sync::Notify,
+    pub(crate) wake: Arc<tokio::sync::Notify>,
 }
 
 impl Balancer {
@@ -161,6 +235,7 @@ impl Balancer {
         Arc::new(Balancer {
             id: upstream.id,
             hash: ArcSwap::from_pointee(hash_key::HashSpec::of(&upstream)),
+            rules: ArcSwap::from_pointee(PassiveRules::of(&upstream)),
             upstream: ArcSwap::from_pointee(upstream),
             set: ArcSwap::from_pointee(PeerSet {
                 peers: Vec::new(),
@@ -170,7 +245,7 @@ impl Balancer {
             states: Mutex::new(HashMap::new()),
             turn: AtomicUsize::new(0),
             resolving: tokio::sync::watch::channel(false).0,
-            wake: tokio::sync::Notify::new(),
+            wake: Arc::new(tokio::sync::Notify::new()),
         })
     }
 
@@ -190,9 +265,21 @@ impl Balancer {
         self.upstream.load().healthchecks.enabled()
     }
 
-    /// Picks a peer for a request; `key` is the consistent-hashing input.
+    /// Picks a peer for a request; `key` is the consistent-hashing input. None when no peer
+    /// is available, or when the available weight is at or below Kong's `threshold` (the
+    /// balancer is unhealthy).
     pub fn pick(&self, key: Option<&[u8]>) -> Option<Arc<Peer>> {
         let set = self.set.load();
+        let rules = self.rules.load();
+        if !rules.enabled {
+            return set
+                .selector
+                .pick(&set.peers, key, &self.turn, &|p: &Peer| p.weight > 0)
+                .cloned();
+        }
+        if rules.threshold > 0.0 && !self.balancer_health().0 {
+            return None;
+        }
         set.selector
             .pick(&set.peers, key, &self.turn, &|p: &Peer| {
                 p.weight > 0 && p.state.health.available()
@@ -211,37 +298,41 @@ impl Balancer {
             .filter(|p| p.state.health.available())
             .map(|p| p.weight as u64)
             .sum();
-        let threshold = self.upstream.load().healthchecks.threshold;
+        let threshold = self.rules.load().threshold;
         let healthy = total > 0 && (available as f64 / total as f64 * 100.0) > threshold;
         (healthy, total, available)
     }
 
-    /// Reports what a proxied request saw (passive checks).
-    pub fn report(&self, peer: &Peer, o: Observation) {
-        if o != Observation::Success {
+    /// Reports a failed try (connect refused or timed out, reset, no answer in time): the
+    /// target's failure count, the latency penalty and the passive checks.
+    pub fn report_failure(&self, peer: &Peer, o: Observation) {
+        peer.state.failures.fetch_add(1, Ordering::Relaxed);
+        peer.record_failure();
+        self.observe(peer, o);
+    }
+
+    /// Reports a response's status: Kong's passive checks look the status up in the healthy
+    /// list first, then the unhealthy one.
+    pub fn report_status(&self, peer: &Peer, status: u16) {
+        let rules = self.rules.load();
+        let o = if rules.healthy.contains(status) {
+            Observation::Success
+        } else if rules.unhealthy.contains(status) {
             peer.state.failures.fetch_add(1, Ordering::Relaxed);
-        }
-        let up = self.upstream.load();
-        let limits = passive_limits(&up.healthchecks);
-        if limits == Limits::default() {
+            Observation::HttpFailure
+        } else {
             return;
-        }
-        if let Some(now) = peer.state.health.observe(o, &limits, Origin::Passive) {
-            tracing::warn!(upstream = %up.name, target = %peer.target, addr = %peer.addr,
-                healthy = now, "passive health check changed a target's health");
+        };
+        if rules.limits != Limits::default() {
+            self.observe(peer, o);
         }
     }
 
-    /// The passive observation for a response status, if the status counts.
-    pub fn classify(&self, status: u16) -> Option<Observation> {
-        let up = self.upstream.load();
-        let p = &up.healthchecks.passive;
-        if p.unhealthy.http_statuses.contains(&status) {
-            Some(Observation::HttpFailure)
-        } else if p.healthy.http_statuses.contains(&status) {
-            Some(Observation::Success)
-        } else {
-            None
+    fn observe(&self, peer: &Peer, o: Observation) {
+        let limits = self.rules.load().limits;
+        if let Some(now) = peer.state.health.observe(o, &limits, Origin::Passive) {
+            tracing::warn!(upstream = %self.upstream.load().name, target = %peer.target,
+                addr = %peer.addr, healthy = now, "passive health check changed a target's health");
         }
     }
 
@@ -270,9 +361,11 @@ impl Balancer {
     /// Rebuilds the address set from the targets and their resolution, keeping the states
     /// of addresses that remain.
     pub fn rebuild(&self) {
+        // The states lock serialises rebuilds; the targets and settings are read under it,
+        // so the last rebuild to finish saw the latest of both.
+        let mut states = self.states.lock().unwrap_or_else(|p| p.into_inner());
         let up = self.upstream.load();
         let targets = self.targets();
-        let mut states = self.states.lock().unwrap_or_else(|p| p.into_inner());
         let mut keep: HashMap<(Uuid, SocketAddr), Arc<PeerState>> = HashMap::new();
         let mut peers = Vec::new();
         for t in &targets {
@@ -348,23 +441,18 @@ impl Balancer {
     }
 }
 
-/// Kong's Host for a balanced request: `host_header`, else the target's host, with the port
-/// unless it is 80.
+/// Kong's Host for a balanced request (`set_host_header`): `host_header`, else the target's
+/// host, then `:port` unless it is 80.
 fn host_header(up: &Upstream, t: &TargetEntry) -> HeaderValue {
-    let text = match &up.host_header {
+    let host = match &up.host_header {
         Some(h) => h.clone(),
-        None => {
-            let host = if t.host.contains(':') {
-                format!("[{}]", t.host)
-            } else {
-                t.host.clone()
-            };
-            if t.port == 80 {
-                host
-            } else {
-                format!("{host}:{}", t.port)
-            }
-        }
+        None if t.host.contains(':') => format!("[{}]", t.host),
+        None => t.host.clone(),
+    };
+    let text = if t.port == 80 {
+        host
+    } else {
+        format!("{host}:{}", t.port)
     };
     HeaderValue::from_str(&text).unwrap_or(HeaderValue::from_static(""))
 }
@@ -417,9 +505,10 @@ impl Balancers {
         }
         let mut map = self.lock();
         let mut by_name = HashMap::new();
-        let mut seen = Vec::new();
+        let mut seen = std::collections::HashSet::new();
+        let mut changed = Vec::new();
         for up in state.all::<Upstream>() {
-            seen.push(up.id);
+            seen.insert(up.id);
             let b = map
                 .entry(up.id)
                 .or_insert_with(|| Balancer::new(up.clone()))
@@ -429,6 +518,7 @@ impl Balancers {
             let changed_settings = **b.upstream.load() != *up;
             if changed_settings {
                 b.hash.store(Arc::new(hash_key::HashSpec::of(up)));
+                b.rules.store(Arc::new(PassiveRules::of(up)));
                 b.upstream.store(Arc::new(up.clone()));
             }
             let changed_targets = {
@@ -460,14 +550,19 @@ impl Balancers {
                 !same
             };
             if changed_settings || changed_targets {
-                b.rebuild();
-                let pending = b.has_pending();
-                b.resolving.send_replace(pending);
-                self.discovery.watch(&b);
+                changed.push(b.clone());
             }
             by_name.insert(up.name.clone(), b);
         }
         map.retain(|id, _| seen.contains(id));
+        // Rebuilt without the map's lock: the probes and the cluster view read it meanwhile.
+        drop(map);
+        for b in changed {
+            b.rebuild();
+            let pending = b.has_pending();
+            b.resolving.send_replace(pending);
+            self.discovery.watch(&b);
+        }
         by_name
     }
 }

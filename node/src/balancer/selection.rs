@@ -49,9 +49,18 @@ impl Algorithm {
 
 /// A built selector for one address set.
 pub enum Selector {
-    RoundRobin { cycle: Vec<u32> },
+    RoundRobin {
+        cycle: Vec<u32>,
+    },
     LeastConnections,
-    Ring { table: Vec<u32>, seeds: Vec<u64> },
+    /// The table is built on the first pick (a few ms for 10,000 slots and 10 targets), not
+    /// when the configuration is applied: a file of many upstreams loads fast.
+    Ring {
+        table: std::sync::OnceLock<Vec<u32>>,
+        seeds: Vec<u64>,
+        weights: Vec<u32>,
+        slots: u32,
+    },
     Latency,
 }
 
@@ -67,10 +76,11 @@ impl Selector {
                     .iter()
                     .map(|p| xxhash_rust::xxh3::xxh3_64(p.addr.to_string().as_bytes()))
                     .collect();
-                let weights: Vec<u32> = peers.iter().map(|p| p.weight).collect();
                 Selector::Ring {
-                    table: table(&seeds, &weights, slots),
+                    table: std::sync::OnceLock::new(),
                     seeds,
+                    weights: peers.iter().map(|p| p.weight).collect(),
+                    slots,
                 }
             }
             Algorithm::Latency => Selector::Latency,
@@ -91,6 +101,10 @@ impl Selector {
                 if cycle.is_empty() {
                     return None;
                 }
+                // During an outage, answer at once rather than walk the whole cycle.
+                if !peers.iter().any(|p| p.weight > 0 && available(p)) {
+                    return None;
+                }
                 let start = turn.fetch_add(1, Ordering::Relaxed);
                 (0..cycle.len())
                     .map(|i| &peers[cycle[(start + i) % cycle.len()] as usize])
@@ -109,15 +123,18 @@ impl Selector {
                     p.ewma_micros() as f64 * (p.in_flight() + 1) as f64 / p.weight as f64
                 })
             }
-            Selector::Ring { table, seeds } => {
+            Selector::Ring {
+                table,
+                seeds,
+                weights,
+                slots,
+            } => {
+                let table = table.get_or_init(|| self::table(seeds, weights, *slots));
                 if table.is_empty() {
                     return None;
                 }
-                let slot = match key {
-                    Some(k) => hash32(k) as usize % table.len(),
-                    // No key (hash inputs all missing): spread as round-robin does.
-                    None => turn.fetch_add(1, Ordering::Relaxed) % table.len(),
-                };
+                // No key hashes as the empty string, as Kong's.
+                let slot = hash32(key.unwrap_or_default()) as usize % table.len();
                 let owner = &peers[table[slot] as usize];
                 if available(owner) {
                     return Some(owner);

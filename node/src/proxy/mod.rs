@@ -345,21 +345,26 @@ impl Proxy {
                 Ok(mut resp) => {
                     if let (Some(b), Some(p), Some((guard, sent))) = (balancer, &peer, in_flight) {
                         p.record_latency(sent.elapsed());
-                        if let Some(o) = b.classify(resp.status().as_u16()) {
-                            b.report(p, o);
-                        }
+                        b.report_status(p, resp.status().as_u16());
                         resp.body_mut().in_flight = Some(guard);
                     }
                     break resp;
                 }
                 Err(e) => {
-                    if let (Some(b), Some(p)) = (balancer, &peer) {
+                    // A try the client broke (a streamed body cut short) says nothing about
+                    // the target, nor does a timeout while a body streams (the client may be
+                    // the slow one).
+                    let client_broke = outgoing.client_failed.as_ref().is_some_and(|f| {
+                        f.load(Ordering::Relaxed)
+                            || e.is_timeout() && !matches!(e, SendError::Connect { .. })
+                    });
+                    if let (Some(b), Some(p), false) = (balancer, &peer, client_broke) {
                         let o = if e.is_timeout() {
                             Observation::Timeout
                         } else {
                             Observation::TcpFailure
                         };
-                        b.report(p, o);
+                        b.report_failure(p, o);
                     }
                     match e {
                         // A name that does not resolve is not retried.
