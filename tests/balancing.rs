@@ -225,6 +225,32 @@ async fn consistent_hashing_keeps_most_keys_when_a_target_goes_and_sets_a_cookie
         assert!(r.headers().get("set-cookie").is_none());
         assert_eq!(r.text().await.unwrap(), first);
     }
+
+    // hash_on uri_capture: a named group of the route's regex path.
+    node.create(
+        "/upstreams",
+        json!({"name": "cap.test", "hash_on": "uri_capture", "hash_on_uri_capture": "user"}),
+    )
+    .await;
+    for b in &bs {
+        target(&node, "cap.test", b, 100).await;
+    }
+    node.create("/services", json!({"name": "cap", "host": "cap.test"}))
+        .await;
+    node.create(
+        "/services/cap/routes",
+        json!({"paths": ["~/cap/(?<user>[a-z0-9]+)"]}),
+    )
+    .await;
+    let mut seen = std::collections::HashSet::new();
+    for i in 0..40 {
+        let path = format!("/cap/u{i}");
+        let first = get(&node, &format!("{path}/a"), &[]).await.1;
+        // Only the capture counts: the rest of the path does not move the key.
+        assert_eq!(get(&node, &format!("{path}/b?x=1"), &[]).await.1, first);
+        seen.insert(first);
+    }
+    assert!(seen.len() >= 5, "captures spread over {seen:?}");
 }
 
 #[tokio::test]

@@ -144,6 +144,8 @@ pub struct Router {
     routes: Vec<Uuid>,
     matchers: Vec<Matcher>,
     index: Index,
+    /// Per route, the positions of its regex-path matchers (for [`Router::captures`]).
+    regex_matchers: HashMap<usize, Vec<usize>>,
 }
 
 /// Candidate lists of matcher positions, each ascending (= precedence order).
@@ -257,10 +259,10 @@ impl Router {
     /// The captures of the matched route's regex path on `path` (Kong's `uri_captures`), if
     /// the route matched by a regex path.
     pub fn captures<'p>(&self, route: usize, path: &'p str) -> Option<regex::Captures<'p>> {
-        self.matchers
+        self.regex_matchers
+            .get(&route)?
             .iter()
-            .filter(|m| m.route == route)
-            .find_map(|m| match &m.path {
+            .find_map(|i| match &self.matchers[*i].path {
                 PathRule::Regex(re) => re.captures(path),
                 _ => None,
             })
@@ -308,10 +310,17 @@ impl Router {
         }
         matchers.sort_by(|a, b| b.rank.cmp(&a.rank));
         let index = Index::build(&matchers);
+        let mut regex_matchers: HashMap<usize, Vec<usize>> = HashMap::new();
+        for (i, m) in matchers.iter().enumerate() {
+            if matches!(m.path, PathRule::Regex(_)) {
+                regex_matchers.entry(m.route).or_default().push(i);
+            }
+        }
         Router {
             routes,
             matchers,
             index,
+            regex_matchers,
         }
     }
 
