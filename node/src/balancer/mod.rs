@@ -84,11 +84,15 @@ impl Peer {
 
     /// The latency average, halved for every [`LATENCY_HALF_LIFE_MS`] since it last changed.
     pub fn ewma_micros(&self) -> u64 {
+        self.ewma_at(health::now_ms())
+    }
+
+    fn ewma_at(&self, now_ms: u64) -> u64 {
         let v = self.state.ewma.load(Ordering::Relaxed);
         if v == 0 {
             return 0;
         }
-        let age = health::now_ms().saturating_sub(self.state.ewma_at.load(Ordering::Relaxed));
+        let age = now_ms.saturating_sub(self.state.ewma_at.load(Ordering::Relaxed));
         v >> (age / LATENCY_HALF_LIFE_MS).min(63)
     }
 
@@ -101,30 +105,32 @@ impl Peer {
 
     /// Folds one response-head latency into the average (weight 1/8 for the new sample).
     pub fn record_latency(&self, d: Duration) {
+        let now = health::now_ms();
         let sample = d.as_micros().min(u64::MAX as u128) as u64;
-        let old = self.ewma_micros();
+        let old = self.ewma_at(now);
         let new = if old == 0 {
             sample.max(1)
         } else {
             (old * 7 + sample) / 8
         };
         self.state.ewma.store(new.max(1), Ordering::Relaxed);
-        self.state
-            .ewma_at
-            .store(health::now_ms(), Ordering::Relaxed);
+        // The clock is written only when a second has passed: the decay counts in tens of
+        // seconds, and most responses then cost one clock read.
+        if now.saturating_sub(self.state.ewma_at.load(Ordering::Relaxed)) >= 1000 {
+            self.state.ewma_at.store(now, Ordering::Relaxed);
+        }
     }
 
     /// A failed try (refused, reset, timed out): the latency algorithm avoids the peer, as if
     /// it took [`LATENCY_PENALTY`] or twice its average, whichever is more.
     pub fn record_failure(&self) {
+        let now = health::now_ms();
         let penalty = LATENCY_PENALTY.as_micros() as u64;
-        let old = self.ewma_micros();
+        let old = self.ewma_at(now);
         self.state
             .ewma
             .store(old.saturating_mul(2).max(penalty), Ordering::Relaxed);
-        self.state
-            .ewma_at
-            .store(health::now_ms(), Ordering::Relaxed);
+        self.state.ewma_at.store(now, Ordering::Relaxed);
     }
 }
 
