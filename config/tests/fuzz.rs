@@ -249,6 +249,17 @@ proptest! {
         let headers: HashMap<String, Vec<String>> = HashMap::new();
         let _ = router.find(&RequestView { method: &method, host: &host, port: None, path: &once, headers: &headers });
     }
+
+    #[test]
+    fn fuzz_target_addresses_normalise_once_or_are_refused(text in "[0-9a-fA-F:.\\[\\]a-z-]{0,48}") {
+        // Targets and upstream names from the Admin API: never a panic, and a normalised
+        // address normalises to itself (so `1.2.3.4` and `001.2.3.4:8000` are one target).
+        if let Ok(h) = tollgate_config::address::normalize(&text) {
+            let formatted = h.format(Some(8000));
+            let again = tollgate_config::address::normalize(&formatted).unwrap();
+            prop_assert_eq!(again.format(Some(8000)), formatted);
+        }
+    }
 }
 
 fn depth(v: &Value) -> usize {

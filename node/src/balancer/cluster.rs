@@ -343,6 +343,14 @@ pub async fn run(
 mod tests {
     use super::*;
 
+    proptest::proptest! {
+        /// What peers gossip is decoded without a panic, whatever it holds.
+        #[test]
+        fn fuzz_gossiped_health_decodes_or_is_skipped(text in "[ -~]{0,200}") {
+            let _ = decode(&text);
+        }
+    }
+
     #[test]
     fn entries_round_trip() {
         let mut m = BTreeMap::new();
