@@ -3,12 +3,13 @@
 //!
 //! - `consumer`: the consumer's id, else the credential's;
 //! - `ip`: the client address (after trusted-proxy resolution);
-//! - `header`: the header's values, joined with `,` when repeated;
+//! - `header`: the header's values, joined with `, ` when repeated (as nginx joins them);
 //! - `cookie`: the cookie's value; when absent, a new UUID that is also set on the client
 //!   with `Set-Cookie: <name>=<uuid>; Path=<hash_on_cookie_path>; Same-Site=Lax; HttpOnly`,
 //!   so the client sticks;
 //! - `path`: the normalised request path;
-//! - `query_arg`: the argument's values, sorted and joined with `,`;
+//! - `query_arg`: the argument's values (`true` for one without `=`), sorted and joined with
+//!   `,`;
 //! - `uri_capture`: a named or numbered capture of the route's regex path.
 
 use std::net::IpAddr;
@@ -146,7 +147,7 @@ fn value(on: &HashOn, r: &Request<'_>) -> Option<Vec<u8>> {
                 .iter()
                 .map(|v| v.as_bytes())
                 .collect();
-            (!values.is_empty()).then(|| values.join(&b","[..]))
+            (!values.is_empty()).then(|| values.join(&b", "[..]))
         }
         HashOn::Cookie { name, .. } => r
             .headers
@@ -159,9 +160,22 @@ fn value(on: &HashOn, r: &Request<'_>) -> Option<Vec<u8>> {
             .map(|(_, v)| v.as_bytes().to_vec()),
         HashOn::Path => Some(r.path.as_bytes().to_vec()),
         HashOn::QueryArg(arg) => {
-            let mut values: Vec<String> = form_urlencoded::parse(r.query?.as_bytes())
-                .filter(|(k, _)| k == arg)
-                .map(|(_, v)| v.into_owned())
+            // As OpenResty's `get_uri_args`: names and values unescaped (`+` is a space), an
+            // argument without `=` is the boolean true, printed "true".
+            let decode = |b: &str| -> String {
+                form_urlencoded::parse(format!("x={b}").as_bytes())
+                    .next()
+                    .map(|(_, v)| v.into_owned())
+                    .unwrap_or_default()
+            };
+            let mut values: Vec<String> = r
+                .query?
+                .split('&')
+                .filter(|part| !part.is_empty())
+                .filter_map(|part| match part.split_once('=') {
+                    Some((k, v)) => (decode(k) == *arg).then(|| decode(v)),
+                    None => (decode(part) == *arg).then(|| "true".to_string()),
+                })
                 .collect();
             values.sort();
             (!values.is_empty()).then(|| values.join(",").into_bytes())
@@ -193,6 +207,32 @@ mod tests {
         }
     }
 
+    /// Kong's `03-consistent-hashing_spec.lua`, "hashing on a query string arg".
+    #[test]
+    fn query_args_as_openresty_reads_them() {
+        let h = HeaderMap::new();
+        let arg = |query: &'static str, name: &str| {
+            let spec = HashSpec {
+                on: HashOn::QueryArg(name.into()),
+                fallback: HashOn::None,
+            };
+            let r = Request {
+                query: Some(query),
+                ..req(&h)
+            };
+            String::from_utf8(key(&spec, &r).0.unwrap()).unwrap()
+        };
+        assert_eq!(arg("hashme=123", "hashme"), "123");
+        assert_eq!(arg("other=1", "hashme"), "");
+        assert_eq!(arg("hashme", "hashme"), "true");
+        assert_eq!(arg("foo=", "foo"), "");
+        assert_eq!(arg("foo=b&foo=a&foo=c", "foo"), "a,b,c");
+        assert_eq!(arg("foo=s&foo&foo=1&foo=", "foo"), ",1,s,true");
+        assert_eq!(arg("foo&foo&", "foo"), "true,true");
+        assert_eq!(arg("%7B%7D=x&a%20b=y+z", "{}"), "x");
+        assert_eq!(arg("%7B%7D=x&a%20b=y+z", "a b"), "y z");
+    }
+
     #[test]
     fn falls_back_and_makes_up_a_cookie() {
         let h = HeaderMap::new();
@@ -204,7 +244,7 @@ mod tests {
         let mut h = HeaderMap::new();
         h.append("x-user", HeaderValue::from_static("u1"));
         h.append("x-user", HeaderValue::from_static("u2"));
-        assert_eq!(key(&spec, &req(&h)).0.unwrap(), b"u1,u2");
+        assert_eq!(key(&spec, &req(&h)).0.unwrap(), b"u1, u2");
         let spec = HashSpec {
             on: HashOn::Cookie {
                 name: "sticky".into(),
