@@ -36,6 +36,13 @@ async fn target(node: &Node, up: &str, b: &Backend, weight: u32) -> Value {
     .await
 }
 
+/// Each backend a target of `up`, weight 100.
+async fn targets(node: &Node, up: &str, backends: &[&Backend]) {
+    for b in backends {
+        target(node, up, b, 100).await;
+    }
+}
+
 /// GETs `path` through the proxy with `headers`; the status and the answering backend.
 async fn get(node: &Node, path: &str, headers: &[(&str, &str)]) -> (u16, String) {
     let mut r = client().get(node.proxy_url(path));
@@ -68,9 +75,7 @@ async fn round_robin_spreads_evenly_and_by_weight_and_sets_the_targets_host() {
         Backend::start("c").await,
     ];
     upstream(&node, "rr.test", json!({}), json!({})).await;
-    for b in &bs {
-        target(&node, "rr.test", b, 100).await;
-    }
+    targets(&node, "rr.test", &bs.iter().collect::<Vec<_>>()).await;
     let mut seen = Vec::new();
     for _ in 0..300 {
         let (s, name) = get(&node, "/rr.test", &[]).await;
@@ -200,9 +205,7 @@ async fn consistent_hashing_keeps_most_keys_when_a_target_goes_and_sets_a_cookie
         json!({}),
     )
     .await;
-    for b in &bs {
-        target(&node, "cookie.test", b, 100).await;
-    }
+    targets(&node, "cookie.test", &bs.iter().collect::<Vec<_>>()).await;
     let r = client()
         .get(node.proxy_url("/cookie.test"))
         .send()
@@ -232,9 +235,7 @@ async fn consistent_hashing_keeps_most_keys_when_a_target_goes_and_sets_a_cookie
         json!({"name": "cap.test", "hash_on": "uri_capture", "hash_on_uri_capture": "user"}),
     )
     .await;
-    for b in &bs {
-        target(&node, "cap.test", b, 100).await;
-    }
+    targets(&node, "cap.test", &bs.iter().collect::<Vec<_>>()).await;
     node.create("/services", json!({"name": "cap", "host": "cap.test"}))
         .await;
     node.create(
@@ -266,8 +267,7 @@ async fn least_connections_favours_an_idle_target_over_a_slow_one() {
         json!({}),
     )
     .await;
-    target(&node, "lc.test", &slow, 100).await;
-    target(&node, "lc.test", &fast, 100).await;
+    targets(&node, "lc.test", &[&slow, &fast]).await;
     // Eight clients at once, 10 requests each: the slow target holds its requests longer,
     // so new ones go to the fast one.
     let mut tasks = tokio::task::JoinSet::new();
@@ -301,8 +301,7 @@ async fn least_connections_favours_an_idle_target_over_a_slow_one() {
         json!({}),
     )
     .await;
-    target(&node, "lat.test", &slow, 100).await;
-    target(&node, "lat.test", &fast, 100).await;
+    targets(&node, "lat.test", &[&slow, &fast]).await;
     let mut names = Vec::new();
     for _ in 0..20 {
         names.push(get(&node, "/lat.test", &[]).await.1);
@@ -339,9 +338,7 @@ async fn a_killed_backend_costs_no_failed_get_with_retries() {
         Backend::start("c").await,
     ];
     upstream(&node, "kill.test", json!({}), json!({"retries": 2})).await;
-    for b in &bs {
-        target(&node, "kill.test", b, 100).await;
-    }
+    targets(&node, "kill.test", &bs.iter().collect::<Vec<_>>()).await;
     for _ in 0..30 {
         assert_eq!(get(&node, "/kill.test", &[]).await.0, 200);
     }
@@ -380,8 +377,7 @@ async fn a_hung_backend_is_ejected_after_its_timeouts_and_readmitted_by_active_c
                    "healthy": {"successes": 2}, "unhealthy": {"interval": 0.2}}
     }});
     upstream(&node, "hung.test", checks, json!({"read_timeout": 300})).await;
-    target(&node, "hung.test", &good, 100).await;
-    target(&node, "hung.test", &hung, 100).await;
+    targets(&node, "hung.test", &[&good, &hung]).await;
     hung.set(Mode::Hung);
     // Round-robin sends every second request to the hung target until two timed out (504s).
     let started = Instant::now();
