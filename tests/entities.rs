@@ -110,10 +110,12 @@ async fn drive(node: &Node, kind: EntityKind) {
         }
     }
 
-    // The same input again violates a unique constraint.
-    let (s, err) = node.post(&base, body0.clone()).await;
-    assert_eq!(s, 409, "{what}: duplicate -> {err}");
-    assert_eq!(err["name"], "unique constraint violation", "{what}: {err}");
+    // The same input again violates a unique constraint (certificates have none).
+    if !decl.uniques.is_empty() {
+        let (s, err) = node.post(&base, body0.clone()).await;
+        assert_eq!(s, 409, "{what}: duplicate -> {err}");
+        assert_eq!(err["name"], "unique constraint violation", "{what}: {err}");
+    }
 
     // A second one, sharing the first's references.
     let mut body1 = example(kind, 1);

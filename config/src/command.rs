@@ -42,6 +42,8 @@ pub enum Command {
     /// Replaces the whole configuration (declarative load). Checked as a whole: either every
     /// entity is consistent and it replaces everything, or nothing changes.
     Replace(Box<StateData>),
+    /// Puts and deletes applied together, all or none (a certificate and its SNIs).
+    Batch(Vec<Command>),
 }
 
 /// What an applied command did.

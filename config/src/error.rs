@@ -296,6 +296,9 @@ pub enum ApplyError {
     ReferencedBy { kind: EntityKind, by: EntityKind },
     #[error("Not found")]
     NotFound { kind: EntityKind, id: String },
+    /// A reference held in a list (a service's `ca_certificates`) forbids a delete.
+    #[error("{0}")]
+    ReferencedByOthers(String),
 }
 
 impl ApplyError {
@@ -312,7 +315,7 @@ impl ApplyError {
     pub fn status(&self) -> u16 {
         match self {
             ApplyError::Schema(_) | ApplyError::ForeignKey { .. } => 400,
-            ApplyError::ReferencedBy { .. } => 400,
+            ApplyError::ReferencedBy { .. } | ApplyError::ReferencedByOthers(_) => 400,
             ApplyError::Unique { .. } | ApplyError::PrimaryKey { .. } => 409,
             ApplyError::NotFound { .. } => 404,
         }
@@ -345,6 +348,9 @@ impl ApplyError {
                 "fields": { "@referenced_by": by.table() }
             }),
             ApplyError::NotFound { .. } => json!({ "message": "Not found" }),
+            ApplyError::ReferencedByOthers(_) => json!({
+                "code": 19, "name": "referenced by others", "message": message
+            }),
         }
     }
 }

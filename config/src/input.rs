@@ -241,15 +241,14 @@ struct ServiceInput {
     // Accepted because GET output may be sent back as input; the server sets it.
     #[serde(default, rename = "updated_at")]
     _updated_at: Option<i64>,
-    // Kong prints these; upstream TLS is not built yet, so only null is accepted.
     #[serde(default)]
-    client_certificate: Option<Value>,
+    client_certificate: Option<FkInput>,
     #[serde(default)]
-    tls_verify: Option<Value>,
+    tls_verify: Option<bool>,
     #[serde(default)]
-    tls_verify_depth: Option<Value>,
-    #[serde(default)]
-    ca_certificates: Option<Value>,
+    tls_verify_depth: Option<i64>,
+    #[serde(default, deserialize_with = "lenient::opt_string_list")]
+    ca_certificates: Option<Vec<String>>,
 }
 
 fn valid_host(h: &str) -> bool {
@@ -269,7 +268,7 @@ fn valid_host(h: &str) -> bool {
 }
 
 /// Builds a service from an Admin API body.
-pub fn service(v: &Value, stamp: &Stamp) -> Result<Service, FieldErrors> {
+pub fn service(v: &Value, stamp: &Stamp, state: &State) -> Result<Service, FieldErrors> {
     let inp: ServiceInput = parse(v).map_err(|mut e| {
         // A type error stops the reading; the missing host is still worth naming, as Kong does.
         if v.get("host").is_none_or(Value::is_null) && v.get("url").is_none_or(Value::is_null) {
@@ -281,19 +280,6 @@ pub fn service(v: &Value, stamp: &Stamp) -> Result<Service, FieldErrors> {
     let id = check_id(&inp.id, stamp, &mut errs);
     check_utf8_name("name", &inp.name, &mut errs);
     check_tags(&inp.tags, &mut errs);
-    for (f, val) in [
-        ("client_certificate", &inp.client_certificate),
-        ("tls_verify", &inp.tls_verify),
-        ("tls_verify_depth", &inp.tls_verify_depth),
-        ("ca_certificates", &inp.ca_certificates),
-    ] {
-        if matches!(val, Some(v) if !v.is_null()) {
-            errs.add(
-                f,
-                "upstream TLS is not supported yet; only null is accepted",
-            );
-        }
-    }
 
     let (mut protocol, mut host, mut port, mut path) = (
         inp.protocol.clone(),
@@ -334,11 +320,11 @@ pub fn service(v: &Value, stamp: &Stamp) -> Result<Service, FieldErrors> {
     let protocol = match protocol.as_deref() {
         None => Protocol::Http,
         Some(p) => match Protocol::parse(p) {
-            Some(Protocol::Http) => Protocol::Http,
+            Some(pr @ (Protocol::Http | Protocol::Https)) => pr,
             Some(other) => {
                 errs.add(
                     if inp.url.is_some() { "url" } else { "protocol" },
-                    format!("protocol '{other}' to upstreams is not supported yet (only http)"),
+                    format!("protocol '{other}' to upstreams is not supported yet (only http and https)"),
                 );
                 other
             }
@@ -386,6 +372,53 @@ pub fn service(v: &Value, stamp: &Stamp) -> Result<Service, FieldErrors> {
     let write_timeout = to("write_timeout", inp.write_timeout, &mut errs);
     let read_timeout = to("read_timeout", inp.read_timeout, &mut errs);
     let retries = range("retries", inp.retries, 0, 32767, 5, &mut errs) as u32;
+    let tls_verify_depth = inp
+        .tls_verify_depth
+        .map(|d| range("tls_verify_depth", Some(d), 0, 64, 0, &mut errs) as u8);
+    let mut ca_certificates = None;
+    if let Some(list) = &inp.ca_certificates {
+        let mut ids = Vec::new();
+        for (i, s) in list.iter().enumerate() {
+            match Uuid::parse_str(s) {
+                Ok(id) => ids.push(id),
+                Err(_) => errs.add(
+                    &format!("ca_certificates.{}", i + 1),
+                    "expected a valid UUID",
+                ),
+            }
+        }
+        ca_certificates = Some(ids);
+    }
+    let client_certificate = resolve_fk(
+        state,
+        EntityKind::Certificate,
+        "client_certificate",
+        inp.client_certificate,
+        &mut errs,
+    );
+    // Kong's conditional checks: these only mean something to a TLS upstream.
+    if protocol != Protocol::Https {
+        for (f, set) in [
+            ("client_certificate", client_certificate.is_some()),
+            ("tls_verify", inp.tls_verify.is_some()),
+            ("tls_verify_depth", tls_verify_depth.is_some()),
+            ("ca_certificates", ca_certificates.is_some()),
+        ] {
+            if set {
+                errs.add(f, "value must be null");
+            }
+        }
+    }
+    if let Some(ids) = &ca_certificates {
+        for id in ids {
+            if state.get(EntityKind::CaCertificate, *id).is_none() {
+                errs.add(
+                    "ca_certificates",
+                    format!("the CA certificate '{id}' does not exist"),
+                );
+            }
+        }
+    }
     errs.into_result()?;
     Ok(Service {
         id,
@@ -402,6 +435,10 @@ pub fn service(v: &Value, stamp: &Stamp) -> Result<Service, FieldErrors> {
         tags: inp.tags,
         created_at: stamp.created_at.or(inp.created_at).unwrap_or(stamp.now),
         updated_at: stamp.now,
+        client_certificate,
+        tls_verify: inp.tls_verify,
+        tls_verify_depth,
+        ca_certificates,
     })
 }
 
@@ -445,9 +482,9 @@ struct RouteInput {
     // Accepted because GET output may be sent back as input; the server sets it.
     #[serde(default, rename = "updated_at")]
     _updated_at: Option<i64>,
-    // Stream/TLS matching fields Kong prints; only null until the TLS listener exists.
-    #[serde(default)]
-    snis: Option<Value>,
+    #[serde(default, deserialize_with = "lenient::opt_string_list")]
+    snis: Option<Vec<String>>,
+    // Stream matching fields Kong prints; only null until stream listeners exist.
     #[serde(default)]
     sources: Option<Value>,
     #[serde(default)]
@@ -494,7 +531,6 @@ pub fn route(
     check_utf8_name("name", &inp.name, &mut errs);
     check_tags(&inp.tags, &mut errs);
     for (f, val) in [
-        ("snis", &inp.snis),
         ("sources", &inp.sources),
         ("destinations", &inp.destinations),
     ] {
@@ -502,7 +538,7 @@ pub fn route(
         {
             errs.add(
                 f,
-                "not supported yet (needs the TLS/stream listeners); only null is accepted",
+                "not supported yet (needs the stream listeners); only null is accepted",
             );
         }
     }
@@ -590,8 +626,28 @@ pub fn route(
         }
         headers = Some(out);
     }
+    let snis = inp.snis.filter(|s| !s.is_empty()).map(|s| {
+        s.into_iter()
+            .map(|n| n.to_ascii_lowercase())
+            .collect::<Vec<_>>()
+    });
+    for n in snis.iter().flatten() {
+        if let Err(m) = crate::entities::check_wildcard_host(n) {
+            errs.add("snis", m);
+        }
+    }
+    if snis.is_some() && !protocols.contains(&Protocol::Https) {
+        errs.add_entity(
+            "'snis' can only be set when 'protocols' is 'grpcs', 'https', 'tls' or 'tls_passthrough'",
+        );
+    }
     let unset = |v: &Option<Vec<String>>| v.as_ref().is_none_or(Vec::is_empty);
-    if unset(&methods) && unset(&hosts) && unset(&paths) && headers.is_none() {
+    if unset(&methods)
+        && unset(&hosts)
+        && unset(&paths)
+        && headers.is_none()
+        && (snis.is_none() || !protocols.contains(&Protocol::Https))
+    {
         errs.add_entity(if protocols.contains(&Protocol::Https) {
             "must set one of 'methods', 'hosts', 'headers', 'paths', 'snis' when 'protocols' is 'https'"
         } else {
@@ -647,6 +703,7 @@ pub fn route(
         tags: inp.tags,
         created_at: stamp.created_at.or(inp.created_at).unwrap_or(stamp.now),
         updated_at: stamp.now,
+        snis,
     })
 }
 
@@ -912,6 +969,7 @@ mod tests {
         let s = service(
             &json!({"name": "echo", "url": "http://echo:8080/base"}),
             &stamp(),
+            &State::default(),
         )
         .unwrap();
         assert_eq!(
@@ -927,21 +985,31 @@ mod tests {
             ),
             (5, 60000, 60000, 60000)
         );
-        let s = service(&json!({"host": "example.com"}), &stamp()).unwrap();
+        let s = service(&json!({"host": "example.com"}), &stamp(), &State::default()).unwrap();
         assert_eq!((s.port, s.path), (80, None));
-        let s = service(&json!({"url": "http://127.0.0.1:9"}), &stamp()).unwrap();
+        let s = service(
+            &json!({"url": "http://127.0.0.1:9"}),
+            &stamp(),
+            &State::default(),
+        )
+        .unwrap();
         assert_eq!(s.path, None);
-        let s = service(&json!({"url": "http://127.0.0.1:9/"}), &stamp()).unwrap();
+        let s = service(
+            &json!({"url": "http://127.0.0.1:9/"}),
+            &stamp(),
+            &State::default(),
+        )
+        .unwrap();
         assert_eq!(s.path.as_deref(), Some("/"));
     }
 
     #[test]
     fn service_errors_name_fields() {
         // Kong reads a url without a scheme as a bare path.
-        let e = service(&json!({"url": "not a url"}), &stamp()).unwrap_err();
+        let e = service(&json!({"url": "not a url"}), &stamp(), &State::default()).unwrap_err();
         assert_eq!(e.to_json()["host"], "required field missing");
         assert_eq!(e.to_json()["path"], "should start with: /");
-        let e = service(&json!({"url": "http://[bad"}), &stamp()).unwrap_err();
+        let e = service(&json!({"url": "http://[bad"}), &stamp(), &State::default()).unwrap_err();
         assert!(e.to_json()["url"]
             .as_str()
             .unwrap()
@@ -949,14 +1017,20 @@ mod tests {
         let e = service(
             &json!({"host": "a", "port": 70000, "retries": -1}),
             &stamp(),
+            &State::default(),
         )
         .unwrap_err();
         assert!(e.to_json()["port"].is_string() && e.to_json()["retries"].is_string());
-        let e = service(&json!({"host": "a", "foo": 1}), &stamp()).unwrap_err();
+        let e = service(&json!({"host": "a", "foo": 1}), &stamp(), &State::default()).unwrap_err();
         assert_eq!(e.to_json()["foo"], "unknown field");
-        let e = service(&json!({"name": "bad name", "host": "a"}), &stamp()).unwrap_err();
+        let e = service(
+            &json!({"name": "bad name", "host": "a"}),
+            &stamp(),
+            &State::default(),
+        )
+        .unwrap_err();
         assert!(e.to_json()["name"].is_string());
-        let e = service(&json!({}), &stamp()).unwrap_err();
+        let e = service(&json!({}), &stamp(), &State::default()).unwrap_err();
         assert_eq!(e.to_json()["host"], "required field missing");
     }
 
@@ -1015,10 +1089,20 @@ mod tests {
     #[test]
     fn names_and_tags_have_length_limits() {
         let long = "a".repeat(MAX_NAME_LEN + 1);
-        let e = service(&json!({"name": long, "host": "h"}), &stamp()).unwrap_err();
+        let e = service(
+            &json!({"name": long, "host": "h"}),
+            &stamp(),
+            &State::default(),
+        )
+        .unwrap_err();
         assert_eq!(e.to_json()["name"], "length must be at most 512");
         let ok = "a".repeat(MAX_NAME_LEN);
-        assert!(service(&json!({"name": ok, "host": "h"}), &stamp()).is_ok());
+        assert!(service(
+            &json!({"name": ok, "host": "h"}),
+            &stamp(),
+            &State::default()
+        )
+        .is_ok());
         let e = consumer(&json!({"username": "u".repeat(1_000_000)}), &stamp()).unwrap_err();
         assert_eq!(e.to_json()["username"], "length must be at most 512");
         let many: Vec<String> = (0..100_000).map(|i| format!("t{i}")).collect();

@@ -10,6 +10,7 @@
 pub mod address;
 pub mod codec;
 pub mod command;
+pub mod compat;
 pub mod data;
 pub mod declarative;
 pub mod entities;
@@ -24,6 +25,7 @@ pub mod registry;
 pub mod router;
 pub mod schema;
 pub mod state;
+pub mod x509;
 
 pub use command::{Applied, Command, PutMode};
 pub use entities::{Consumer, KeyAuthCredential, Plugin, Route, Service};

@@ -534,6 +534,10 @@ mod tests {
                         tags: None,
                         created_at: 0,
                         updated_at: 0,
+                        client_certificate: None,
+                        tls_verify: None,
+                        tls_verify_depth: None,
+                        ca_certificates: None,
                     }),
                     mode: PutMode::Create,
                 })
@@ -562,6 +566,7 @@ mod tests {
                 tags: None,
                 created_at: self.n as i64,
                 updated_at: 0,
+                snis: None,
             };
             f(&mut r);
             self.state

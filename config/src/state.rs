@@ -18,7 +18,8 @@ use uuid::Uuid;
 
 use crate::command::{Applied, Command, PutMode};
 pub use crate::data::StateData;
-use crate::error::ApplyError;
+use crate::entities::Service;
+use crate::error::{ApplyError, FieldErrors};
 use crate::registry::{Entity, EntityKind, Typed};
 use crate::schema::{FieldRef, OnDelete, Routing};
 
@@ -162,6 +163,12 @@ impl State {
                 return Some(id);
             }
         }
+        if kind == EntityKind::Certificate {
+            // Kong's `/certificates/{sni}`: a certificate is also named by its SNIs.
+            return self
+                .find_unique(EntityKind::Sni, "name", key)
+                .and_then(|s| s.field("certificate").id());
+        }
         let decl = kind.decl();
         let ek = decl.endpoint_key?;
         for (i, fields) in decl.uniques.iter().enumerate() {
@@ -237,10 +244,84 @@ impl State {
                 Ok(Applied::Deleted)
             }
             Command::Replace(data) => self.replace(*data),
+            Command::Batch(cmds) => self.batch(cmds),
             Command::ReplaceV1(data) => {
                 self.replace(StateData::from_entities(data.into_entities()))
             }
         }
+    }
+
+    /// Applies puts and deletes in order, all or none: on the first error, what was done is
+    /// undone in reverse (a put restores the previous value or removes the new entity; a
+    /// delete puts back what it removed, parents first).
+    fn batch(&mut self, cmds: Vec<Command>) -> Result<Applied, ApplyError> {
+        let mut undo: Vec<Vec<Entity>> = Vec::new();
+        let mut created: Vec<Vec<(EntityKind, Uuid)>> = Vec::new();
+        let mut changes = Vec::new();
+        let mut last = Applied::Deleted;
+        for cmd in cmds {
+            let outcome = match cmd {
+                Command::Put { entity, mode } => {
+                    let before = self.get(entity.kind(), entity.id()).cloned();
+                    let key = (entity.kind(), entity.id());
+                    self.check_put(&entity, mode)
+                        .map(|keys| {
+                            self.put(entity.clone(), keys);
+                            match before {
+                                Some(b) => (vec![b], vec![]),
+                                None => (vec![], vec![key]),
+                            }
+                        })
+                        .map(|r| (r, Applied::Put(entity)))
+                }
+                Command::Delete { kind, id } => {
+                    let gone: Vec<Entity> = match self.doomed(kind, id) {
+                        Ok(d) if self.get(kind, id).is_some() => d
+                            .iter()
+                            .filter_map(|(k, i)| self.get(*k, *i).cloned())
+                            .collect(),
+                        _ => vec![],
+                    };
+                    self.delete(kind, id)
+                        .map(|_| ((gone, vec![]), Applied::Deleted))
+                }
+                _ => Err(ApplyError::Schema(FieldErrors::single(
+                    "@entity",
+                    "a batch holds only puts and deletes",
+                ))),
+            };
+            match outcome {
+                Ok(((restore, remove), applied)) => {
+                    undo.push(restore);
+                    created.push(remove);
+                    changes.append(&mut self.changes);
+                    last = applied;
+                }
+                Err(e) => {
+                    self.changes.clear();
+                    while let (Some(restore), Some(remove)) = (undo.pop(), created.pop()) {
+                        for (k, i) in remove {
+                            self.unindex(k, i);
+                            if let Some(t) = self.data.tables.get_mut(&k) {
+                                t.remove(&i);
+                                if t.is_empty() {
+                                    self.data.tables.remove(&k);
+                                }
+                            }
+                        }
+                        for e in restore {
+                            if let Ok(keys) = self.check_put(&e, PutMode::Upsert) {
+                                self.put(e, keys);
+                            }
+                        }
+                    }
+                    self.changes.clear();
+                    return Err(e);
+                }
+            }
+        }
+        self.changes = changes;
+        Ok(last)
     }
 
     /// Builds the new state entity by entity, references first; any violation rejects the
@@ -390,6 +471,18 @@ impl State {
             // Kong answers 204 to deleting what is not there: deletes are idempotent.
             return Ok(());
         }
+        if kind == EntityKind::CaCertificate {
+            // Services list CA certificates by id, not through a declared foreign key.
+            let by = self
+                .all::<Service>()
+                .find(|s| s.ca_certificates.as_ref().is_some_and(|l| l.contains(&id)));
+            if let Some(s) = by {
+                return Err(ApplyError::ReferencedByOthers(format!(
+                    "ca certificate {id} is still referenced by services (id = {})",
+                    s.id
+                )));
+            }
+        }
         for (k, i) in self.doomed(kind, id)? {
             self.changes.push(Change::Delete(k, i));
             self.unindex(k, i);
@@ -443,6 +536,10 @@ mod tests {
             tags: None,
             created_at: 1,
             updated_at: 1,
+            client_certificate: None,
+            tls_verify: None,
+            tls_verify_depth: None,
+            ca_certificates: None,
         })
     }
 
@@ -466,6 +563,7 @@ mod tests {
             tags: None,
             created_at: 1,
             updated_at: 1,
+            snis: None,
         })
     }
 

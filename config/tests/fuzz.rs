@@ -138,7 +138,12 @@ fn stamp() -> Stamp {
 /// A state with one service, route and consumer, for bodies that reference them.
 fn base_state() -> State {
     let mut st = State::default();
-    let svc = input::service(&serde_json::json!({"name": "s", "host": "h"}), &stamp()).unwrap();
+    let svc = input::service(
+        &serde_json::json!({"name": "s", "host": "h"}),
+        &stamp(),
+        &State::default(),
+    )
+    .unwrap();
     let sid = svc.id;
     st.apply(Command::Put {
         entity: Entity::Service(svc),
@@ -169,8 +174,8 @@ proptest! {
         let stamp = stamp();
         // Whatever a builder accepts, the state machine takes or refuses with an error, and
         // the entity's own JSON is accepted again (what GET shows, PUT takes back).
-        if let Ok(s) = input::service(&body, &stamp) {
-            let again = input::service(&Entity::Service(s.clone()).to_json(), &stamp);
+        if let Ok(s) = input::service(&body, &stamp, &State::default()) {
+            let again = input::service(&Entity::Service(s.clone()).to_json(), &stamp, &State::default());
             prop_assert!(again.is_ok(), "service JSON refused again: {:?}", again.err().map(|e| e.to_json()));
             let _ = st.clone().apply(Command::Put { entity: Entity::Service(s), mode: PutMode::Create });
         }

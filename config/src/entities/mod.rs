@@ -21,7 +21,11 @@ registry! {
     Acl(acl::Acl),
     Upstream(upstream::Upstream),
     Target(target::Target),
+    Certificate(certificate::Certificate),
+    Sni(sni::Sni),
+    CaCertificate(ca_certificate::CaCertificate),
 }
 
+pub use sni::check_wildcard_host;
 pub use target::DEFAULT_TARGET_PORT;
 pub use upstream::{default_healthchecks, ActiveCheck, Healthchecks, PassiveCheck};

@@ -6,6 +6,7 @@ use uuid::Uuid;
 
 use std::collections::BTreeMap;
 
+use crate::compat::{self, Versioned};
 use crate::entity::{ForeignKey, Protocol, Timestamp};
 use crate::error::FieldErrors;
 use crate::registry::EntityKind;
@@ -13,6 +14,7 @@ use crate::schema::*;
 
 /// A route: the rules that select a service for a request (Kong's `routes` entity).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(remote = "Self")]
 pub struct Route {
     pub id: Uuid,
     pub name: Option<String>,
@@ -32,6 +34,76 @@ pub struct Route {
     pub tags: Option<Vec<String>>,
     pub created_at: Timestamp,
     pub updated_at: Timestamp,
+    /// Server names (TLS SNI) the route matches, for https routes.
+    pub snis: Option<Vec<String>>,
+}
+
+/// A route as versions before TLS routing stored it (after its id).
+#[derive(Deserialize)]
+pub struct RouteV0 {
+    name: Option<String>,
+    protocols: Vec<Protocol>,
+    methods: Option<Vec<String>>,
+    hosts: Option<Vec<String>>,
+    paths: Option<Vec<String>>,
+    headers: Option<BTreeMap<String, Vec<String>>>,
+    https_redirect_status_code: u16,
+    regex_priority: i64,
+    strip_path: bool,
+    path_handling: String,
+    preserve_host: bool,
+    request_buffering: bool,
+    response_buffering: bool,
+    service: Option<ForeignKey>,
+    tags: Option<Vec<String>>,
+    created_at: Timestamp,
+    updated_at: Timestamp,
+}
+
+impl Versioned for Route {
+    const VERSION: u8 = 1;
+    type V0 = RouteV0;
+    fn from_v0(id: Uuid, o: RouteV0) -> Route {
+        Route {
+            id,
+            name: o.name,
+            protocols: o.protocols,
+            methods: o.methods,
+            hosts: o.hosts,
+            paths: o.paths,
+            headers: o.headers,
+            https_redirect_status_code: o.https_redirect_status_code,
+            regex_priority: o.regex_priority,
+            strip_path: o.strip_path,
+            path_handling: o.path_handling,
+            preserve_host: o.preserve_host,
+            request_buffering: o.request_buffering,
+            response_buffering: o.response_buffering,
+            service: o.service,
+            tags: o.tags,
+            created_at: o.created_at,
+            updated_at: o.updated_at,
+            snis: None,
+        }
+    }
+    fn ser_plain<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        Route::serialize(self, s)
+    }
+    fn de_plain<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        Route::deserialize(d)
+    }
+}
+
+impl Serialize for Route {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        compat::serialize(self, s)
+    }
+}
+
+impl<'de> Deserialize<'de> for Route {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        compat::deserialize(d)
+    }
 }
 
 impl Declared for Route {
@@ -68,7 +140,7 @@ impl Declared for Route {
             FieldDecl::new("response_buffering", FieldType::Boolean).default("true"),
             TAGS,
             FieldDecl::new("service", FieldType::Foreign(EntityKind::Service)),
-            // Stream and TLS routing fields: only null until the TLS and stream listeners.
+            // Stream routing fields: only null until stream listeners.
             FieldDecl::new("snis", FieldType::Set),
             FieldDecl::new("sources", FieldType::Set),
             FieldDecl::new("destinations", FieldType::Set),

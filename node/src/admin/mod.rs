@@ -11,6 +11,7 @@
 #![allow(clippy::result_large_err)]
 
 mod body;
+mod certificates;
 pub mod cors;
 pub mod guard;
 mod schemas;
@@ -333,7 +334,7 @@ async fn list(
         .replicator
         .read(|st| {
             let parent = parent_id(st, c, parent_key.as_deref())?;
-            let items: Vec<Entity> = st
+            let items: Vec<&Entity> = st
                 .list(c.kind)
                 .filter(|e| c.holds(e, parent))
                 .filter(|e| {
@@ -347,19 +348,24 @@ async fn list(
                     }
                 })
                 .filter(|e| after.map(|a| e.id() > a).unwrap_or(true))
-                .cloned()
+                .take(size + 1)
                 .collect();
-            Ok::<_, Response>(items)
+            let more = items.len() > size;
+            let last = items.get(size.wrapping_sub(1)).map(|e| e.id());
+            let page: Vec<Value> = items
+                .iter()
+                .take(size)
+                .map(|e| certificates::render(st, e))
+                .collect();
+            Ok::<_, Response>((page, more, last))
         })
         .await;
-    let items = match res {
+    let (page, more, last) = match res {
         Ok(i) => i,
         Err(r) => return r,
     };
-    let more = items.len() > size;
-    let page: Vec<Value> = items.iter().take(size).map(Entity::to_json).collect();
-    let (next, offset) = if more {
-        let last = items[size - 1].id().to_string();
+    let (next, offset) = if let (true, Some(last)) = (more, last) {
+        let last = last.to_string();
         // Kong's order: offset, tags (percent-encoded), size; nested collections keep neither.
         let mut next = format!("{path}?offset={last}");
         if c.parent.is_none() {
@@ -410,35 +416,70 @@ async fn create(
     headers: HeaderMap,
     bytes: Bytes,
 ) -> Response {
-    let body = match read_body(c, &headers, &bytes) {
+    let mut body = match read_body(c, &headers, &bytes) {
         Ok(b) => b,
         Err(r) => return r,
+    };
+    let snis = match c.kind {
+        EntityKind::Certificate => match certificates::take_snis(&mut body) {
+            Ok(s) => s,
+            Err(r) => return r,
+        },
+        _ => None,
     };
     let built = ctx
         .replicator
         .read(|st| {
             let parent = parent_id(st, c, parent_key.as_deref())?;
-            build(c, &body, &fresh_stamp(None), st, parent).map_err(schema_error)
+            let e = build(c, &body, &fresh_stamp(None), st, parent).map_err(schema_error)?;
+            certificates::command(st, e, PutMode::Create, snis)
         })
         .await;
-    let entity = match built {
-        Ok(e) => e,
+    let cmd = match built {
+        Ok(c) => c,
         Err(r) => return r,
     };
-    match propose(
-        &ctx,
-        Command::Put {
-            entity,
-            mode: PutMode::Create,
+    written(&ctx, cmd, StatusCode::CREATED).await
+}
+
+/// Proposes a write of one entity (maybe with what goes with it) and answers with the entity
+/// as it now stands.
+async fn written(ctx: &Ctx, cmd: Command, status: StatusCode) -> Response {
+    let id = match &cmd {
+        Command::Put { entity, .. } => (entity.kind(), entity.id()),
+        Command::Batch(cmds) => match cmds.first() {
+            Some(Command::Put { entity, .. }) => (entity.kind(), entity.id()),
+            _ => {
+                return message(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "An unexpected error occurred",
+                )
+            }
         },
-    )
-    .await
-    {
-        Ok(Applied::Put(e)) => json_response(StatusCode::CREATED, &e.to_json()),
-        Ok(_) => message(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            "An unexpected error occurred",
-        ),
+        _ => {
+            return message(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "An unexpected error occurred",
+            )
+        }
+    };
+    match propose(ctx, cmd).await {
+        Ok(Applied::Put(e)) if id.0 != EntityKind::Certificate => {
+            json_response(status, &e.to_json())
+        }
+        Ok(_) => {
+            let shown = ctx
+                .replicator
+                .read(|st| st.get(id.0, id.1).map(|e| certificates::render(st, e)))
+                .await;
+            match shown {
+                Some(v) => json_response(status, &v),
+                None => message(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "An unexpected error occurred",
+                ),
+            }
+        }
         Err(r) => r,
     }
 }
@@ -460,7 +501,10 @@ async fn read_one(
                 Err(r) => return r,
             };
             match find(st, c, parent, &key) {
-                Some(e) => json_response(StatusCode::OK, &e.to_json()),
+                Some(e) => json_response(StatusCode::OK, &certificates::render(st, e)),
+                None if c.kind == EntityKind::Certificate && Uuid::parse_str(&key).is_err() => {
+                    message(StatusCode::NOT_FOUND, "SNI not found")
+                }
                 None => message(StatusCode::NOT_FOUND, "Not found"),
             }
         })
@@ -480,11 +524,19 @@ async fn update(
         Ok(b) => b,
         Err(r) => return r,
     };
+    let snis = match c.kind {
+        EntityKind::Certificate => match certificates::take_snis(&mut body) {
+            Ok(s) => s,
+            Err(r) => return r,
+        },
+        _ => None,
+    };
     // Kong's PUT on an upstream's target updates it (404 when missing), never creates.
     let upsert = upsert && !(c.kind == EntityKind::Target && c.parent.is_some());
     let built = ctx
         .replicator
         .read(|st| {
+            let mut snis = snis;
             let parent = parent_id(st, c, parent_key.as_deref())?;
             let existing = find(st, c, parent, &key);
             let entity = match (existing, upsert) {
@@ -511,6 +563,23 @@ async fn update(
                     if Uuid::parse_str(&key).is_err() {
                         match c.kind.decl().endpoint_key {
                             Some(field) => body[field] = Value::String(key.clone()),
+                            // `PUT /certificates/{sni}` creates the certificate with that SNI.
+                            None if c.kind == EntityKind::Certificate && existing.is_some() => {}
+                            None if c.kind == EntityKind::Certificate => {
+                                tollgate_config::entities::check_wildcard_host(&key).map_err(
+                                    |m| {
+                                        message(
+                                            StatusCode::BAD_REQUEST,
+                                            &format!("invalid SNI '{key}': {m}"),
+                                        )
+                                    },
+                                )?;
+                                let names = snis.get_or_insert_with(Vec::new);
+                                if !names.contains(&key) {
+                                    names.push(key.clone());
+                                    names.sort();
+                                }
+                            }
                             None => return Err(message(StatusCode::NOT_FOUND, "Not found")),
                         }
                     }
@@ -536,24 +605,16 @@ async fn update(
                     built
                 }
             };
-            entity.map_err(schema_error)
+            let mode = if upsert {
+                PutMode::Upsert
+            } else {
+                PutMode::Update
+            };
+            certificates::command(st, entity.map_err(schema_error)?, mode, snis)
         })
         .await;
-    let entity = match built {
-        Ok(e) => e,
-        Err(r) => return r,
-    };
-    let mode = if upsert {
-        PutMode::Upsert
-    } else {
-        PutMode::Update
-    };
-    match propose(&ctx, Command::Put { entity, mode }).await {
-        Ok(Applied::Put(e)) => json_response(StatusCode::OK, &e.to_json()),
-        Ok(_) => message(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            "An unexpected error occurred",
-        ),
+    match built {
+        Ok(cmd) => written(&ctx, cmd, StatusCode::OK).await,
         Err(r) => r,
     }
 }
