@@ -39,6 +39,8 @@ pub struct RequestView<'a> {
     pub port: Option<u16>,
     pub path: &'a str,
     pub headers: &'a dyn HeaderLookup,
+    /// The TLS server name the client sent (lower-case), if any.
+    pub sni: Option<&'a str>,
 }
 
 /// Header access for the router, so this crate needs no HTTP library.
@@ -109,6 +111,8 @@ struct Matcher {
     route: usize,
     methods: Vec<String>,
     hosts: Vec<HostMatcher>,
+    /// Server names, matched as hosts are (`*.x.test`, `x.*`), against the TLS SNI.
+    snis: Vec<HostMatcher>,
     headers: Vec<(String, Vec<ValueRule>)>,
     path: PathRule,
     rank: Rank,
@@ -392,6 +396,13 @@ impl Matcher {
         if !self.hosts.is_empty() && !self.hosts.iter().any(|h| h.matches(req.host, req.port)) {
             return None;
         }
+        if !self.snis.is_empty()
+            && !req
+                .sni
+                .is_some_and(|sni| self.snis.iter().any(|h| h.matches(sni, None)))
+        {
+            return None;
+        }
         let matched_len = match &self.path {
             PathRule::Any => 0,
             PathRule::Prefix(p) => {
@@ -432,6 +443,13 @@ fn compile_route(
         .flatten()
         .map(|h| HostMatcher::parse(h))
         .collect();
+    let snis: Vec<HostMatcher> = r
+        .snis
+        .iter()
+        .flatten()
+        .filter(|n| n.as_str() != "*")
+        .map(|n| HostMatcher::parse(n))
+        .collect();
     // Kong: `plain_host_only = type(hosts) == "table"` and then no `*` in any of them.
     let plain_hosts = set(&r.hosts).is_some_and(|hs| hs.iter().all(|h| !h.contains('*')));
     let headers: Vec<(String, Vec<ValueRule>)> = r
@@ -455,6 +473,7 @@ fn compile_route(
         set(&r.hosts).is_some(),
         r.headers.as_ref().is_some_and(|h| !h.is_empty()),
         set(&r.paths).is_some(),
+        !snis.is_empty(),
     ]
     .iter()
     .filter(|x| **x)
@@ -463,6 +482,7 @@ fn compile_route(
         route: idx,
         methods: methods.clone(),
         hosts: hosts.clone(),
+        snis: snis.clone(),
         headers: headers.clone(),
         path,
         rank: Rank {
@@ -595,6 +615,7 @@ mod tests {
                 port: None,
                 path,
                 headers: &h,
+                sni: None,
             })?;
             let id = router.routes()[m.route];
             self.state.one::<Route>(id).unwrap().name.clone()
@@ -671,6 +692,7 @@ mod tests {
                 port: None,
                 path: req_paths[next(req_paths.len())],
                 headers: if next(2) == 0 { &with } else { &without },
+                sni: None,
             };
             assert_eq!(router.find(&req), router.find_linear(&req), "{}", req.path);
         }
@@ -1031,6 +1053,7 @@ mod tests {
                         port: None,
                         path,
                         headers: &hm,
+                        sni: None,
                     })
                     .map(|m| router.routes()[m.route]);
                 assert_eq!(got, want, "set {set}: {method} {host}{path} {hdrs:?}");
@@ -1058,8 +1081,44 @@ mod tests {
             port,
             path: "/",
             headers: &h,
+            sni: None,
         };
         assert!(router.find(&view(Some(8000))).is_some());
         assert!(router.find(&view(Some(9000))).is_none());
+    }
+
+    #[test]
+    fn snis_match_the_tls_server_name_and_count_as_a_criterion() {
+        use crate::schema::FieldRef;
+        use crate::EntityKind;
+        let mut f = Fixture::new();
+        f.add("plain", |r| r.paths = Some(vec!["/".into()]));
+        f.add("sni", |r| {
+            r.paths = Some(vec!["/".into()]);
+            r.protocols = vec![Protocol::Https];
+            r.snis = Some(vec!["*.sni.test".into()]);
+        });
+        let router = Router::build(&f.state);
+        let h: HashMap<String, Vec<String>> = HashMap::new();
+        let name = |sni| {
+            router
+                .find(&RequestView {
+                    method: "GET",
+                    host: "x",
+                    port: None,
+                    path: "/",
+                    headers: &h,
+                    sni,
+                })
+                .map(|m| {
+                    f.state
+                        .get(EntityKind::Route, router.routes()[m.route])
+                        .unwrap()
+                        .field("name")
+                })
+        };
+        assert_eq!(name(Some("a.sni.test")), Some(FieldRef::Str("sni")));
+        assert_eq!(name(Some("other.test")), Some(FieldRef::Str("plain")));
+        assert_eq!(name(None), Some(FieldRef::Str("plain")));
     }
 }

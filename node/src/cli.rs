@@ -84,6 +84,21 @@ pub struct NodeArgs {
     /// Proxy listener (client traffic).
     #[arg(long, default_value = "0.0.0.0:8000", env = "TOLLGATE_PROXY_LISTEN")]
     pub proxy_listen: SocketAddr,
+    /// TLS proxy listener (HTTP/1.1 and HTTP/2), Kong's `8443 ssl http2`; `off` disables it.
+    #[arg(long, default_value = "0.0.0.0:8443", env = "TOLLGATE_PROXY_LISTEN_TLS", value_parser = listen_or_off)]
+    pub proxy_listen_tls: Listen,
+    /// TLS Admin API listener (Kong's `8444 ssl http2`), with the same token and checks as
+    /// the plain one; `off` disables it.
+    #[arg(long, default_value = "127.0.0.1:8444", env = "TOLLGATE_ADMIN_LISTEN_TLS", value_parser = listen_or_off)]
+    pub admin_listen_tls: Listen,
+    /// The default certificate (PEM chain) for clients whose SNI matches no configured one,
+    /// and for the Admin API (Kong's `ssl_cert`). Without it, a self-signed certificate is
+    /// made on first start and kept in the data dir.
+    #[arg(long, env = "TOLLGATE_SSL_CERT", requires = "ssl_cert_key")]
+    pub ssl_cert: Option<PathBuf>,
+    /// The private key of --ssl-cert (PEM; Kong's `ssl_cert_key`).
+    #[arg(long, env = "TOLLGATE_SSL_CERT_KEY", requires = "ssl_cert")]
+    pub ssl_cert_key: Option<PathBuf>,
     /// Admin API listener. Loopback by default; any other address requires --admin-token.
     #[arg(long, default_value = "127.0.0.1:8001", env = "TOLLGATE_ADMIN_LISTEN")]
     pub admin_listen: SocketAddr,
@@ -161,6 +176,19 @@ pub struct NodeArgs {
     /// A declarative configuration file (Kong's format, YAML or JSON) loaded at start.
     #[arg(long, env = "TOLLGATE_CONFIG")]
     pub config: Option<PathBuf>,
+}
+
+/// A listener address, or none (`off`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Listen(pub Option<SocketAddr>);
+
+fn listen_or_off(s: &str) -> Result<Listen, String> {
+    if s.eq_ignore_ascii_case("off") {
+        return Ok(Listen(None));
+    }
+    s.parse()
+        .map(|a| Listen(Some(a)))
+        .map_err(|e| format!("expected host:port or off: {e}"))
 }
 
 #[derive(Debug, Clone, Args)]

@@ -16,3 +16,4 @@ pub mod proxy;
 pub mod ratelimit;
 pub mod serve;
 pub mod snapshot;
+pub mod tls;

@@ -21,6 +21,8 @@ pub struct Metrics {
     pub config_rebuilds: IntCounter,
     pub config_rebuild_seconds: Histogram,
     pub connections_accepted: IntCounter,
+    /// TLS handshakes that failed or timed out, by listener.
+    pub tls_handshake_failures: IntCounterVec,
     pub raft_term: IntGauge,
     pub raft_leader_changes: IntCounter,
     pub raft_is_leader: IntGauge,
@@ -109,6 +111,14 @@ impl Metrics {
             "Proxy connections accepted",
         )
         .expect("static metric definition");
+        let tls_handshake_failures = IntCounterVec::new(
+            prometheus::Opts::new(
+                "tollgate_tls_handshake_failures_total",
+                "TLS handshakes that failed, timed out or were refused, by listener",
+            ),
+            &["listener"],
+        )
+        .expect("static metric definition");
         let gauge = |n: &str, h: &str| IntGauge::new(n, h).expect("static metric definition");
         let counter = |n: &str, h: &str| IntCounter::new(n, h).expect("static metric definition");
         let raft_term = gauge("tollgate_raft_term", "Current Raft term");
@@ -184,6 +194,7 @@ impl Metrics {
             Box::new(config_rebuilds.clone()),
             Box::new(config_rebuild_seconds.clone()),
             Box::new(connections_accepted.clone()),
+            Box::new(tls_handshake_failures.clone()),
         ] {
             registry.register(c).expect("metric names are unique");
         }
@@ -198,6 +209,7 @@ impl Metrics {
             config_applied_index,
             config_rebuilds,
             config_rebuild_seconds,
+            tls_handshake_failures,
             connections_accepted,
             raft_term,
             raft_leader_changes,

@@ -59,20 +59,24 @@ fn validate(args: &NodeArgs) -> anyhow::Result<Vec<String>> {
             "--bootstrap-expect above 1 needs --seeds: the nodes must be able to find each other"
         );
     }
-    if !args.admin_listen.ip().is_loopback() && args.admin_token.as_deref().unwrap_or("").is_empty()
-    {
+    let admin_open = std::iter::once(args.admin_listen)
+        .chain(args.admin_listen_tls.0)
+        .any(|a| !a.ip().is_loopback());
+    if admin_open && args.admin_token.as_deref().unwrap_or("").is_empty() {
         bail!(
-            "--admin-listen {} is not a loopback address: set --admin-token (TOLLGATE_ADMIN_TOKEN) so the \
-             Admin API is not open to the network",
+            "--admin-listen {} or --admin-listen-tls is not a loopback address: set --admin-token \
+             (TOLLGATE_ADMIN_TOKEN) so the Admin API is not open to the network",
             args.admin_listen
         );
     }
-    let addrs = [
+    let mut addrs = vec![
         ("--proxy-listen", args.proxy_listen),
         ("--admin-listen", args.admin_listen),
         ("--cluster-listen", args.cluster_listen),
         ("--gossip-listen", args.gossip_listen),
     ];
+    addrs.extend(args.proxy_listen_tls.0.map(|a| ("--proxy-listen-tls", a)));
+    addrs.extend(args.admin_listen_tls.0.map(|a| ("--admin-listen-tls", a)));
     for (i, (na, a)) in addrs.iter().enumerate() {
         for (nb, b) in &addrs[i + 1..] {
             if a.port() != 0 && a == b {
@@ -188,6 +192,27 @@ pub async fn run(args: NodeArgs) -> anyhow::Result<()> {
     let proxy_listener = bind("proxy", args.proxy_listen).await?;
     let admin_listener = bind("admin", args.admin_listen).await?;
     let cluster_listener = bind("cluster", args.cluster_listen).await?;
+    let proxy_tls_listener = match args.proxy_listen_tls.0 {
+        Some(a) => Some(bind("proxy TLS", a).await?),
+        None => None,
+    };
+    let admin_tls_listener = match args.admin_listen_tls.0 {
+        Some(a) => Some(bind("admin TLS", a).await?),
+        None => None,
+    };
+    // The certificate for clients whose SNI names no configured one (and the Admin API's).
+    let default_pair = Arc::new(
+        crate::tls::server::default_pair(
+            &args.data_dir,
+            args.ssl_cert.as_deref().zip(args.ssl_cert_key.as_deref()),
+        )
+        .context("cannot load the default TLS certificate")?,
+    );
+    let resolver = Arc::new(crate::tls::server::SniResolver {
+        snapshots: snapshots.clone(),
+        default: default_pair,
+    });
+    crate::tls::verify::warm_up();
     let proxy_addr = proxy_listener.local_addr()?;
     let admin_addr = admin_listener.local_addr()?;
 
@@ -281,6 +306,32 @@ pub async fn run(args: NodeArgs) -> anyhow::Result<()> {
         proxy_addr,
         policy,
     ));
+    let tls_for = |listener: &'static str| {
+        let failures = metrics
+            .tls_handshake_failures
+            .with_label_values(&[listener]);
+        Tls {
+            acceptor: tokio_rustls::TlsAcceptor::from(crate::tls::server::server_config(
+                resolver.clone(),
+                true,
+            )),
+            on_failure: Arc::new(move |peer, reason: &str| {
+                failures.inc();
+                tracing::debug!(%peer, reason, listener, "TLS handshake failed");
+            }),
+        }
+    };
+    let proxy_tls_task = proxy_tls_listener.map(|l| {
+        let proxy = proxy.clone();
+        tokio::spawn(serve(
+            l,
+            move |req, peer: &Peer| proxy.clone().handle(req, peer.clone()),
+            shutdown.clone(),
+            "proxy-tls",
+            Some(metrics.connections_accepted.clone()),
+            Some(tls_for("proxy")),
+        ))
+    });
     let proxy_task = tokio::spawn(serve(
         proxy_listener,
         move |req, peer: &Peer| proxy.clone().handle(req, peer.clone()),
@@ -316,18 +367,29 @@ pub async fn run(args: NodeArgs) -> anyhow::Result<()> {
         admin_listen: admin_addr.to_string(),
     });
     let app = admin::router(admin_ctx);
+    let admin_handler = move |req, _peer: &Peer| {
+        let mut app = app.clone();
+        async move {
+            use tower_service::Service;
+            match app.call(req).await {
+                Ok(r) => r,
+                Err(never) => match never {},
+            }
+        }
+    };
+    let admin_tls_task = admin_tls_listener.map(|l| {
+        tokio::spawn(serve(
+            l,
+            admin_handler.clone(),
+            shutdown.clone(),
+            "admin-tls",
+            None,
+            Some(tls_for("admin")),
+        ))
+    });
     let admin_task = tokio::spawn(serve(
         admin_listener,
-        move |req, _peer| {
-            let mut app = app.clone();
-            async move {
-                use tower_service::Service;
-                match app.call(req).await {
-                    Ok(r) => r,
-                    Err(never) => match never {},
-                }
-            }
-        },
+        admin_handler,
         shutdown.clone(),
         "admin",
         None,
@@ -354,7 +416,9 @@ pub async fn run(args: NodeArgs) -> anyhow::Result<()> {
     tracing::info!(
         node_id = args.id,
         proxy = %proxy_addr,
+        proxy_tls = ?args.proxy_listen_tls.0,
         admin = %admin_addr,
+        admin_tls = ?args.admin_listen_tls.0,
         cluster = %args.cluster_listen,
         gossip = %args.gossip_listen,
         cluster_auth = auth.mode,
@@ -363,6 +427,9 @@ pub async fn run(args: NodeArgs) -> anyhow::Result<()> {
     );
 
     let _ = tokio::join!(proxy_task, admin_task);
+    for t in [proxy_tls_task, admin_tls_task].into_iter().flatten() {
+        let _ = t.await;
+    }
     let _ = cluster_stop.send(true);
     cluster.shutdown().await;
     let _ = cluster_task.await;

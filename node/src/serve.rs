@@ -52,6 +52,10 @@ pub struct Peer {
     pub connection: u64,
     /// Requests made on the connection, the current one included (`$connection_requests`).
     requests: AtomicU64,
+    /// Whether the connection is TLS (the request's scheme is https).
+    pub tls: bool,
+    /// The server name the client sent in its TLS handshake (lower-case), if any.
+    pub sni: Option<Arc<str>>,
 }
 
 /// Serial numbers of accepted connections.
@@ -67,6 +71,8 @@ impl Peer {
             local,
             connection: CONNECTIONS.fetch_add(1, Ordering::Relaxed) + 1,
             requests: AtomicU64::new(0),
+            tls: false,
+            sni: None,
         }
     }
 
@@ -90,6 +96,8 @@ impl Clone for Peer {
             local: self.local,
             connection: self.connection,
             requests: AtomicU64::new(self.requests()),
+            tls: self.tls,
+            sni: self.sni.clone(),
         }
     }
 }
@@ -102,6 +110,10 @@ pub struct Tls {
     pub acceptor: tokio_rustls::TlsAcceptor,
     pub on_failure: OnHandshakeFailure,
 }
+
+/// Server-side HTTP/2 limits: bounded streams, header list and frames, so one client cannot
+/// hold unbounded state.
+pub const H2_MAX_CONCURRENT_STREAMS: u32 = 128;
 
 /// Handshakes in progress, in all and per source address.
 #[derive(Default)]
@@ -189,15 +201,16 @@ pub async fn serve<H, F, B>(
         }
         let h = handler.clone();
         let local = stream.local_addr().unwrap_or(peer);
-        let client = Peer::new(peer, local);
-        let svc = hyper::service::service_fn(move |req| {
-            client.next_request();
-            // `map`, not an `async` wrapper: the request's future is moved once less.
-            futures_util::FutureExt::map(h(req, &client), Ok::<_, Infallible>)
-        });
+        let service = move |client: Peer| {
+            hyper::service::service_fn(move |req| {
+                client.next_request();
+                // `map`, not an `async` wrapper: the request's future is moved once less.
+                futures_util::FutureExt::map(h(req, &client), Ok::<_, Infallible>)
+            })
+        };
         match &tls {
             None => {
-                let conn = graceful.watch(http1_conn(stream, svc));
+                let conn = graceful.watch(http1_conn(stream, service(Peer::new(peer, local))));
                 tokio::spawn(async move {
                     if let Err(e) = conn.await {
                         tracing::debug!(listener = what, %peer, error = %e, "connection ended with error");
@@ -220,7 +233,20 @@ pub async fn serve<H, F, B>(
                         Err(_) => return on_failure(peer, "TLS handshake timed out"),
                     };
                     drop(slot);
-                    if let Err(e) = watcher.watch(http1_conn(stream, svc)).await {
+                    let session = stream.get_ref().1;
+                    let h2 = session.alpn_protocol() == Some(b"h2");
+                    let mut client = Peer::new(peer, local);
+                    client.tls = true;
+                    client.sni = session
+                        .server_name()
+                        .map(|n| Arc::from(n.to_ascii_lowercase().as_str()));
+                    let svc = service(client);
+                    let done = if h2 {
+                        watcher.watch(h2_conn(stream, svc)).await
+                    } else {
+                        watcher.watch(http1_conn(stream, svc)).await
+                    };
+                    if let Err(e) = done {
                         tracing::debug!(listener = what, %peer, error = %e, "connection ended with error");
                     }
                     drop(permit);
@@ -234,6 +260,26 @@ pub async fn serve<H, F, B>(
         _ = graceful.shutdown() => tracing::info!(listener = what, "drained"),
         _ = tokio::time::sleep(DRAIN_TIMEOUT) => tracing::warn!(listener = what, "drain timed out"),
     }
+}
+
+/// One HTTP/2 connection (negotiated with ALPN) with the listener's limits.
+fn h2_conn<S, Svc, B>(
+    stream: S,
+    svc: Svc,
+) -> hyper::server::conn::http2::Connection<TokioIo<S>, Svc, hyper_util::rt::TokioExecutor>
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    Svc: hyper::service::HttpService<Incoming, ResBody = B>,
+    Svc::Future: Send + 'static,
+    B: Body<Data = Bytes> + Send + 'static,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    hyper::server::conn::http2::Builder::new(hyper_util::rt::TokioExecutor::new())
+        .timer(TokioTimer::new())
+        .max_concurrent_streams(H2_MAX_CONCURRENT_STREAMS)
+        .max_header_list_size(MAX_HEAD_BYTES as u32)
+        .keep_alive_interval(Some(Duration::from_secs(60)))
+        .serve_connection(TokioIo::new(stream), svc)
 }
 
 /// One HTTP/1.1 connection with the listener's limits.

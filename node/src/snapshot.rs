@@ -26,6 +26,8 @@ use crate::plugins::{
     error_response, ConsumerInfo, CredentialInfo, Ctx, Directory, Flow, Instance, Plugin, RouteInfo,
 };
 use crate::proxy::upstream::Pool;
+use crate::tls::client::UpstreamTls;
+use crate::tls::server::CertStore;
 
 /// Body type sent upstream: the client's streamed body, or a buffered one.
 pub use crate::proxy::request_body::UpstreamBody;
@@ -43,6 +45,9 @@ pub struct ServiceRuntime {
     pub write_timeout: Duration,
     /// Where requests go.
     pub target: ServiceTarget,
+    /// For `https` services: how connections are secured, or why they cannot be (requests
+    /// then fail closed with a 502).
+    pub tls: Option<Result<Arc<UpstreamTls>, String>>,
 }
 
 /// A service's destination.
@@ -133,6 +138,11 @@ pub struct Snapshot {
     /// Upstream pools by `(host, port, connect_timeout)`, carried over to the next snapshot
     /// so a configuration change keeps warm connections.
     pools: HashMap<(String, u16, u32), Arc<Pool>>,
+    /// The certificates the TLS listeners present.
+    pub certs: Arc<CertStore>,
+    /// Upstream TLS settings by what they are built from, shared by the services with the
+    /// same settings and carried over to the next snapshot.
+    upstream_tls: HashMap<u64, Arc<UpstreamTls>>,
     /// Index of the configuration command this snapshot reflects.
     pub version: u64,
 }
@@ -205,6 +215,8 @@ impl Snapshot {
             consumer_plugins: HashMap::new(),
             instances: HashMap::new(),
             pools: HashMap::new(),
+            certs: Arc::new(CertStore::default()),
+            upstream_tls: HashMap::new(),
             version: 0,
         }
     }
@@ -215,7 +227,13 @@ impl Snapshot {
         let (consumers, usernames, credentials) = directory(state);
         let (instances, kept) = plugin_instances(state, prev, deps);
         let balancers = deps.balancers.sync(state);
-        let (pools, services) = services(state, prev, &balancers);
+        let (pools, services, upstream_tls) = services(state, prev, &balancers);
+        // Certificates are parsed again only when one changed.
+        let certs = if prev.certs.built_from(state) {
+            prev.certs.clone()
+        } else {
+            Arc::new(CertStore::build(state, &prev.certs))
+        };
         let (consumer_plugins, consumer_plugin_names) = consumer_plugins(&instances);
         // Most changes (consumers, credentials, plugins, service settings) leave routing as it
         // was: the previous router serves as it is, and only a route change rebuilds it.
@@ -242,6 +260,8 @@ impl Snapshot {
             consumer_plugins,
             instances: kept,
             pools,
+            certs,
+            upstream_tls,
             version,
         }
     }
@@ -363,10 +383,34 @@ fn services(
 ) -> (
     HashMap<(String, u16, u32), Arc<Pool>>,
     HashMap<Uuid, Arc<ServiceRuntime>>,
+    HashMap<u64, Arc<UpstreamTls>>,
 ) {
     let mut pools: HashMap<(String, u16, u32), Arc<Pool>> = HashMap::new();
     let mut services: HashMap<Uuid, Arc<ServiceRuntime>> = HashMap::new();
+    let mut tls_settings: HashMap<u64, Arc<UpstreamTls>> = HashMap::new();
     for s in state.all::<Service>() {
+        let tls = (s.protocol == Protocol::Https).then(|| {
+            let key = tls_key(state, s);
+            let known = tls_settings
+                .get(&key)
+                .or_else(|| prev.upstream_tls.get(&key))
+                .cloned();
+            if let Some(t) = known {
+                tls_settings.insert(key, t.clone());
+                return Ok(t);
+            }
+            match crate::tls::client::for_service(state, s) {
+                Ok(t) => {
+                    let t = Arc::new(t);
+                    tls_settings.insert(key, t.clone());
+                    Ok(t)
+                }
+                Err(e) => {
+                    tracing::error!(service = %s.id, error = %e, "upstream TLS settings unusable");
+                    Err(e.to_string())
+                }
+            }
+        });
         let key = (s.host.clone(), s.port, s.connect_timeout);
         // Kong: a host that names an upstream is balanced, and the service's port ignored.
         let target = match balancers.get(&s.host) {
@@ -409,11 +453,37 @@ fn services(
                 read_timeout: Duration::from_millis(s.read_timeout.into()),
                 write_timeout: Duration::from_millis(s.write_timeout.into()),
                 target,
+                tls,
             }),
         );
     }
 
-    (pools, services)
+    (pools, services, tls_settings)
+}
+
+/// What a service's upstream TLS settings are built from, hashed: the settings, and the
+/// content of the CA certificates and client certificate they name.
+fn tls_key(state: &State, s: &Service) -> u64 {
+    use tollgate_config::entities::{CaCertificate, Certificate};
+    let mut h = xxhash_rust::xxh3::Xxh3::new();
+    h.update(&[
+        s.tls_verify.map_or(2, u8::from),
+        s.tls_verify_depth.map_or(255, |d| d),
+    ]);
+    for id in s.ca_certificates.iter().flatten() {
+        h.update(id.as_bytes());
+        if let Some(ca) = state.one::<CaCertificate>(*id) {
+            h.update(ca.cert_digest.as_bytes());
+        }
+    }
+    if let Some(fk) = s.client_certificate {
+        h.update(fk.id.as_bytes());
+        if let Some(c) = state.one::<Certificate>(fk.id) {
+            h.update(c.cert.as_bytes());
+            h.update(c.key.as_bytes());
+        }
+    }
+    h.digest()
 }
 
 /// Consumer-scoped instances by consumer, and the names (with priorities) of the plugins

@@ -211,107 +211,11 @@ fn classify(status: StatusCode, check: &ActiveCheck) -> Option<Observation> {
 
 /// TLS for `https` probes.
 mod tls {
-    use std::sync::{Arc, OnceLock};
-
-    use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
-    use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
-    use rustls::{ClientConfig, DigitallySignedStruct, RootCertStore, SignatureScheme};
-    use tokio_rustls::TlsConnector;
+    use rustls::pki_types::ServerName;
 
     use crate::balancer::Peer;
 
-    /// Accepts any certificate (`https_verify_certificate: false`); signatures are still
-    /// checked, so the handshake itself is sound.
-    #[derive(Debug)]
-    struct AnyCertificate(Arc<rustls::crypto::CryptoProvider>);
-
-    impl ServerCertVerifier for AnyCertificate {
-        fn verify_server_cert(
-            &self,
-            _: &CertificateDer<'_>,
-            _: &[CertificateDer<'_>],
-            _: &ServerName<'_>,
-            _: &[u8],
-            _: UnixTime,
-        ) -> Result<ServerCertVerified, rustls::Error> {
-            Ok(ServerCertVerified::assertion())
-        }
-
-        fn verify_tls12_signature(
-            &self,
-            message: &[u8],
-            cert: &CertificateDer<'_>,
-            dss: &DigitallySignedStruct,
-        ) -> Result<HandshakeSignatureValid, rustls::Error> {
-            rustls::crypto::verify_tls12_signature(
-                message,
-                cert,
-                dss,
-                &self.0.signature_verification_algorithms,
-            )
-        }
-
-        fn verify_tls13_signature(
-            &self,
-            message: &[u8],
-            cert: &CertificateDer<'_>,
-            dss: &DigitallySignedStruct,
-        ) -> Result<HandshakeSignatureValid, rustls::Error> {
-            rustls::crypto::verify_tls13_signature(
-                message,
-                cert,
-                dss,
-                &self.0.signature_verification_algorithms,
-            )
-        }
-
-        fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-            self.0.signature_verification_algorithms.supported_schemes()
-        }
-    }
-
-    /// The connector for probes, verifying (system roots) or not; built once each.
-    pub fn connector(verify: bool) -> TlsConnector {
-        static VERIFYING: OnceLock<TlsConnector> = OnceLock::new();
-        static ANY: OnceLock<TlsConnector> = OnceLock::new();
-        let provider = || Arc::new(rustls::crypto::ring::default_provider());
-        let build = |config: ClientConfig| TlsConnector::from(Arc::new(config));
-        if verify {
-            VERIFYING
-                .get_or_init(|| {
-                    let mut roots = RootCertStore::empty();
-                    let found = rustls_native_certs::load_native_certs();
-                    for cert in found.certs {
-                        let _ = roots.add(cert);
-                    }
-                    let config = ClientConfig::builder_with_provider(provider())
-                        .with_safe_default_protocol_versions()
-                        .map(|b| b.with_root_certificates(roots).with_no_client_auth());
-                    build(config.unwrap_or_else(|_| unreachable_config()))
-                })
-                .clone()
-        } else {
-            ANY.get_or_init(|| {
-                let p = provider();
-                let config = ClientConfig::builder_with_provider(p.clone())
-                    .with_safe_default_protocol_versions()
-                    .map(|b| {
-                        b.dangerous()
-                            .with_custom_certificate_verifier(Arc::new(AnyCertificate(p)))
-                            .with_no_client_auth()
-                    });
-                build(config.unwrap_or_else(|_| unreachable_config()))
-            })
-            .clone()
-        }
-    }
-
-    /// ring's default provider supports the default protocol versions; this is never used.
-    fn unreachable_config() -> ClientConfig {
-        ClientConfig::builder()
-            .with_root_certificates(RootCertStore::empty())
-            .with_no_client_auth()
-    }
+    pub use crate::tls::client::probe_connector as connector;
 
     /// The name sent in SNI and checked in the certificate: `https_sni`, else the target's
     /// host (its address when the target is an IP).

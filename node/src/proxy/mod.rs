@@ -178,7 +178,7 @@ impl Proxy {
         }
         or_finish!(rewrite(&snap.global, &mut ctx, &mut parts));
         let (route, matched_len, route_index) =
-            or_finish!(self.route(&snap, &parts, (&host, port), raw_host, &norm));
+            or_finish!(self.route(&snap, &parts, (&host, port), &peer, accepted.https, &norm));
         done.route = Some(route);
         ctx.route = Some(&route.info);
         let mut body = Some(body);
@@ -335,11 +335,31 @@ impl Proxy {
                     return self.finish(&mut ctx, &done, generated(r), None, None);
                 }
             };
+            // An https service: its TLS settings, and the final Host as SNI (Kong's
+            // `$upstream_host`). Settings that cannot be used fail closed.
+            let sni_host = match &service.tls {
+                None => None,
+                Some(Err(_)) => {
+                    let r = error_response(
+                        StatusCode::BAD_GATEWAY,
+                        "An invalid response was received from the upstream server",
+                    );
+                    return self.finish(&mut ctx, &done, generated(r), None, None);
+                }
+                Some(Ok(_)) => up.headers().get(header::HOST).cloned(),
+            };
+            let secure = match (&service.tls, &sni_host) {
+                (Some(Ok(t)), Some(h)) => Some(upstream::Secure {
+                    tls: t,
+                    sni: h.to_str().unwrap_or_default(),
+                }),
+                _ => None,
+            };
             let in_flight = peer.as_ref().map(|p| (p.start(), Instant::now()));
             // One await site for both kinds of service: the pool's future is large, and a
             // second one would enlarge every request's future.
             match pool
-                .send_within(up, service.connect_timeout, outgoing.head_timeout)
+                .send_within(up, service.connect_timeout, outgoing.head_timeout, secure)
                 .await
             {
                 Ok(mut resp) => {
@@ -436,6 +456,16 @@ impl Proxy {
     fn accept(&self, parts: &mut http::request::Parts, peer: &Peer) -> Accepted {
         // Exactly one Host (HTTP/1.0 may have none): two would let the router and the
         // upstream each read a different one.
+        if parts.version == http::Version::HTTP_2 && !parts.headers.contains_key(header::HOST) {
+            // HTTP/2 names the host in `:authority`; the rest of the proxy reads `Host`.
+            if let Some(v) = parts
+                .uri
+                .authority()
+                .and_then(|a| HeaderValue::from_str(a.as_str()).ok())
+            {
+                parts.headers.insert(header::HOST, v);
+            }
+        }
         let mut hosts = parts.headers.get_all(header::HOST).iter();
         let host = hosts.next().cloned();
         let bad_host =
@@ -455,11 +485,19 @@ impl Proxy {
         } else {
             peer.addr.ip()
         };
+        // Kong believes X-Forwarded-Proto only from a trusted proxy.
+        let https = peer.tls
+            || trusted
+                && parts
+                    .headers
+                    .get(&X_FORWARDED_PROTO)
+                    .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"https"));
         Accepted {
             host,
             bad_host,
             client_ip,
             trusted,
+            https,
         }
     }
 
@@ -470,7 +508,8 @@ impl Proxy {
         snap: &'s Snapshot,
         parts: &http::request::Parts,
         (host, port): (&str, Option<u16>),
-        raw_host: &str,
+        peer: &Peer,
+        https: bool,
         norm: &str,
     ) -> Result<(&'s RouteRuntime, usize, usize), Early> {
         let found = snap.router.find(&RequestView {
@@ -479,6 +518,7 @@ impl Proxy {
             port,
             path: norm,
             headers: &Lookup(&parts.headers),
+            sni: peer.sni.as_deref(),
         });
         let Some(m) = found else {
             return Err(error_response(
@@ -487,8 +527,8 @@ impl Proxy {
             ));
         };
         let route = &snap.routes[m.route];
-        if !route.accepts_http {
-            return Err(https_redirect(route, raw_host, &parts.uri));
+        if !route.accepts_http && !https {
+            return Err(https_redirect(route, host, &parts.uri));
         }
         Ok((route, m.matched_len, m.route))
     }
@@ -524,7 +564,8 @@ impl Proxy {
         // Kong believes a trusted proxy's X-Forwarded-Proto/Host/Port/Path/Prefix.
         let keep = |h: &http::HeaderMap, name: &HeaderName| f.trusted && h.contains_key(name);
         if !keep(h, &X_FORWARDED_PROTO) {
-            h.insert(X_FORWARDED_PROTO.clone(), HeaderValue::from_static("http"));
+            let proto = if f.peer.tls { "https" } else { "http" };
+            h.insert(X_FORWARDED_PROTO.clone(), HeaderValue::from_static(proto));
         }
         let forwarded_host = match f.client_host {
             // The client's Host header is already the name alone: share its bytes.
@@ -537,7 +578,12 @@ impl Proxy {
             h.insert(X_FORWARDED_HOST.clone(), v);
         }
         if !keep(h, &X_FORWARDED_PORT) {
-            h.insert(X_FORWARDED_PORT.clone(), self.port_header.clone());
+            let port = if f.peer.tls {
+                HeaderValue::from(f.peer.local.port())
+            } else {
+                self.port_header.clone()
+            };
+            h.insert(X_FORWARDED_PORT.clone(), port);
         }
         if !keep(h, &X_FORWARDED_PATH) {
             if let Ok(v) = HeaderValue::from_str(f.original_path) {
@@ -621,6 +667,8 @@ struct Accepted {
     client_ip: std::net::IpAddr,
     /// Whether the peer is a trusted proxy.
     trusted: bool,
+    /// Whether the client's request is https: over TLS here, or so said by a trusted proxy.
+    https: bool,
 }
 
 /// What step 6 needs.
@@ -912,8 +960,10 @@ fn https_redirect(route: &RouteRuntime, host: &str, uri: &Uri) -> Response<Full<
         );
         return r;
     }
+    // Kong: `https://` + the host without its port + the request URI, and no body.
     let pq = uri.path_and_query().map(|p| p.as_str()).unwrap_or("/");
-    let mut r = error_response(code, "Moved");
+    let mut r = Response::new(Full::new(Bytes::new()));
+    *r.status_mut() = code;
     if let Ok(v) = HeaderValue::from_str(&format!("https://{host}{pq}")) {
         r.headers_mut().insert(header::LOCATION, v);
     }

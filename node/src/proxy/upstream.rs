@@ -56,6 +56,28 @@ pub enum SendError {
     HeadTimeout(Duration),
 }
 
+/// The TLS handshake with the upstream failed (an untrusted certificate, a wrong name).
+#[derive(Debug, thiserror::Error)]
+#[error("TLS handshake with the upstream failed: {0}")]
+pub struct TlsFailed(pub String);
+
+/// Starts HTTP/1.1 on a connected stream, its connection driven by its own task.
+async fn handshake<S>(stream: S) -> io::Result<SendRequest<UpstreamBody>>
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let (tx, conn) = http1::Builder::new()
+        .handshake(TokioIo::new(stream))
+        .await
+        .map_err(io::Error::other)?;
+    tokio::spawn(async move {
+        if let Err(e) = conn.await {
+            tracing::debug!(error = %e, "upstream connection ended with error");
+        }
+    });
+    Ok(tx)
+}
+
 /// A service's host that does not resolve (Kong answers 503 "name resolution failed").
 #[derive(Debug, thiserror::Error)]
 #[error("name resolution failed: {0}")]
@@ -81,6 +103,31 @@ impl SendError {
 struct Idle {
     tx: SendRequest<UpstreamBody>,
     since: Instant,
+    /// The TLS settings and SNI it was opened with; a request takes only a connection made
+    /// the way it would make one (pools are per address, SNI and client certificate).
+    tls: Option<(usize, Arc<str>)>,
+}
+
+/// How one request's connection is secured: the service's settings and the SNI (the final
+/// Host without its port).
+#[derive(Clone, Copy)]
+pub struct Secure<'a> {
+    pub tls: &'a Arc<crate::tls::client::UpstreamTls>,
+    pub sni: &'a str,
+}
+
+impl Secure<'_> {
+    fn id(&self) -> usize {
+        Arc::as_ptr(self.tls) as usize
+    }
+}
+
+fn same(a: &Option<(usize, Arc<str>)>, b: Option<Secure<'_>>) -> bool {
+    match (a, b) {
+        (None, None) => true,
+        (Some((id, sni)), Some(s)) => *id == s.id() && **sni == *s.sni,
+        _ => false,
+    }
 }
 
 impl Idle {
@@ -121,17 +168,24 @@ impl Pool {
         self.idle.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    fn take_idle(&self) -> Option<SendRequest<UpstreamBody>> {
+    fn take_idle(&self, secure: Option<Secure<'_>>) -> Option<SendRequest<UpstreamBody>> {
         let mut idle = self.lock();
-        while let Some(i) = idle.pop_back() {
-            if i.usable() {
-                return Some(i.tx);
+        if secure.is_none() && idle.back().is_none_or(|i| i.tls.is_none()) {
+            // The common case: plain connections only, warmest first.
+            while let Some(i) = idle.pop_back() {
+                if i.usable() {
+                    return Some(i.tx);
+                }
             }
+            return None;
         }
-        None
+        let at = idle
+            .iter()
+            .rposition(|i| same(&i.tls, secure) && i.usable())?;
+        idle.remove(at).map(|i| i.tx)
     }
 
-    fn put(&self, tx: SendRequest<UpstreamBody>) {
+    fn put(&self, tx: SendRequest<UpstreamBody>, tls: Option<(usize, Arc<str>)>) {
         if tx.is_closed() {
             return;
         }
@@ -140,6 +194,7 @@ impl Pool {
             idle.push_back(Idle {
                 tx,
                 since: Instant::now(),
+                tls,
             });
         }
     }
@@ -152,7 +207,11 @@ impl Pool {
         }
     }
 
-    async fn connect(&self, timeout: Duration) -> io::Result<SendRequest<UpstreamBody>> {
+    async fn connect(
+        &self,
+        timeout: Duration,
+        secure: Option<Secure<'_>>,
+    ) -> io::Result<SendRequest<UpstreamBody>> {
         let deadline = tokio::time::Instant::now() + timeout;
         let timed_out = || io::Error::new(io::ErrorKind::TimedOut, "connect timed out");
         // An IP literal resolves without a lookup; a name goes through the system resolver.
@@ -172,23 +231,32 @@ impl Pool {
                     stream.set_nodelay(true)?;
                     let keepalive = socket2::TcpKeepalive::new().with_time(Duration::from_secs(60));
                     let _ = socket2::SockRef::from(&stream).set_tcp_keepalive(&keepalive);
-                    let (tx, conn) = http1::Builder::new()
-                        .handshake(TokioIo::new(stream))
-                        .await
-                        .map_err(io::Error::other)?;
-                    tokio::spawn(async move {
-                        if let Err(e) = conn.await {
-                            tracing::debug!(error = %e, "upstream connection ended with error");
+                    return match secure {
+                        None => handshake(stream).await,
+                        Some(s) => {
+                            let name =
+                                crate::tls::client::server_name(s.sni).unwrap_or_else(|| {
+                                    rustls::pki_types::ServerName::IpAddress(addr.ip().into())
+                                });
+                            let tls = tokio::time::timeout_at(
+                                deadline,
+                                s.tls.connector.connect(name, stream),
+                            )
+                            .await
+                            .map_err(|_| timed_out())?
+                            .map_err(|e| {
+                                io::Error::new(io::ErrorKind::InvalidData, TlsFailed(e.to_string()))
+                            })?;
+                            handshake(tls).await
                         }
-                    });
-                    return Ok(tx);
+                    };
                 }
             }
         }
         Err(last)
     }
 
-    /// Sends `req` (origin-form URI, Host header set) and returns the response head; the
+    /// Sends `req` (origin-form URI, Host header set) over plain HTTP and returns the response head; the
     /// connection returns to the pool when the body has been read. Connecting has the pool's
     /// `connect_timeout`; once connected, the head must come within `head_timeout` (Kong's
     /// `read_timeout`: the deadlines do not add up).
@@ -197,7 +265,7 @@ impl Pool {
         req: Request<UpstreamBody>,
         head_timeout: Duration,
     ) -> Result<Response<PooledBody>, SendError> {
-        self.send_within(req, self.connect_timeout, head_timeout)
+        self.send_within(req, self.connect_timeout, head_timeout, None)
             .await
     }
 
@@ -208,11 +276,12 @@ impl Pool {
         mut req: Request<UpstreamBody>,
         connect_timeout: Duration,
         head_timeout: Duration,
+        secure: Option<Secure<'_>>,
     ) -> Result<Response<PooledBody>, SendError> {
         loop {
-            let (mut tx, reused) = match self.take_idle() {
+            let (mut tx, reused) = match self.take_idle(secure) {
                 Some(tx) => (tx, true),
-                None => match self.connect(connect_timeout).await {
+                None => match self.connect(connect_timeout, secure).await {
                     Ok(tx) => (tx, false),
                     Err(source) => {
                         return Err(SendError::Connect {
@@ -241,6 +310,7 @@ impl Pool {
                     let lease = Lease {
                         pool: Arc::downgrade(self),
                         tx,
+                        tls: secure.map(|s| (s.id(), Arc::from(s.sni))),
                     };
                     return Ok(resp.map(|body| PooledBody {
                         inner: body,
@@ -260,6 +330,7 @@ impl Pool {
 struct Lease {
     pool: Weak<Pool>,
     tx: SendRequest<UpstreamBody>,
+    tls: Option<(usize, Arc<str>)>,
 }
 
 /// The upstream response body; its end gives the connection back to the pool.
@@ -274,7 +345,7 @@ impl PooledBody {
     fn give_back(&mut self) {
         if let Some(l) = self.lease.take() {
             if let Some(pool) = l.pool.upgrade() {
-                pool.put(l.tx);
+                pool.put(l.tx, l.tls);
             }
         }
     }
