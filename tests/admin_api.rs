@@ -409,6 +409,10 @@ fn cli_refuses_what_it_cannot_honour() {
             "127.0.0.1:0",
             "--admin-listen",
             "127.0.0.1:0",
+            "--proxy-listen-tls",
+            "off",
+            "--admin-listen-tls",
+            "off",
         ])
         .args([
             "--cluster-listen",

@@ -144,6 +144,7 @@ fn a_node_reachable_by_other_hosts_needs_cluster_credentials() {
                 "127.0.0.1:0",
             ])
             .args(["--advertise-addr", "127.0.0.1"])
+            .args(["--proxy-listen-tls", "off", "--admin-listen-tls", "off"])
             .args(extra)
             .arg("--data-dir")
             .arg(dir.path())

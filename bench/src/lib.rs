@@ -125,6 +125,10 @@ pub async fn cluster_pinned(
             &format!("127.0.0.1:{cp}"),
             "--gossip-listen",
             &format!("127.0.0.1:{gp}"),
+            "--proxy-listen-tls",
+            "off",
+            "--admin-listen-tls",
+            "off",
         ]
         .iter()
         .map(|s| s.to_string())

@@ -719,6 +719,7 @@ mod tests {
                 port: None,
                 path,
                 headers: &crate::proxy::headers::Lookup(&headers),
+                sni: None,
             })
             .is_some()
     }

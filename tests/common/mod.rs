@@ -138,10 +138,25 @@ impl Drop for Proc {
     }
 }
 
+/// Gives the node a TLS proxy port of its own unless `extra` names one.
+fn tls_listen_arg(extra: &[&str], args: &mut Vec<String>) -> String {
+    match extra.iter().position(|a| *a == "--proxy-listen-tls") {
+        Some(i) => extra.get(i + 1).map(|s| s.to_string()).unwrap_or_default(),
+        None => {
+            let a = format!("127.0.0.1:{}", free_port());
+            args.push("--proxy-listen-tls".into());
+            args.push(a.clone());
+            a
+        }
+    }
+}
+
 /// A running gateway node.
 pub struct Node {
     pub proc: Proc,
     pub proxy: String,
+    /// The TLS proxy listener, `127.0.0.1:port`.
+    pub proxy_tls: String,
     pub admin: String,
     pub data_dir: PathBuf,
     _tmp: Option<tempfile::TempDir>,
@@ -181,11 +196,15 @@ impl Node {
             format!("127.0.0.1:{}", free_port()),
             "--gossip-listen".into(),
             format!("127.0.0.1:{}", free_port()),
+            "--admin-listen-tls".into(),
+            "off".into(),
         ];
+        let tls = tls_listen_arg(extra, &mut args);
         args.extend(extra.iter().map(|s| s.to_string()));
         let node = Node {
             proc: Proc::spawn(&args, &[]),
             proxy: format!("http://127.0.0.1:{pp}"),
+            proxy_tls: tls,
             admin: format!("http://127.0.0.1:{ap}"),
             data_dir: dir.to_path_buf(),
             _tmp: None,
@@ -350,11 +369,15 @@ impl ClusterSpec {
             format!("127.0.0.1:{cp}"),
             "--gossip-listen".into(),
             format!("127.0.0.1:{gp}"),
+            "--admin-listen-tls".into(),
+            "off".into(),
         ];
+        let tls = tls_listen_arg(extra, &mut args);
         args.extend(extra.iter().map(|s| s.to_string()));
         let node = Node {
             proc: Proc::spawn(&args, &[]),
             proxy: format!("http://127.0.0.1:{pp}"),
+            proxy_tls: tls,
             admin: format!("http://127.0.0.1:{ap}"),
             data_dir: dir,
             _tmp: None,

@@ -40,6 +40,10 @@ fn node_args(dir: &std::path::Path, name: &str, proxy: u16, admin: u16) -> Vec<S
         format!("127.0.0.1:{}", free_port()),
         "--gossip-listen".into(),
         format!("127.0.0.1:{}", free_port()),
+        "--proxy-listen-tls".into(),
+        "off".into(),
+        "--admin-listen-tls".into(),
+        "off".into(),
     ]
     .to_vec()
 }

@@ -144,6 +144,10 @@ async fn main() -> anyhow::Result<()> {
             &format!("127.0.0.1:{}", free_port()),
             "--gossip-listen",
             &format!("127.0.0.1:{}", free_port()),
+            "--proxy-listen-tls",
+            "off",
+            "--admin-listen-tls",
+            "off",
             "--worker-threads",
             "1",
         ]

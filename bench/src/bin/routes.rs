@@ -75,6 +75,7 @@ fn in_process(n: usize) -> anyhow::Result<()> {
                 port: None,
                 path: p,
                 headers: &headers,
+                sni: None,
             });
             times.push(t.elapsed());
             if round == 0 && m.is_some() {

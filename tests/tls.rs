@@ -1,0 +1,450 @@
+//! TLS on real nodes with real clients: curl over HTTP/2 and HTTP/1.1 picks the certificate
+//! Kong would pick for each SNI; a certificate replaced through one node is presented by
+//! another; https routes and upstreams; and what hostile or broken TLS input gets.
+
+mod common;
+
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use common::backend::Backend;
+use common::{eventually, ClusterSpec, Echo, Node};
+use serde_json::json;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+/// A self-signed certificate whose subject CN is `cn`, valid for `names`: (cert, key) PEM.
+fn cert(cn: &str, names: &[&str]) -> (String, String) {
+    let key = rcgen::KeyPair::generate().unwrap();
+    let mut p =
+        rcgen::CertificateParams::new(names.iter().map(|s| s.to_string()).collect::<Vec<_>>())
+            .unwrap();
+    p.distinguished_name.push(rcgen::DnType::CommonName, cn);
+    (p.self_signed(&key).unwrap().pem(), key.serialize_pem())
+}
+
+/// What curl saw: the certificate subject's CN, the status and the HTTP version.
+#[derive(Debug, PartialEq)]
+struct Seen {
+    cn: String,
+    status: String,
+    version: String,
+}
+
+/// One request with curl to the node's TLS listener, sending `sni` (none when `None`: curl
+/// sends no SNI to an IP address).
+async fn curl(tls_addr: &str, sni: Option<&str>, http: &str, path: &str) -> Seen {
+    let port = tls_addr.rsplit_once(':').unwrap().1.to_string();
+    let (http, path) = (http.to_string(), path.to_string());
+    let sni = sni.map(str::to_string);
+    tokio::task::spawn_blocking(move || {
+        let mut cmd = Command::new("curl");
+        cmd.args(["-sk", "-v", "--max-time", "10", &http, "-o", "/dev/null"]);
+        cmd.args(["-w", "%{http_code} %{http_version}"]);
+        match &sni {
+            Some(name) => {
+                cmd.args(["--resolve", &format!("{name}:{port}:127.0.0.1")]);
+                cmd.arg(format!("https://{name}:{port}{path}"));
+            }
+            None => {
+                cmd.arg(format!("https://127.0.0.1:{port}{path}"));
+            }
+        }
+        let out = cmd
+            .output()
+            .expect("curl is installed (.ci/run installs it)");
+        let err = String::from_utf8_lossy(&out.stderr);
+        let cn = err
+            .lines()
+            .find_map(|l| l.split("subject:").nth(1))
+            .and_then(|s| s.split("CN=").nth(1))
+            .map(|s| s.split([',', ';']).next().unwrap_or("").trim().to_string())
+            .unwrap_or_default();
+        let w = String::from_utf8_lossy(&out.stdout).to_string();
+        let (status, version) = w.split_once(' ').unwrap_or(("", ""));
+        Seen {
+            cn,
+            status: status.into(),
+            version: version.into(),
+        }
+    })
+    .await
+    .unwrap()
+}
+
+async fn add_cert(node: &Node, cn: &str, snis: &[&str]) -> serde_json::Value {
+    let (c, k) = cert(cn, &["ignored.test"]);
+    node.create("/certificates", json!({"cert": c, "key": k, "snis": snis}))
+        .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn curl_over_h2_and_h1_gets_kongs_certificate_for_each_sni() {
+    let node = Node::start().await;
+    let echo = Echo::start("tls-echo").await;
+    node.create("/services", json!({"name": "s", "url": echo.url()}))
+        .await;
+    node.create("/services/s/routes", json!({"paths": ["/"]}))
+        .await;
+    add_cert(&node, "exact", &["exact.test"]).await;
+    add_cert(&node, "leading", &["*.lead.test"]).await;
+    add_cert(&node, "trailing", &["trail.*"]).await;
+
+    // The five cases, each over HTTP/2 and HTTP/1.1. `*` comes last: before it exists an
+    // unknown name gets the default.
+    for (http, version) in [("--http2", "2"), ("--http1.1", "1.1")] {
+        let expect = [
+            (Some("exact.test"), "exact"),
+            (Some("a.lead.test"), "leading"),
+            (Some("trail.example"), "trailing"),
+            // One level only: `*.lead.test` does not serve `b.a.lead.test`.
+            (Some("b.a.lead.test"), "localhost"),
+            (Some("unknown.test"), "localhost"),
+            (None, "localhost"),
+        ];
+        for (sni, cn) in expect {
+            let seen = curl(&node.proxy_tls, sni, http, "/").await;
+            assert_eq!(
+                (
+                    seen.cn.as_str(),
+                    seen.status.as_str(),
+                    seen.version.as_str()
+                ),
+                (cn, "200", version),
+                "{sni:?} over {http}"
+            );
+        }
+    }
+    add_cert(&node, "star", &["*"]).await;
+    for http in ["--http2", "--http1.1"] {
+        assert_eq!(
+            curl(&node.proxy_tls, Some("unknown.test"), http, "/")
+                .await
+                .cn,
+            "star"
+        );
+        // The more specific names still win over `*`; no SNI still gets the default.
+        assert_eq!(
+            curl(&node.proxy_tls, Some("exact.test"), http, "/")
+                .await
+                .cn,
+            "exact"
+        );
+        assert_eq!(curl(&node.proxy_tls, None, http, "/").await.cn, "localhost");
+    }
+
+    // Deleting a certificate stops it being served at once (its SNIs go with it).
+    let exact = node.get("/certificates/exact.test").await.1;
+    assert_eq!(exact["snis"], json!(["exact.test"]));
+    let id = exact["id"].as_str().unwrap().to_string();
+    let (s, _) = node
+        .send(
+            reqwest::Method::DELETE,
+            &format!("/certificates/{id}"),
+            None,
+        )
+        .await;
+    assert_eq!(s, 204);
+    assert_eq!(node.get("/snis/exact.test").await.0, 404);
+    assert_eq!(
+        curl(&node.proxy_tls, Some("exact.test"), "--http2", "/")
+            .await
+            .cn,
+        "star"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_certificate_replaced_through_node_2_is_served_by_node_1() {
+    let spec = ClusterSpec::new(2);
+    let nodes = spec.bootstrap(2, &[]).await;
+    let (one, two) = (&nodes[0], &nodes[1]);
+    let created = add_cert(two, "first", &["swap.test"]).await;
+    let id = created["id"].as_str().unwrap().to_string();
+    eventually("node 1 serves the first certificate", || async {
+        (curl(&one.proxy_tls, Some("swap.test"), "--http1.1", "/")
+            .await
+            .cn
+            == "first")
+            .then_some(())
+    })
+    .await;
+    let (c, k) = cert("second", &["swap.test"]);
+    let (s, b) = two
+        .send(
+            reqwest::Method::PATCH,
+            &format!("/certificates/{id}"),
+            Some(json!({"cert": c, "key": k})),
+        )
+        .await;
+    assert_eq!(s, 200, "{b}");
+    let written = Instant::now();
+    eventually("node 1 serves the replaced certificate", || async {
+        (curl(&one.proxy_tls, Some("swap.test"), "--http1.1", "/")
+            .await
+            .cn
+            == "second")
+            .then_some(())
+    })
+    .await;
+    // Reported, not asserted (timings are not asserted on a loaded machine); the closing
+    // note quotes it.
+    eprintln!(
+        "certificate replaced through node 2 served by node 1 after {:?} (including curl)",
+        written.elapsed()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn https_routes_redirect_plain_requests_and_sni_routes_need_the_name() {
+    let node = Node::start().await;
+    let echo = Echo::start("redirect-echo").await;
+    node.create("/services", json!({"name": "s", "url": echo.url()}))
+        .await;
+    node.create(
+        "/services/s/routes",
+        json!({"name": "upgrade", "paths": ["/upgrade"], "protocols": ["https"]}),
+    )
+    .await;
+    node.create(
+        "/services/s/routes",
+        json!({"name": "moved", "paths": ["/moved"], "protocols": ["https"],
+               "https_redirect_status_code": 301}),
+    )
+    .await;
+    node.create(
+        "/services/s/routes",
+        json!({"name": "by-sni", "snis": ["named.test"], "protocols": ["https"]}),
+    )
+    .await;
+    let client = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    let r = client
+        .get(node.proxy_url("/upgrade?a=1"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 426);
+    assert_eq!(r.headers()["upgrade"], "TLS/1.2, HTTP/1.1");
+    assert_eq!(r.headers()["connection"], "Upgrade");
+    assert_eq!(
+        r.json::<serde_json::Value>().await.unwrap(),
+        json!({"message": "Please use HTTPS protocol"})
+    );
+    let r = client
+        .get(node.proxy_url("/moved/x?a=1"))
+        .header("host", "example.test:8000")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 301);
+    assert_eq!(r.headers()["location"], "https://example.test/moved/x?a=1");
+    assert_eq!(r.bytes().await.unwrap().len(), 0);
+    // Over TLS the same routes serve.
+    let seen = curl(&node.proxy_tls, Some("any.test"), "--http2", "/upgrade").await;
+    assert_eq!(seen.status, "200");
+    // A route on an SNI alone matches only that name.
+    assert_eq!(
+        curl(&node.proxy_tls, Some("named.test"), "--http2", "/other")
+            .await
+            .status,
+        "200"
+    );
+    assert_eq!(
+        curl(&node.proxy_tls, Some("else.test"), "--http2", "/other")
+            .await
+            .status,
+        "404"
+    );
+    // `snis` without https is refused, as Kong.
+    let (s, b) = node
+        .post(
+            "/services/s/routes",
+            json!({"snis": ["x.test"], "protocols": ["http"], "paths": ["/x"]}),
+        )
+        .await;
+    assert_eq!(s, 400, "{b}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_https_upstream_with_tls_verify_fails_closed_until_its_ca_is_given() {
+    let node = Node::start().await;
+    let (backend, ca_pem) = Backend::start_tls_signed("secure").await;
+    let url = format!("https://localhost:{}", backend.addr.port());
+    let svc = node
+        .create(
+            "/services",
+            json!({"name": "secure", "url": url, "tls_verify": true}),
+        )
+        .await;
+    node.create("/services/secure/routes", json!({"paths": ["/secure"]}))
+        .await;
+    let client = common::client();
+    let status = |path: &'static str| {
+        let client = client.clone();
+        let url = node.proxy_url(path);
+        async move { client.get(url).send().await.unwrap().status().as_u16() }
+    };
+    // The system's roots do not know the backend's CA: the handshake fails, nothing is sent.
+    assert_eq!(status("/secure").await, 502);
+    assert_eq!(backend.answered(), 0);
+
+    let ca = node
+        .create("/ca_certificates", json!({"cert": ca_pem}))
+        .await;
+    let (s, b) = node
+        .send(
+            reqwest::Method::PATCH,
+            &format!("/services/{}", svc["id"].as_str().unwrap()),
+            Some(json!({"ca_certificates": [ca["id"]]})),
+        )
+        .await;
+    assert_eq!(s, 200, "{b}");
+    assert_eq!(status("/secure").await, 200);
+    assert!(backend.answered() >= 1);
+
+    // A CA certificate a service lists cannot be deleted.
+    let (s, b) = node
+        .send(
+            reqwest::Method::DELETE,
+            &format!("/ca_certificates/{}", ca["id"].as_str().unwrap()),
+            None,
+        )
+        .await;
+    assert_eq!(s, 400, "{b}");
+    assert!(b["message"]
+        .as_str()
+        .unwrap()
+        .contains("is still referenced by services"));
+
+    // tls_verify off (Kong's default) accepts the certificate as it is.
+    let (s, _) = node
+        .send(
+            reqwest::Method::PATCH,
+            &format!("/services/{}", svc["id"].as_str().unwrap()),
+            Some(json!({"tls_verify": false, "ca_certificates": null})),
+        )
+        .await;
+    assert_eq!(s, 200);
+    assert_eq!(status("/secure").await, 200);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_tls_input_gets_a_clear_error_or_a_closed_connection() {
+    let node = Node::start().await;
+    let p = |f: &str| std::fs::read_to_string(format!("../config/tests/pem/{f}")).unwrap();
+    // Malformed PEM, a key that is not the certificate's, an expired CA: 400s naming why.
+    let (s, b) = node
+        .post(
+            "/certificates",
+            json!({"cert": "-----BEGIN CERTIFICATE-----\nnope", "key": p("rsa.key")}),
+        )
+        .await;
+    assert_eq!(s, 400, "{b}");
+    assert!(b["fields"]["cert"]
+        .as_str()
+        .unwrap()
+        .starts_with("invalid certificate"));
+    let (s, b) = node
+        .post(
+            "/certificates",
+            json!({"cert": p("rsa.crt"), "key": p("ec.key")}),
+        )
+        .await;
+    assert_eq!(s, 400);
+    assert_eq!(
+        b["fields"]["@entity"],
+        json!(["certificate does not match key"])
+    );
+    assert!(
+        !b.to_string().contains("PRIVATE KEY"),
+        "no key in errors: {b}"
+    );
+    let (s, b) = node
+        .post("/ca_certificates", json!({"cert": p("expired-ca.crt")}))
+        .await;
+    assert_eq!(s, 400);
+    assert_eq!(
+        b["fields"]["@entity"],
+        json!(["certificate expired, \"Not After\" time is in the past"])
+    );
+    let (s, b) = node
+        .post(
+            "/certificates",
+            json!({"cert": p("rsa.crt"), "key": p("rsa.key"), "snis": ["a.test", "a.test"]}),
+        )
+        .await;
+    assert_eq!(
+        (s, b["fields"]["snis"].as_str()),
+        (400, Some("a.test is duplicated"))
+    );
+    let first = node
+        .create(
+            "/certificates",
+            json!({"cert": p("rsa.crt"), "key": p("rsa.key"), "snis": ["taken.test"]}),
+        )
+        .await;
+    let (s, b) = node
+        .post(
+            "/certificates",
+            json!({"cert": p("ec.crt"), "key": p("ec.key"), "snis": ["taken.test"]}),
+        )
+        .await;
+    assert_eq!(s, 400);
+    assert_eq!(
+        b["fields"]["snis"],
+        format!(
+            "taken.test already associated with existing certificate '{}'",
+            first["id"].as_str().unwrap()
+        )
+    );
+
+    // Garbage on the TLS port: the connection is closed, and the node serves on.
+    let mut s = tokio::net::TcpStream::connect(&node.proxy_tls)
+        .await
+        .unwrap();
+    s.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .unwrap();
+    let mut buf = [0u8; 64];
+    let n = tokio::time::timeout(Duration::from_secs(10), s.read(&mut buf))
+        .await
+        .expect("closed, not left hanging")
+        .unwrap_or(0);
+    assert!(
+        n == 0 || buf[0] == 0x15,
+        "a TLS alert or a close, got {:?}",
+        &buf[..n]
+    );
+
+    // A client that never finishes its handshake is cut off after the handshake timeout.
+    let mut slow = tokio::net::TcpStream::connect(&node.proxy_tls)
+        .await
+        .unwrap();
+    slow.write_all(&[0x16, 0x03, 0x01]).await.unwrap();
+    let started = Instant::now();
+    let n = tokio::time::timeout(Duration::from_secs(30), slow.read(&mut buf))
+        .await
+        .expect("the node closes a stalled handshake")
+        .unwrap_or(0);
+    assert_eq!(n, 0);
+    assert!(
+        started.elapsed() >= Duration::from_secs(4),
+        "closed by the timeout, not at once"
+    );
+
+    // No SNI gets the default certificate (tested above); and the node still answers.
+    let seen = curl(&node.proxy_tls, Some("after.test"), "--http2", "/").await;
+    assert_eq!(
+        (seen.cn.as_str(), seen.status.as_str()),
+        ("localhost", "404")
+    );
+    let failures = node.metrics().await;
+    assert!(
+        failures
+            .lines()
+            .any(|l| l.starts_with("tollgate_tls_handshake_failures_total{listener=\"proxy\"}")),
+        "handshake failures are counted"
+    );
+}
