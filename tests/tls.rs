@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 
 use common::backend::Backend;
 use common::{eventually, ClusterSpec, Echo, Node};
+use rustls::pki_types::pem::PemObject;
 use serde_json::json;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
@@ -447,4 +448,127 @@ async fn bad_tls_input_gets_a_clear_error_or_a_closed_connection() {
             .any(|l| l.starts_with("tollgate_tls_handshake_failures_total{listener=\"proxy\"}")),
         "handshake failures are counted"
     );
+}
+
+/// A WebSocket server that echoes every message, on a port of its own.
+async fn ws_echo() -> std::net::SocketAddr {
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = l.local_addr().unwrap();
+    tokio::spawn(async move {
+        loop {
+            let Ok((s, _)) = l.accept().await else {
+                continue;
+            };
+            tokio::spawn(async move {
+                use futures_util::{SinkExt, StreamExt};
+                let Ok(mut ws) = tokio_tungstenite::accept_async(s).await else {
+                    return;
+                };
+                while let Some(Ok(m)) = ws.next().await {
+                    if m.is_close() || ws.send(m).await.is_err() {
+                        break;
+                    }
+                }
+            });
+        }
+    });
+    addr
+}
+
+/// Sends two messages over `ws` and checks they come back.
+async fn round_trip<S>(mut ws: tokio_tungstenite::WebSocketStream<S>)
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
+    use futures_util::{SinkExt, StreamExt};
+    use tokio_tungstenite::tungstenite::Message;
+    for text in ["hello", "again"] {
+        ws.send(Message::text(text)).await.unwrap();
+        let back = tokio::time::timeout(Duration::from_secs(10), ws.next())
+            .await
+            .expect("an echo")
+            .unwrap()
+            .unwrap();
+        assert_eq!(back, Message::text(text));
+    }
+    ws.send(Message::binary(vec![0u8, 1, 2, 255]))
+        .await
+        .unwrap();
+    let back = ws.next().await.unwrap().unwrap();
+    assert_eq!(back, Message::binary(vec![0u8, 1, 2, 255]));
+    ws.close(None).await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn websockets_round_trip_over_ws_and_wss_with_plugins_on_the_handshake() {
+    let node = Node::start().await;
+    let echo = ws_echo().await;
+    node.create(
+        "/services",
+        json!({"name": "ws", "url": format!("http://{echo}")}),
+    )
+    .await;
+    node.create(
+        "/services/ws/routes",
+        json!({"name": "ws", "paths": ["/ws"]}),
+    )
+    .await;
+    node.create("/routes/ws/plugins", json!({"name": "key-auth"}))
+        .await;
+    node.create("/consumers", json!({"username": "wsuser"}))
+        .await;
+    node.create("/consumers/wsuser/key-auth", json!({"key": "ws-secret"}))
+        .await;
+    let proxy = node.proxy.trim_start_matches("http://").to_string();
+
+    // The handshake goes through the route's plugins: no key, no upgrade.
+    let tcp = tokio::net::TcpStream::connect(&proxy).await.unwrap();
+    let refused = tokio_tungstenite::client_async(format!("ws://{proxy}/ws"), tcp).await;
+    match refused {
+        Err(tokio_tungstenite::tungstenite::Error::Http(r)) => assert_eq!(r.status(), 401),
+        other => panic!("expected a 401, got {other:?}"),
+    }
+
+    // ws://
+    let req = |url: String| {
+        use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+        let mut r = url.into_client_request().unwrap();
+        r.headers_mut()
+            .insert("apikey", "ws-secret".parse().unwrap());
+        r
+    };
+    let tcp = tokio::net::TcpStream::connect(&proxy).await.unwrap();
+    let (ws, resp) = tokio_tungstenite::client_async(req(format!("ws://{proxy}/ws")), tcp)
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 101);
+    round_trip(ws).await;
+
+    // wss://, trusting the node's self-signed default certificate.
+    let mut roots = rustls::RootCertStore::empty();
+    let pem = std::fs::read(node.data_dir.join("tls/default.crt")).unwrap();
+    for c in rustls::pki_types::CertificateDer::pem_slice_iter(&pem) {
+        roots.add(c.unwrap()).unwrap();
+    }
+    let config = rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    let tcp = tokio::net::TcpStream::connect(&node.proxy_tls)
+        .await
+        .unwrap();
+    let tls = tokio_rustls::TlsConnector::from(std::sync::Arc::new(config))
+        .connect("localhost".try_into().unwrap(), tcp)
+        .await
+        .unwrap();
+    let port = node.proxy_tls.rsplit_once(':').unwrap().1;
+    let (ws, resp) =
+        tokio_tungstenite::client_async(req(format!("wss://localhost:{port}/ws")), tls)
+            .await
+            .unwrap();
+    assert_eq!(resp.status(), 101);
+    round_trip(ws).await;
 }

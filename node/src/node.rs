@@ -299,6 +299,7 @@ pub async fn run(args: NodeArgs) -> anyhow::Result<()> {
         underscores_in_headers: args.underscores_in_headers,
         trusted: crate::proxy::trusted::TrustedIps::new(&args.trusted_ips, &args.real_ip_header)?,
         spill_dir,
+        websocket_max_lifetime: Duration::from_secs(args.websocket_max_lifetime),
     };
     let proxy = Arc::new(Proxy::new(
         snapshots.clone(),

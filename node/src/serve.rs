@@ -4,7 +4,9 @@
 //! [`HEADER_READ_TIMEOUT`] and fit in [`MAX_HEAD_BYTES`] (hyper answers 400 to a malformed
 //! head and 431 to an oversized one), the number of open connections is capped, and accept
 //! errors (e.g. out of file descriptors) back off instead of spinning. On shutdown the loop
-//! stops accepting and gives in-flight requests [`DRAIN_TIMEOUT`] to finish.
+//! stops accepting and gives in-flight requests [`DRAIN_TIMEOUT`] to finish. HTTP/1.1
+//! connections may be upgraded (WebSocket): the connection's task ends there, and the tunnel
+//! belongs to whoever took the upgrade.
 //!
 //! With [`Tls`], each connection first completes a TLS handshake within
 //! [`HANDSHAKE_TIMEOUT`], in its own task. At most [`MAX_HANDSHAKES`] handshakes are in progress
@@ -175,7 +177,6 @@ pub async fn serve<H, F, B>(
     B: Body<Data = Bytes> + Send + 'static,
     B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
-    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
     let permits = Arc::new(Semaphore::new(MAX_CONNECTIONS));
     let handshake_slots = Arc::new(Semaphore::new(MAX_HANDSHAKES));
     let handshakes = Arc::new(Handshakes::default());
@@ -208,11 +209,12 @@ pub async fn serve<H, F, B>(
                 futures_util::FutureExt::map(h(req, &client), Ok::<_, Infallible>)
             })
         };
+        let stop = shutdown.clone();
         match &tls {
             None => {
-                let conn = graceful.watch(http1_conn(stream, service(Peer::new(peer, local))));
+                let conn = http1_conn(stream, service(Peer::new(peer, local)));
                 tokio::spawn(async move {
-                    if let Err(e) = conn.await {
+                    if let Err(e) = until_shutdown(conn, stop).await {
                         tracing::debug!(listener = what, %peer, error = %e, "connection ended with error");
                     }
                     drop(permit);
@@ -224,7 +226,6 @@ pub async fn serve<H, F, B>(
                     on_failure(peer, "too many TLS handshakes in progress");
                     continue;
                 };
-                let watcher = graceful.watcher();
                 tokio::spawn(async move {
                     let hs = tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream));
                     let stream = match hs.await {
@@ -242,9 +243,9 @@ pub async fn serve<H, F, B>(
                         .map(|n| Arc::from(n.to_ascii_lowercase().as_str()));
                     let svc = service(client);
                     let done = if h2 {
-                        watcher.watch(h2_conn(stream, svc)).await
+                        until_shutdown(h2_conn(stream, svc), stop).await
                     } else {
-                        watcher.watch(http1_conn(stream, svc)).await
+                        until_shutdown(http1_conn(stream, svc), stop).await
                     };
                     if let Err(e) = done {
                         tracing::debug!(listener = what, %peer, error = %e, "connection ended with error");
@@ -256,9 +257,59 @@ pub async fn serve<H, F, B>(
     }
     drop(listener);
     drop(tls);
+    // Every connection task holds a permit until it ends: all permits back means drained.
     tokio::select! {
-        _ = graceful.shutdown() => tracing::info!(listener = what, "drained"),
+        _ = permits.acquire_many(MAX_CONNECTIONS as u32) => tracing::info!(listener = what, "drained"),
         _ = tokio::time::sleep(DRAIN_TIMEOUT) => tracing::warn!(listener = what, "drain timed out"),
+    }
+}
+
+/// A connection that can stop taking new requests and finish the ones in flight.
+trait Graceful: std::future::Future<Output = Result<(), hyper::Error>> {
+    fn stop(self: std::pin::Pin<&mut Self>);
+}
+
+impl<I, S, B> Graceful for http1::UpgradeableConnection<I, S>
+where
+    I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
+    S: hyper::service::HttpService<Incoming, ResBody = B>,
+    S::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    B: Body + 'static,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    fn stop(self: std::pin::Pin<&mut Self>) {
+        self.graceful_shutdown();
+    }
+}
+
+impl<I, S, B, E> Graceful for hyper::server::conn::http2::Connection<I, S, E>
+where
+    I: hyper::rt::Read + hyper::rt::Write + Unpin,
+    S: hyper::service::HttpService<Incoming, ResBody = B>,
+    S::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    B: Body + 'static,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    E: hyper::rt::bounds::Http2ServerConnExec<S::Future, B>,
+{
+    fn stop(self: std::pin::Pin<&mut Self>) {
+        self.graceful_shutdown();
+    }
+}
+
+/// Serves `conn` to its end; when `shutdown` fires, it stops taking requests and finishes
+/// those in flight (an HTTP/2 GOAWAY, an HTTP/1.1 `Connection: close`).
+async fn until_shutdown<C: Graceful>(conn: C, mut shutdown: Shutdown) -> Result<(), hyper::Error> {
+    let mut conn = std::pin::pin!(conn);
+    let stopping = async move {
+        // The guard `wait_for` returns is dropped here, not held across the drain.
+        let _ = shutdown.wait_for(|stop| *stop).await.is_ok();
+    };
+    tokio::select! {
+        r = conn.as_mut() => r,
+        _ = stopping => {
+            conn.as_mut().stop();
+            conn.await
+        }
     }
 }
 
@@ -282,11 +333,11 @@ where
         .serve_connection(TokioIo::new(stream), svc)
 }
 
-/// One HTTP/1.1 connection with the listener's limits.
+/// One HTTP/1.1 connection with the listener's limits; it may be upgraded (WebSocket).
 fn http1_conn<S, Svc, B>(
     stream: S,
     svc: Svc,
-) -> hyper::server::conn::http1::Connection<TokioIo<S>, Svc>
+) -> hyper::server::conn::http1::UpgradeableConnection<TokioIo<S>, Svc>
 where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     Svc: hyper::service::HttpService<Incoming, ResBody = B>,
@@ -299,4 +350,5 @@ where
         .max_buf_size(MAX_HEAD_BYTES)
         .keep_alive(true)
         .serve_connection(TokioIo::new(stream), svc)
+        .with_upgrades()
 }

@@ -22,6 +22,7 @@ pub mod request_body;
 pub mod response_body;
 pub mod trusted;
 pub mod upstream;
+pub mod websocket;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -66,7 +67,7 @@ static X_UPSTREAM_LATENCY: HeaderName = HeaderName::from_static("x-kong-upstream
 static X_PROXY_LATENCY: HeaderName = HeaderName::from_static("x-kong-proxy-latency");
 
 /// How the proxy treats what clients send, from the command line.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct ClientPolicy {
     /// Keep request headers whose names contain `_` (nginx's `underscores_in_headers on`).
     pub underscores_in_headers: bool,
@@ -74,6 +75,19 @@ pub struct ClientPolicy {
     pub trusted: trusted::TrustedIps,
     /// Where a spilled request body goes (in the data directory).
     pub spill_dir: PathBuf,
+    /// How long a WebSocket (upgraded) connection may live, busy or not.
+    pub websocket_max_lifetime: Duration,
+}
+
+impl Default for ClientPolicy {
+    fn default() -> ClientPolicy {
+        ClientPolicy {
+            underscores_in_headers: false,
+            trusted: trusted::TrustedIps::default(),
+            spill_dir: PathBuf::new(),
+            websocket_max_lifetime: Duration::from_secs(24 * 3600),
+        }
+    }
 }
 
 /// The proxy's long-lived state.
@@ -232,6 +246,12 @@ impl Proxy {
                 port,
             },
         );
+        if let Some(upgrade) = accepted.upgrade.clone() {
+            // Boxed: only upgrades pay for this future's size.
+            let keep_host = route.preserve_host && accepted.host.is_some();
+            let r = Box::pin(self.upgrade(&mut parts, upgrade, service, uri, keep_host)).await;
+            return self.finish(&mut ctx, &done, r, None, None);
+        }
         let outgoing = match or_finish!(request_body(route, service, &mut ctx, body.take())) {
             Plan::Ready(o) => o,
             // Boxed: a path whose future would otherwise enlarge every request's.
@@ -451,6 +471,118 @@ impl Proxy {
         )
     }
 
+    /// An upgrade (WebSocket) handshake, sent on a connection of its own; on `101` the client
+    /// and upstream connections are joined ([`websocket`]).
+    async fn upgrade(
+        &self,
+        parts: &mut http::request::Parts,
+        upgrade: HeaderValue,
+        service: &ServiceRuntime,
+        uri: Uri,
+        keep_host: bool,
+    ) -> Response<ProxyBody> {
+        let Some(client_side) = parts.extensions.remove::<hyper::upgrade::OnUpgrade>() else {
+            return generated(error_response(StatusCode::BAD_REQUEST, "Bad request"));
+        };
+        let mut headers = std::mem::take(&mut parts.headers);
+        websocket::restore(&mut headers, upgrade);
+        let pool = match &service.target {
+            ServiceTarget::Direct(pool) => pool.clone(),
+            ServiceTarget::Balanced(b) => match b.pick(None) {
+                Some(peer) => {
+                    if !keep_host {
+                        headers.insert(header::HOST, peer.host_header.clone());
+                    }
+                    peer.state.pool.clone()
+                }
+                None => {
+                    return generated(error_response(
+                        StatusCode::SERVICE_UNAVAILABLE,
+                        "failure to get a peer from the ring-balancer",
+                    ))
+                }
+            },
+        };
+        let sni = headers.get(header::HOST).cloned();
+        let secure = match (&service.tls, &sni) {
+            (None, _) => None,
+            (Some(Ok(t)), Some(h)) => Some(upstream::Secure {
+                tls: t,
+                sni: h.to_str().unwrap_or_default(),
+            }),
+            _ => {
+                return generated(error_response(
+                    StatusCode::BAD_GATEWAY,
+                    "An invalid response was received from the upstream server",
+                ))
+            }
+        };
+        let mut tx = match pool.open_upgradable(service.connect_timeout, secure).await {
+            Ok(tx) => tx,
+            Err(e) => {
+                tracing::debug!(service = %service.label, error = %e, "upgrade: cannot connect");
+                let timeout = e.kind() == std::io::ErrorKind::TimedOut;
+                return generated(if timeout {
+                    error_response(
+                        StatusCode::GATEWAY_TIMEOUT,
+                        "The upstream server is timing out",
+                    )
+                } else {
+                    error_response(
+                        StatusCode::BAD_GATEWAY,
+                        "An invalid response was received from the upstream server",
+                    )
+                });
+            }
+        };
+        let mut req = Request::new(crate::snapshot::UpstreamBody::empty());
+        *req.method_mut() = parts.method.clone();
+        *req.uri_mut() = uri;
+        *req.headers_mut() = headers;
+        let sent = tokio::time::timeout(service.read_timeout, tx.send_request(req)).await;
+        let mut resp = match sent {
+            Ok(Ok(r)) => r,
+            Ok(Err(e)) => {
+                tracing::debug!(service = %service.label, error = %e, "upgrade: exchange failed");
+                return generated(error_response(
+                    StatusCode::BAD_GATEWAY,
+                    "An invalid response was received from the upstream server",
+                ));
+            }
+            Err(_) => {
+                return generated(error_response(
+                    StatusCode::GATEWAY_TIMEOUT,
+                    "The upstream server is timing out",
+                ))
+            }
+        };
+        if resp.status() != StatusCode::SWITCHING_PROTOCOLS {
+            // Refused by the upstream: an ordinary answer.
+            strip_hop_by_hop(resp.headers_mut());
+            let (head, body) = resp.into_parts();
+            let read = tokio::time::timeout(
+                service.read_timeout,
+                Limited::new(body, MAX_BUFFERED_BODY).collect(),
+            );
+            return match read.await {
+                Ok(Ok(b)) => Response::from_parts(head, ProxyBody::full(Full::new(b.to_bytes()))),
+                _ => generated(error_response(
+                    StatusCode::BAD_GATEWAY,
+                    "An invalid response was received from the upstream server",
+                )),
+            };
+        }
+        let upstream_side = hyper::upgrade::on(&mut resp);
+        websocket::spawn_tunnel(
+            client_side,
+            upstream_side,
+            service.read_timeout,
+            self.policy.websocket_max_lifetime,
+        );
+        // The 101 keeps its Connection and Upgrade headers: they are the answer.
+        resp.map(|_| ProxyBody::full(Full::new(Bytes::new())))
+    }
+
     /// Step 1, before anything reads the request: the Host check, underscored headers
     /// dropped, the client's hop-by-hop headers removed, and the client address worked out.
     fn accept(&self, parts: &mut http::request::Parts, peer: &Peer) -> Accepted {
@@ -473,6 +605,7 @@ impl Proxy {
         if !self.policy.underscores_in_headers {
             drop_underscored(&mut parts.headers);
         }
+        let upgrade = websocket::requested(parts);
         // The client's `Connection` list applies to what the client sent, never to what the
         // gateway adds below (credentials' consumer headers, forwarding headers).
         strip_hop_by_hop(&mut parts.headers);
@@ -498,6 +631,7 @@ impl Proxy {
             client_ip,
             trusted,
             https,
+            upgrade,
         }
     }
 
@@ -669,6 +803,8 @@ struct Accepted {
     trusted: bool,
     /// Whether the client's request is https: over TLS here, or so said by a trusted proxy.
     https: bool,
+    /// The protocol the client asks to upgrade to (WebSocket), if it asks.
+    upgrade: Option<HeaderValue>,
 }
 
 /// What step 6 needs.

@@ -61,8 +61,9 @@ pub enum SendError {
 #[error("TLS handshake with the upstream failed: {0}")]
 pub struct TlsFailed(pub String);
 
-/// Starts HTTP/1.1 on a connected stream, its connection driven by its own task.
-async fn handshake<S>(stream: S) -> io::Result<SendRequest<UpstreamBody>>
+/// Starts HTTP/1.1 on a connected stream, its connection driven by its own task (one that
+/// allows an upgrade when `upgrades`).
+async fn handshake<S>(stream: S, upgrades: bool) -> io::Result<SendRequest<UpstreamBody>>
 where
     S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
 {
@@ -71,7 +72,12 @@ where
         .await
         .map_err(io::Error::other)?;
     tokio::spawn(async move {
-        if let Err(e) = conn.await {
+        let ended = if upgrades {
+            conn.with_upgrades().await
+        } else {
+            conn.await
+        };
+        if let Err(e) = ended {
             tracing::debug!(error = %e, "upstream connection ended with error");
         }
     });
@@ -207,10 +213,28 @@ impl Pool {
         }
     }
 
+    /// A connection of its own (never pooled) that may be upgraded, for a WebSocket handshake.
+    pub async fn open_upgradable(
+        &self,
+        timeout: Duration,
+        secure: Option<Secure<'_>>,
+    ) -> io::Result<SendRequest<UpstreamBody>> {
+        self.open(timeout, secure, true).await
+    }
+
     async fn connect(
         &self,
         timeout: Duration,
         secure: Option<Secure<'_>>,
+    ) -> io::Result<SendRequest<UpstreamBody>> {
+        self.open(timeout, secure, false).await
+    }
+
+    async fn open(
+        &self,
+        timeout: Duration,
+        secure: Option<Secure<'_>>,
+        upgrades: bool,
     ) -> io::Result<SendRequest<UpstreamBody>> {
         let deadline = tokio::time::Instant::now() + timeout;
         let timed_out = || io::Error::new(io::ErrorKind::TimedOut, "connect timed out");
@@ -232,7 +256,7 @@ impl Pool {
                     let keepalive = socket2::TcpKeepalive::new().with_time(Duration::from_secs(60));
                     let _ = socket2::SockRef::from(&stream).set_tcp_keepalive(&keepalive);
                     return match secure {
-                        None => handshake(stream).await,
+                        None => handshake(stream, upgrades).await,
                         Some(s) => {
                             let name =
                                 crate::tls::client::server_name(s.sni).unwrap_or_else(|| {
@@ -247,7 +271,7 @@ impl Pool {
                             .map_err(|e| {
                                 io::Error::new(io::ErrorKind::InvalidData, TlsFailed(e.to_string()))
                             })?;
-                            handshake(tls).await
+                            handshake(tls, upgrades).await
                         }
                     };
                 }
