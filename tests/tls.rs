@@ -572,3 +572,221 @@ async fn websockets_round_trip_over_ws_and_wss_with_plugins_on_the_handshake() {
     assert_eq!(resp.status(), 101);
     round_trip(ws).await;
 }
+
+/// A body fed frame by frame through a channel (a gRPC stream, one message at a time).
+struct ChannelBody(tokio::sync::mpsc::Receiver<http_body::Frame<bytes::Bytes>>);
+
+impl http_body::Body for ChannelBody {
+    type Data = bytes::Bytes;
+    type Error = std::convert::Infallible;
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<http_body::Frame<bytes::Bytes>, Self::Error>>> {
+        self.0.poll_recv(cx).map(|f| f.map(Ok))
+    }
+}
+
+/// One gRPC message on the wire: uncompressed flag, big-endian length, payload.
+fn grpc_frame(payload: &[u8]) -> bytes::Bytes {
+    let mut v = vec![0u8];
+    v.extend_from_slice(&(payload.len() as u32).to_be_bytes());
+    v.extend_from_slice(payload);
+    v.into()
+}
+
+/// A gRPC server (HTTP/2 with prior knowledge) for `/test.Echo/Unary` and the bidirectional
+/// `/test.Echo/Chat`: every message is answered as soon as it arrives, with `echo:` before it,
+/// and the call ends with `grpc-status: 0` in the trailers.
+async fn grpc_server() -> std::net::SocketAddr {
+    use http_body_util::BodyExt;
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = l.local_addr().unwrap();
+    tokio::spawn(async move {
+        loop {
+            let Ok((s, _)) = l.accept().await else {
+                continue;
+            };
+            let svc = hyper::service::service_fn(
+                |req: http::Request<hyper::body::Incoming>| async move {
+                    assert_eq!(req.headers()["content-type"], "application/grpc");
+                    let (tx, rx) = tokio::sync::mpsc::channel(16);
+                    let path = req.uri().path().to_string();
+                    tokio::spawn(async move {
+                        let mut body = req.into_body();
+                        let mut pending = bytes::BytesMut::new();
+                        while let Some(Ok(f)) = body.frame().await {
+                            let Ok(d) = f.into_data() else { continue };
+                            pending.extend_from_slice(&d);
+                            while pending.len() >= 5 {
+                                let n =
+                                    u32::from_be_bytes(pending[1..5].try_into().unwrap()) as usize;
+                                if pending.len() < 5 + n {
+                                    break;
+                                }
+                                let msg = pending.split_to(5 + n);
+                                let mut reply = b"echo:".to_vec();
+                                reply.extend_from_slice(&msg[5..]);
+                                let _ = tx.send(http_body::Frame::data(grpc_frame(&reply))).await;
+                            }
+                        }
+                        let mut trailers = http::HeaderMap::new();
+                        trailers.insert("grpc-status", "0".parse().unwrap());
+                        trailers.insert("grpc-message", path.parse().unwrap());
+                        let _ = tx.send(http_body::Frame::trailers(trailers)).await;
+                    });
+                    let resp = http::Response::builder()
+                        .header("content-type", "application/grpc")
+                        .body(ChannelBody(rx))
+                        .unwrap();
+                    Ok::<_, std::convert::Infallible>(resp)
+                },
+            );
+            tokio::spawn(
+                hyper::server::conn::http2::Builder::new(hyper_util::rt::TokioExecutor::new())
+                    .serve_connection(hyper_util::rt::TokioIo::new(s), svc),
+            );
+        }
+    });
+    addr
+}
+
+/// A TLS client config trusting the node's default certificate, offering `alpn`.
+fn trusting_node(node: &Node, alpn: &[&[u8]]) -> std::sync::Arc<rustls::ClientConfig> {
+    let mut roots = rustls::RootCertStore::empty();
+    let pem = std::fs::read(node.data_dir.join("tls/default.crt")).unwrap();
+    for c in rustls::pki_types::CertificateDer::pem_slice_iter(&pem) {
+        roots.add(c.unwrap()).unwrap();
+    }
+    let mut config = rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    config.alpn_protocols = alpn.iter().map(|a| a.to_vec()).collect();
+    std::sync::Arc::new(config)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn grpc_unary_and_streaming_calls_pass_through_with_trailers() {
+    use http_body_util::BodyExt;
+    let node = Node::start().await;
+    let upstream = grpc_server().await;
+    node.create(
+        "/services",
+        json!({"name": "grpc", "url": format!("grpc://{upstream}")}),
+    )
+    .await;
+    node.create(
+        "/services/grpc/routes",
+        json!({"name": "grpc", "protocols": ["grpc", "grpcs"], "paths": ["/test.Echo/"]}),
+    )
+    .await;
+
+    // Over HTTP/1.1 a gRPC route answers 426; a non-gRPC content type, 415.
+    let r = common::client()
+        .post(node.proxy_url("/test.Echo/Unary"))
+        .header("content-type", "application/grpc")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 426);
+    assert_eq!(
+        r.json::<serde_json::Value>().await.unwrap(),
+        json!({"message": "Please use HTTP2 protocol"})
+    );
+
+    let tcp = tokio::net::TcpStream::connect(&node.proxy_tls)
+        .await
+        .unwrap();
+    let tls = tokio_rustls::TlsConnector::from(trusting_node(&node, &[b"h2"]))
+        .connect("localhost".try_into().unwrap(), tcp)
+        .await
+        .unwrap();
+    let (mut h2, conn) = hyper::client::conn::http2::handshake(
+        hyper_util::rt::TokioExecutor::new(),
+        hyper_util::rt::TokioIo::new(tls),
+    )
+    .await
+    .unwrap();
+    tokio::spawn(conn);
+    let port = node.proxy_tls.rsplit_once(':').unwrap().1;
+    let call = |path: &str, content_type: &str, body: ChannelBody| {
+        http::Request::builder()
+            .method("POST")
+            .uri(format!("https://localhost:{port}{path}"))
+            .header("content-type", content_type)
+            .header("te", "trailers")
+            .body(body)
+            .unwrap()
+    };
+
+    let (tx, rx) = tokio::sync::mpsc::channel(4);
+    tx.send(http_body::Frame::data(grpc_frame(b"x")))
+        .await
+        .unwrap();
+    drop(tx);
+    let r = h2
+        .send_request(call("/test.Echo/Unary", "text/plain", ChannelBody(rx)))
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 415);
+
+    // Unary: one message each way, and the upstream's trailers.
+    let (tx, rx) = tokio::sync::mpsc::channel(4);
+    tx.send(http_body::Frame::data(grpc_frame(b"hello")))
+        .await
+        .unwrap();
+    drop(tx);
+    let r = h2
+        .send_request(call(
+            "/test.Echo/Unary",
+            "application/grpc",
+            ChannelBody(rx),
+        ))
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let got = r.into_body().collect().await.unwrap();
+    let trailers = got.trailers().cloned().expect("trailers pass through");
+    assert_eq!(trailers["grpc-status"], "0");
+    assert_eq!(trailers["grpc-message"], "/test.Echo/Unary");
+    assert_eq!(got.to_bytes(), grpc_frame(b"echo:hello"));
+
+    // Bidirectional streaming: each answer arrives before the next message is sent, which
+    // only works if nothing is buffered on the way.
+    let (tx, rx) = tokio::sync::mpsc::channel(4);
+    let r = h2.send_request(call("/test.Echo/Chat", "application/grpc", ChannelBody(rx)));
+    tx.send(http_body::Frame::data(grpc_frame(b"one")))
+        .await
+        .unwrap();
+    let r = tokio::time::timeout(Duration::from_secs(10), r)
+        .await
+        .expect("response head")
+        .unwrap();
+    let mut body = r.into_body();
+    async fn next(b: &mut hyper::body::Incoming) -> http_body::Frame<bytes::Bytes> {
+        use http_body_util::BodyExt;
+        tokio::time::timeout(Duration::from_secs(10), b.frame())
+            .await
+            .expect("a frame while the call is open")
+            .unwrap()
+            .unwrap()
+    }
+    assert_eq!(
+        next(&mut body).await.into_data().unwrap(),
+        grpc_frame(b"echo:one")
+    );
+    tx.send(http_body::Frame::data(grpc_frame(b"two")))
+        .await
+        .unwrap();
+    assert_eq!(
+        next(&mut body).await.into_data().unwrap(),
+        grpc_frame(b"echo:two")
+    );
+    drop(tx);
+    let end = next(&mut body).await;
+    assert_eq!(end.trailers_ref().unwrap()["grpc-status"], "0");
+}

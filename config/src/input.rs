@@ -320,14 +320,7 @@ pub fn service(v: &Value, stamp: &Stamp, state: &State) -> Result<Service, Field
     let protocol = match protocol.as_deref() {
         None => Protocol::Http,
         Some(p) => match Protocol::parse(p) {
-            Some(pr @ (Protocol::Http | Protocol::Https)) => pr,
-            Some(other) => {
-                errs.add(
-                    if inp.url.is_some() { "url" } else { "protocol" },
-                    format!("protocol '{other}' to upstreams is not supported yet (only http and https)"),
-                );
-                other
-            }
+            Some(pr) => pr,
             None => {
                 errs.add("protocol", unknown_protocol(p));
                 Protocol::Http
@@ -355,6 +348,10 @@ pub fn service(v: &Value, stamp: &Stamp, state: &State) -> Result<Service, Field
         i64::from(protocol.default_port()),
         &mut errs,
     ) as u16;
+    if matches!(protocol, Protocol::Grpc | Protocol::Grpcs) && path.is_some() {
+        errs.add_entity("failed conditional validation given value of field 'protocol'");
+        errs.add("path", "value must be null");
+    }
     if let Some(p) = &path {
         if !p.starts_with('/') {
             errs.add("path", "should start with: /");
@@ -549,13 +546,24 @@ pub fn route(
             for (i, p) in ps.iter().enumerate() {
                 let at = format!("protocols.{}", i + 1);
                 match Protocol::parse(p) {
-                    Some(pr @ (Protocol::Http | Protocol::Https)) => out.push(pr),
-                    Some(_) => errs.add(&at, format!("protocol '{p}' is not supported yet")),
+                    Some(pr) => out.push(pr),
                     None => errs.add(&at, unknown_protocol(p)),
                 }
             }
             if out.is_empty() {
                 errs.add("protocols", "length must be at least 1");
+            }
+            let web = out
+                .iter()
+                .any(|p| matches!(p, Protocol::Http | Protocol::Https));
+            let grpc = out
+                .iter()
+                .any(|p| matches!(p, Protocol::Grpc | Protocol::Grpcs));
+            if web && grpc {
+                errs.add(
+                    "protocols",
+                    "these sets are mutually exclusive: ('http', 'https'), ('tcp', 'tls', 'udp'), ('tls_passthrough'), ('grpc', 'grpcs')",
+                );
             }
             out
         }
@@ -636,7 +644,27 @@ pub fn route(
             errs.add("snis", m);
         }
     }
-    if snis.is_some() && !protocols.contains(&Protocol::Https) {
+    let is_grpc = protocols
+        .iter()
+        .any(|p| matches!(p, Protocol::Grpc | Protocol::Grpcs));
+    if is_grpc {
+        if inp.strip_path == Some(true) {
+            errs.add(
+                "strip_path",
+                "cannot set 'strip_path' when 'protocols' is 'grpc' or 'grpcs'",
+            );
+        }
+        if methods.as_ref().is_some_and(|m| !m.is_empty()) {
+            errs.add(
+                "methods",
+                "cannot set 'methods' when 'protocols' is 'grpc' or 'grpcs'",
+            );
+        }
+    }
+    let secure = protocols
+        .iter()
+        .any(|p| matches!(p, Protocol::Https | Protocol::Grpcs));
+    if snis.is_some() && !secure {
         errs.add_entity(
             "'snis' can only be set when 'protocols' is 'grpcs', 'https', 'tls' or 'tls_passthrough'",
         );
@@ -646,9 +674,13 @@ pub fn route(
         && unset(&hosts)
         && unset(&paths)
         && headers.is_none()
-        && (snis.is_none() || !protocols.contains(&Protocol::Https))
+        && (snis.is_none() || !secure)
     {
-        errs.add_entity(if protocols.contains(&Protocol::Https) {
+        errs.add_entity(if protocols.contains(&Protocol::Grpcs) {
+            "must set one of 'hosts', 'headers', 'paths', 'snis' when 'protocols' is 'grpcs'"
+        } else if protocols.contains(&Protocol::Grpc) {
+            "must set one of 'hosts', 'headers', 'paths' when 'protocols' is 'grpc'"
+        } else if protocols.contains(&Protocol::Https) {
             "must set one of 'methods', 'hosts', 'headers', 'paths', 'snis' when 'protocols' is 'https'"
         } else {
             "must set one of 'methods', 'hosts', 'headers', 'paths' when 'protocols' is 'http'"
@@ -694,7 +726,7 @@ pub fn route(
         headers,
         https_redirect_status_code,
         regex_priority: inp.regex_priority.unwrap_or(0),
-        strip_path: inp.strip_path.unwrap_or(true),
+        strip_path: inp.strip_path.unwrap_or(!is_grpc),
         path_handling,
         preserve_host: inp.preserve_host.unwrap_or(false),
         request_buffering: inp.request_buffering.unwrap_or(true),

@@ -48,6 +48,9 @@ pub struct ServiceRuntime {
     /// For `https` services: how connections are secured, or why they cannot be (requests
     /// then fail closed with a 502).
     pub tls: Option<Result<Arc<UpstreamTls>, String>>,
+    /// A gRPC service: requests go upstream over HTTP/2 (h2c for `grpc`, TLS with ALPN `h2`
+    /// for `grpcs`).
+    pub h2: bool,
 }
 
 /// A service's destination.
@@ -89,6 +92,9 @@ pub struct RouteRuntime {
     pub path_v1: bool,
     pub preserve_host: bool,
     pub accepts_http: bool,
+    /// A gRPC route (`grpc`/`grpcs`): HTTP/2 and a gRPC content type only, streamed both
+    /// ways.
+    pub grpc: bool,
     pub https_redirect_status_code: u16,
     pub service: Option<Arc<ServiceRuntime>>,
     pub slots: Vec<Slot>,
@@ -389,7 +395,7 @@ fn services(
     let mut services: HashMap<Uuid, Arc<ServiceRuntime>> = HashMap::new();
     let mut tls_settings: HashMap<u64, Arc<UpstreamTls>> = HashMap::new();
     for s in state.all::<Service>() {
-        let tls = (s.protocol == Protocol::Https).then(|| {
+        let tls = matches!(s.protocol, Protocol::Https | Protocol::Grpcs).then(|| {
             let key = tls_key(state, s);
             let known = tls_settings
                 .get(&key)
@@ -454,11 +460,18 @@ fn services(
                 write_timeout: Duration::from_millis(s.write_timeout.into()),
                 target,
                 tls,
+                h2: matches!(s.protocol, Protocol::Grpc | Protocol::Grpcs),
             }),
         );
     }
 
     (pools, services, tls_settings)
+}
+
+fn is_grpc(r: &Route) -> bool {
+    r.protocols
+        .iter()
+        .any(|p| matches!(p, Protocol::Grpc | Protocol::Grpcs))
 }
 
 /// What a service's upstream TLS settings are built from, hashed: the settings, and the
@@ -602,13 +615,19 @@ fn route_runtimes(
                 strip_path: r.strip_path,
                 path_v1: r.path_handling == "v1",
                 preserve_host: r.preserve_host,
-                accepts_http: r.protocols.contains(&Protocol::Http),
+                accepts_http: r.protocols.contains(&Protocol::Http)
+                    || r.protocols.contains(&Protocol::Grpc),
+                grpc: r
+                    .protocols
+                    .iter()
+                    .any(|p| matches!(p, Protocol::Grpc | Protocol::Grpcs)),
                 https_redirect_status_code: r.https_redirect_status_code,
                 service,
                 slots,
                 needs_body,
-                request_buffering: r.request_buffering,
-                response_buffering: r.response_buffering,
+                // gRPC streams: nothing is read ahead (nginx's grpc_pass does not buffer).
+                request_buffering: r.request_buffering && !is_grpc(r),
+                response_buffering: r.response_buffering && !is_grpc(r),
                 metrics: std::sync::OnceLock::new(),
             }
         })

@@ -376,12 +376,20 @@ impl Proxy {
                 _ => None,
             };
             let in_flight = peer.as_ref().map(|p| (p.start(), Instant::now()));
-            // One await site for both kinds of service: the pool's future is large, and a
-            // second one would enlarge every request's future.
-            match pool
-                .send_within(up, service.connect_timeout, outgoing.head_timeout, secure)
-                .await
-            {
+            let sent = if service.h2 {
+                // Boxed: only gRPC pays for the HTTP/2 path's future.
+                if let Err(r) = h2_request(&mut up, service.tls.is_some()) {
+                    return self.finish(&mut ctx, &done, generated(r), None, None);
+                }
+                Box::pin(pool.send_h2(up, service.connect_timeout, outgoing.head_timeout, secure))
+                    .await
+            } else {
+                // One await site for both kinds of HTTP/1.1 service: the pool's future is
+                // large, and a second one would enlarge every request's future.
+                pool.send_within(up, service.connect_timeout, outgoing.head_timeout, secure)
+                    .await
+            };
+            match sent {
                 Ok(mut resp) => {
                     if let (Some(b), Some(p), Some((guard, sent))) = (balancer, &peer, in_flight) {
                         p.record_latency(sent.elapsed());
@@ -663,6 +671,28 @@ impl Proxy {
         let route = &snap.routes[m.route];
         if !route.accepts_http && !https {
             return Err(https_redirect(route, host, &parts.uri));
+        }
+        if route.grpc {
+            // Kong's answers on a gRPC route (`kong/runloop/handler.lua`).
+            if parts.version != http::Version::HTTP_2 {
+                let mut r =
+                    error_response(StatusCode::UPGRADE_REQUIRED, "Please use HTTP2 protocol");
+                r.headers_mut()
+                    .insert(header::CONNECTION, HeaderValue::from_static("Upgrade"));
+                r.headers_mut()
+                    .insert(header::UPGRADE, HeaderValue::from_static("HTTP/2"));
+                return Err(r);
+            }
+            let grpc_type = parts
+                .headers
+                .get(header::CONTENT_TYPE)
+                .is_some_and(|v| v.as_bytes().starts_with(b"application/grpc"));
+            if !grpc_type {
+                return Err(error_response(
+                    StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                    "Non-gRPC request matched gRPC route",
+                ));
+            }
         }
         Ok((route, m.matched_len, m.route))
     }
@@ -1080,6 +1110,39 @@ fn record(
     if let Some(up) = upstream {
         rm.upstream.observe(up.as_secs_f64());
     }
+}
+
+/// Makes a request ready for HTTP/2 to a gRPC upstream: an absolute URI (HTTP/2 carries the
+/// scheme and authority) from the Host going upstream, and `te: trailers`, which gRPC servers
+/// may require and the hop-by-hop cleanup removed.
+fn h2_request(up: &mut Request<crate::snapshot::UpstreamBody>, tls: bool) -> Result<(), Early> {
+    // A retry comes back already absolute, without its Host.
+    let authority = up
+        .headers()
+        .get(header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .or_else(|| up.uri().authority().map(|a| a.as_str()))
+        .unwrap_or_default()
+        .to_string();
+    let pq = up
+        .uri()
+        .path_and_query()
+        .map(|p| p.as_str())
+        .unwrap_or("/")
+        .to_string();
+    let scheme = if tls { "https" } else { "http" };
+    let uri: Uri = format!("{scheme}://{authority}{pq}").parse().map_err(|_| {
+        error_response(
+            StatusCode::BAD_GATEWAY,
+            "An invalid response was received from the upstream server",
+        )
+    })?;
+    *up.uri_mut() = uri;
+    *up.version_mut() = http::Version::HTTP_2;
+    up.headers_mut().remove(header::HOST);
+    up.headers_mut()
+        .insert(header::TE, HeaderValue::from_static("trailers"));
+    Ok(())
 }
 
 /// A route that does not accept plain HTTP: 426 with an upgrade hint, or a redirect to HTTPS.

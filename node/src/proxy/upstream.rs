@@ -28,6 +28,7 @@ use http::{Request, Response};
 use http_body::{Body, Frame, SizeHint};
 use hyper::body::Incoming;
 use hyper::client::conn::http1::{self, SendRequest};
+use hyper::client::conn::http2;
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpStream;
 
@@ -149,6 +150,9 @@ pub struct Pool {
     port: u16,
     connect_timeout: Duration,
     idle: Mutex<VecDeque<Idle>>,
+    /// HTTP/2 connections (gRPC services), shared by concurrent requests, by TLS settings and
+    /// SNI as idle connections are.
+    h2: Mutex<Vec<(Option<(usize, Arc<str>)>, http2::SendRequest<UpstreamBody>)>>,
 }
 
 impl Pool {
@@ -161,6 +165,7 @@ impl Pool {
             port,
             connect_timeout,
             idle: Mutex::new(VecDeque::new()),
+            h2: Mutex::new(Vec::new()),
         })
     }
 
@@ -211,6 +216,100 @@ impl Pool {
         while idle.front().is_some_and(|i| !i.usable()) {
             idle.pop_front();
         }
+    }
+
+    /// Sends a gRPC request over HTTP/2 (h2c, or TLS with ALPN `h2`): on the open connection
+    /// for these TLS settings and SNI when there is one, else on a new one. The URI must be
+    /// absolute (HTTP/2 carries the scheme and authority).
+    pub async fn send_h2(
+        &self,
+        req: Request<UpstreamBody>,
+        connect_timeout: Duration,
+        head_timeout: Duration,
+        secure: Option<Secure<'_>>,
+    ) -> Result<Response<PooledBody>, SendError> {
+        let open = {
+            let mut conns = self.h2.lock().unwrap_or_else(|p| p.into_inner());
+            conns.retain(|(_, tx)| !tx.is_closed());
+            conns
+                .iter()
+                .find(|(k, tx)| same(k, secure) && tx.is_ready())
+                .map(|(_, tx)| tx.clone())
+        };
+        let mut tx = match open {
+            Some(tx) => tx,
+            None => match self.open_h2(connect_timeout, secure).await {
+                Ok(tx) => {
+                    let key = secure.map(|s| (s.id(), Arc::from(s.sni)));
+                    self.h2
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .push((key, tx.clone()));
+                    tx
+                }
+                Err(source) => {
+                    return Err(SendError::Connect {
+                        addr: format!("{}:{}", self.host, self.port),
+                        source,
+                        request: Box::new(req),
+                    })
+                }
+            },
+        };
+        let resp = tokio::time::timeout(head_timeout, tx.send_request(req))
+            .await
+            .map_err(|_| SendError::HeadTimeout(head_timeout))??;
+        Ok(resp.map(|body| PooledBody {
+            inner: body,
+            lease: None,
+            in_flight: None,
+        }))
+    }
+
+    async fn open_h2(
+        &self,
+        timeout: Duration,
+        secure: Option<Secure<'_>>,
+    ) -> io::Result<http2::SendRequest<UpstreamBody>> {
+        let deadline = tokio::time::Instant::now() + timeout;
+        let timed_out = || io::Error::new(io::ErrorKind::TimedOut, "connect timed out");
+        let stream = tokio::time::timeout_at(
+            deadline,
+            TcpStream::connect((self.host.as_str(), self.port)),
+        )
+        .await
+        .map_err(|_| timed_out())??;
+        stream.set_nodelay(true)?;
+        let builder = http2::Builder::new(hyper_util::rt::TokioExecutor::new());
+        macro_rules! start {
+            ($io:expr) => {{
+                let (tx, conn) = builder
+                    .handshake(TokioIo::new($io))
+                    .await
+                    .map_err(io::Error::other)?;
+                tokio::spawn(async move {
+                    if let Err(e) = conn.await {
+                        tracing::debug!(error = %e, "upstream HTTP/2 connection ended with error");
+                    }
+                });
+                tx
+            }};
+        }
+        Ok(match secure {
+            None => start!(stream),
+            Some(s) => {
+                let addr = stream.peer_addr()?;
+                let name = crate::tls::client::server_name(s.sni)
+                    .unwrap_or_else(|| rustls::pki_types::ServerName::IpAddress(addr.ip().into()));
+                let tls = tokio::time::timeout_at(deadline, s.tls.connector.connect(name, stream))
+                    .await
+                    .map_err(|_| timed_out())?
+                    .map_err(|e| {
+                        io::Error::new(io::ErrorKind::InvalidData, TlsFailed(e.to_string()))
+                    })?;
+                start!(tls)
+            }
+        })
     }
 
     /// A connection of its own (never pooled) that may be upgraded, for a WebSocket handshake.

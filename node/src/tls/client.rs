@@ -85,6 +85,11 @@ pub fn for_service(st: &State, s: &Service) -> Result<UpstreamTls, TlsSettingsEr
         }
         None => builder.with_no_client_auth(),
     };
+    let mut config = config;
+    if s.protocol == tollgate_config::Protocol::Grpcs {
+        // gRPC needs HTTP/2, which a TLS upstream agrees to through ALPN.
+        config.alpn_protocols = vec![b"h2".to_vec()];
+    }
     Ok(UpstreamTls {
         connector: TlsConnector::from(Arc::new(config)),
     })
