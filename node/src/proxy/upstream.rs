@@ -107,12 +107,15 @@ impl SendError {
     }
 }
 
+/// How a connection was opened: plain, or with these TLS settings (by address) and SNI. A
+/// request takes only a connection made the way it would make one (pools are per address,
+/// SNI and client certificate).
+type ConnKey = Option<(usize, Arc<str>)>;
+
 struct Idle {
     tx: SendRequest<UpstreamBody>,
     since: Instant,
-    /// The TLS settings and SNI it was opened with; a request takes only a connection made
-    /// the way it would make one (pools are per address, SNI and client certificate).
-    tls: Option<(usize, Arc<str>)>,
+    tls: ConnKey,
 }
 
 /// How one request's connection is secured: the service's settings and the SNI (the final
@@ -129,7 +132,7 @@ impl Secure<'_> {
     }
 }
 
-fn same(a: &Option<(usize, Arc<str>)>, b: Option<Secure<'_>>) -> bool {
+fn same(a: &ConnKey, b: Option<Secure<'_>>) -> bool {
     match (a, b) {
         (None, None) => true,
         (Some((id, sni)), Some(s)) => *id == s.id() && **sni == *s.sni,
@@ -152,7 +155,7 @@ pub struct Pool {
     idle: Mutex<VecDeque<Idle>>,
     /// HTTP/2 connections (gRPC services), shared by concurrent requests, by TLS settings and
     /// SNI as idle connections are.
-    h2: Mutex<Vec<(Option<(usize, Arc<str>)>, http2::SendRequest<UpstreamBody>)>>,
+    h2: Mutex<Vec<(ConnKey, http2::SendRequest<UpstreamBody>)>>,
 }
 
 impl Pool {
@@ -196,7 +199,7 @@ impl Pool {
         idle.remove(at).map(|i| i.tx)
     }
 
-    fn put(&self, tx: SendRequest<UpstreamBody>, tls: Option<(usize, Arc<str>)>) {
+    fn put(&self, tx: SendRequest<UpstreamBody>, tls: ConnKey) {
         if tx.is_closed() {
             return;
         }
@@ -453,7 +456,7 @@ impl Pool {
 struct Lease {
     pool: Weak<Pool>,
     tx: SendRequest<UpstreamBody>,
-    tls: Option<(usize, Arc<str>)>,
+    tls: ConnKey,
 }
 
 /// The upstream response body; its end gives the connection back to the pool.
