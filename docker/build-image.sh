@@ -44,6 +44,6 @@ tar -C "$root" -c . | docker import \
   --change 'CMD ["node"]' \
   --change 'ENV TOLLGATE_DATA_DIR=/data' \
   --change 'WORKDIR /data' \
-  --change 'EXPOSE 8000 8001 7000 7946/udp' \
+  --change 'EXPOSE 8000 8443 8001 7000 7946/udp' \
   - "$image" >/dev/null
 echo "built $image from the $profile build ($(docker image inspect -f '{{.Size}}' "$image") bytes)"

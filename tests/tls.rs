@@ -790,3 +790,65 @@ async fn grpc_unary_and_streaming_calls_pass_through_with_trailers() {
     let end = next(&mut body).await;
     assert_eq!(end.trailers_ref().unwrap()["grpc-status"], "0");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn only_websocket_upgrades_are_tunnelled_and_the_admin_api_speaks_tls_and_h2() {
+    let admin_tls = format!("127.0.0.1:{}", common::free_port());
+    let node = Node::start_with(&["--admin-listen-tls", &admin_tls]).await;
+    let echo = Echo::start("upgrade-echo").await;
+    node.create("/services", json!({"name": "s", "url": echo.url()}))
+        .await;
+    node.create("/services/s/routes", json!({"paths": ["/"]}))
+        .await;
+    // `Upgrade: h2c` is proxied as a plain request, its upgrade headers dropped: no tunnel.
+    let mut s = tokio::net::TcpStream::connect(node.proxy.trim_start_matches("http://"))
+        .await
+        .unwrap();
+    s.write_all(
+        b"GET /smuggle HTTP/1.1\r\nHost: x\r\nConnection: Upgrade, HTTP2-Settings\r\n\
+          Upgrade: h2c\r\nHTTP2-Settings: AAMAAABkAAQAoAAAAAIAAAAA\r\n\r\n",
+    )
+    .await
+    .unwrap();
+    let mut got = Vec::new();
+    let mut buf = [0u8; 4096];
+    while !String::from_utf8_lossy(&got).contains("\"path\"") {
+        let n = tokio::time::timeout(Duration::from_secs(10), s.read(&mut buf))
+            .await
+            .unwrap()
+            .unwrap();
+        assert!(n > 0, "answered: {}", String::from_utf8_lossy(&got));
+        got.extend_from_slice(&buf[..n]);
+    }
+    let text = String::from_utf8_lossy(&got).to_lowercase();
+    assert!(text.starts_with("http/1.1 200"), "{text}");
+    assert!(
+        !text.contains("\"upgrade\""),
+        "the upstream saw no Upgrade: {text}"
+    );
+
+    // The Admin API over TLS, HTTP/2 and HTTP/1.1, with the node's default certificate.
+    for http in ["--http2", "--http1.1"] {
+        let out = Command::new("curl")
+            .args([
+                "-sk",
+                http,
+                "-o",
+                "/dev/null",
+                "-w",
+                "%{http_code} %{http_version}",
+            ])
+            .arg(format!("https://{admin_tls}/status"))
+            .output()
+            .unwrap();
+        let w = String::from_utf8_lossy(&out.stdout).to_string();
+        assert_eq!(
+            w,
+            if http == "--http2" {
+                "200 2"
+            } else {
+                "200 1.1"
+            }
+        );
+    }
+}

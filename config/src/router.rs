@@ -41,6 +41,9 @@ pub struct RequestView<'a> {
     pub headers: &'a dyn HeaderLookup,
     /// The TLS server name the client sent (lower-case), if any.
     pub sni: Option<&'a str>,
+    /// Whether the request came over TLS. Kong ignores a route's `snis` for other requests
+    /// (they then match on the rest, and an https-only route answers with its redirect).
+    pub tls: bool,
 }
 
 /// Header access for the router, so this crate needs no HTTP library.
@@ -396,7 +399,8 @@ impl Matcher {
         if !self.hosts.is_empty() && !self.hosts.iter().any(|h| h.matches(req.host, req.port)) {
             return None;
         }
-        if !self.snis.is_empty()
+        if req.tls
+            && !self.snis.is_empty()
             && !req
                 .sni
                 .is_some_and(|sni| self.snis.iter().any(|h| h.matches(sni, None)))
@@ -616,6 +620,7 @@ mod tests {
                 path,
                 headers: &h,
                 sni: None,
+                tls: false,
             })?;
             let id = router.routes()[m.route];
             self.state.one::<Route>(id).unwrap().name.clone()
@@ -693,6 +698,7 @@ mod tests {
                 path: req_paths[next(req_paths.len())],
                 headers: if next(2) == 0 { &with } else { &without },
                 sni: None,
+                tls: false,
             };
             assert_eq!(router.find(&req), router.find_linear(&req), "{}", req.path);
         }
@@ -1054,6 +1060,7 @@ mod tests {
                         path,
                         headers: &hm,
                         sni: None,
+                        tls: false,
                     })
                     .map(|m| router.routes()[m.route]);
                 assert_eq!(got, want, "set {set}: {method} {host}{path} {hdrs:?}");
@@ -1082,6 +1089,7 @@ mod tests {
             path: "/",
             headers: &h,
             sni: None,
+            tls: false,
         };
         assert!(router.find(&view(Some(8000))).is_some());
         assert!(router.find(&view(Some(9000))).is_none());
@@ -1100,7 +1108,7 @@ mod tests {
         });
         let router = Router::build(&f.state);
         let h: HashMap<String, Vec<String>> = HashMap::new();
-        let name = |sni| {
+        let name = |sni, tls| {
             router
                 .find(&RequestView {
                     method: "GET",
@@ -1109,6 +1117,7 @@ mod tests {
                     path: "/",
                     headers: &h,
                     sni,
+                    tls,
                 })
                 .map(|m| {
                     f.state
@@ -1117,8 +1126,11 @@ mod tests {
                         .field("name")
                 })
         };
-        assert_eq!(name(Some("a.sni.test")), Some(FieldRef::Str("sni")));
-        assert_eq!(name(Some("other.test")), Some(FieldRef::Str("plain")));
-        assert_eq!(name(None), Some(FieldRef::Str("plain")));
+        assert_eq!(name(Some("a.sni.test"), true), Some(FieldRef::Str("sni")));
+        assert_eq!(name(Some("other.test"), true), Some(FieldRef::Str("plain")));
+        assert_eq!(name(None, true), Some(FieldRef::Str("plain")));
+        // Kong ignores snis for a request that is not TLS (#6425): the route matches on the
+        // rest, and its https-only protocols then redirect.
+        assert_eq!(name(None, false), Some(FieldRef::Str("sni")));
     }
 }

@@ -310,7 +310,11 @@ impl State {
                             }
                         }
                         for e in restore {
-                            if let Ok(keys) = self.check_put(&e, PutMode::Upsert) {
+                            // What was there a moment ago fits again: parents come first
+                            // in `doomed`'s order, and nothing else changed since.
+                            let checked = self.check_put(&e, PutMode::Upsert);
+                            debug_assert!(checked.is_ok(), "batch undo refused {e:?}");
+                            if let Ok(keys) = checked {
                                 self.put(e, keys);
                             }
                         }

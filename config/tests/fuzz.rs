@@ -252,7 +252,7 @@ proptest! {
         prop_assert_eq!(normalize_path(&once).into_owned(), once.clone());
         let router = router();
         let headers: HashMap<String, Vec<String>> = HashMap::new();
-        let _ = router.find(&RequestView { method: &method, host: &host, port: None, path: &once, headers: &headers, sni: None });
+        let _ = router.find(&RequestView { method: &method, host: &host, port: None, path: &once, headers: &headers, sni: None, tls: false });
     }
 
     #[test]

@@ -297,6 +297,21 @@ async fn run(
     results["faults"] = json!(faults);
     results["fault_seconds"] = json!(fault_secs);
     results["operations"] = json!(ops.len());
+    // Every other data-plane request (balanced and rate-limited routes) went to the TLS
+    // listener; the run is only valid if those were answered too.
+    let (tls_sent, tls_answered) = (
+        cluster
+            .tls_requests
+            .load(std::sync::atomic::Ordering::Relaxed),
+        cluster
+            .tls_answered
+            .load(std::sync::atomic::Ordering::Relaxed),
+    );
+    results["tls_data_plane"] = json!({
+        "valid": tls_sent > 0 && tls_answered * 2 > tls_sent,
+        "sent": tls_sent,
+        "answered": tls_answered,
+    });
     results["mode"] = json!(if docker { "docker" } else { "process" });
     results["seed"] = json!(args.seed);
 
@@ -311,6 +326,7 @@ async fn run(
         "nemesis",
         "hostile",
         "crashes",
+        "tls_data_plane",
     ];
     let invalid: Vec<&str> = checkers
         .iter()

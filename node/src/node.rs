@@ -300,6 +300,7 @@ pub async fn run(args: NodeArgs) -> anyhow::Result<()> {
         trusted: crate::proxy::trusted::TrustedIps::new(&args.trusted_ips, &args.real_ip_header)?,
         spill_dir,
         websocket_max_lifetime: Duration::from_secs(args.websocket_max_lifetime),
+        shutdown: Some(shutdown.clone()),
     };
     let proxy = Arc::new(Proxy::new(
         snapshots.clone(),
@@ -368,8 +369,19 @@ pub async fn run(args: NodeArgs) -> anyhow::Result<()> {
         admin_listen: admin_addr.to_string(),
     });
     let app = admin::router(admin_ctx);
-    let admin_handler = move |req, _peer: &Peer| {
+    let admin_handler = move |mut req: http::Request<hyper::body::Incoming>, _peer: &Peer| {
         let mut app = app.clone();
+        // HTTP/2 names the host in `:authority`; the guard checks `Host`.
+        if req.version() == http::Version::HTTP_2 && !req.headers().contains_key(http::header::HOST)
+        {
+            if let Some(v) = req
+                .uri()
+                .authority()
+                .and_then(|a| http::HeaderValue::from_str(a.as_str()).ok())
+            {
+                req.headers_mut().insert(http::header::HOST, v);
+            }
+        }
         async move {
             use tower_service::Service;
             match app.call(req).await {

@@ -202,19 +202,28 @@ pub async fn serve<H, F, B>(
         }
         let h = handler.clone();
         let local = stream.local_addr().unwrap_or(peer);
-        let service = move |client: Peer| {
+        let service = move |client: Peer, activity: Option<Arc<Activity>>| {
             hyper::service::service_fn(move |req| {
                 client.next_request();
+                let activity = activity.clone();
+                if let Some(a) = &activity {
+                    a.begin();
+                }
                 // `map`, not an `async` wrapper: the request's future is moved once less.
-                futures_util::FutureExt::map(h(req, &client), Ok::<_, Infallible>)
+                futures_util::FutureExt::map(h(req, &client), move |r| {
+                    if let Some(a) = activity {
+                        a.end();
+                    }
+                    Ok::<_, Infallible>(r)
+                })
             })
         };
         let stop = shutdown.clone();
         match &tls {
             None => {
-                let conn = http1_conn(stream, service(Peer::new(peer, local)));
+                let conn = http1_conn(stream, service(Peer::new(peer, local), None));
                 tokio::spawn(async move {
-                    if let Err(e) = until_shutdown(conn, stop).await {
+                    if let Err(e) = until_shutdown(conn, stop, None).await {
                         tracing::debug!(listener = what, %peer, error = %e, "connection ended with error");
                     }
                     drop(permit);
@@ -241,11 +250,12 @@ pub async fn serve<H, F, B>(
                     client.sni = session
                         .server_name()
                         .map(|n| Arc::from(n.to_ascii_lowercase().as_str()));
-                    let svc = service(client);
                     let done = if h2 {
-                        until_shutdown(h2_conn(stream, svc), stop).await
+                        let activity = Arc::new(Activity::default());
+                        let conn = h2_conn(stream, service(client, Some(activity.clone())));
+                        until_shutdown(conn, stop, Some(activity)).await
                     } else {
-                        until_shutdown(http1_conn(stream, svc), stop).await
+                        until_shutdown(http1_conn(stream, service(client, None)), stop, None).await
                     };
                     if let Err(e) = done {
                         tracing::debug!(listener = what, %peer, error = %e, "connection ended with error");
@@ -296,17 +306,84 @@ where
     }
 }
 
-/// Serves `conn` to its end; when `shutdown` fires, it stops taking requests and finishes
-/// those in flight (an HTTP/2 GOAWAY, an HTTP/1.1 `Connection: close`).
-async fn until_shutdown<C: Graceful>(conn: C, mut shutdown: Shutdown) -> Result<(), hyper::Error> {
+/// An HTTP/2 connection's requests in progress and when the last one started or ended: hyper
+/// has no idle or first-request timeout for HTTP/2, so [`until_shutdown`] keeps them.
+#[derive(Default)]
+pub struct Activity {
+    active: AtomicU64,
+    /// Milliseconds since [`Activity::epoch`] of the last start or end.
+    last_ms: AtomicU64,
+    epoch: std::sync::OnceLock<tokio::time::Instant>,
+}
+
+impl Activity {
+    fn now_ms(&self) -> u64 {
+        let epoch = self.epoch.get_or_init(tokio::time::Instant::now);
+        epoch.elapsed().as_millis() as u64
+    }
+    fn begin(&self) {
+        self.active.fetch_add(1, Ordering::Relaxed);
+        self.last_ms.store(self.now_ms(), Ordering::Relaxed);
+    }
+    fn end(&self) {
+        self.active.fetch_sub(1, Ordering::Relaxed);
+        self.last_ms.store(self.now_ms(), Ordering::Relaxed);
+    }
+    /// How long nothing has been in progress, if nothing is.
+    fn idle_for(&self) -> Option<Duration> {
+        (self.active.load(Ordering::Relaxed) == 0).then(|| {
+            Duration::from_millis(
+                self.now_ms()
+                    .saturating_sub(self.last_ms.load(Ordering::Relaxed)),
+            )
+        })
+    }
+}
+
+/// An HTTP/2 connection with no request in progress is closed (GOAWAY) after this long
+/// (nginx's `keepalive_timeout`); one that never sends a request, after [`HEADER_READ_TIMEOUT`].
+pub const H2_IDLE_TIMEOUT: Duration = Duration::from_secs(75);
+
+/// Serves `conn` to its end; when `shutdown` fires, or (HTTP/2, with `activity`) the
+/// connection sits idle too long, it stops taking requests and finishes those in flight (an
+/// HTTP/2 GOAWAY, an HTTP/1.1 `Connection: close`).
+async fn until_shutdown<C: Graceful>(
+    conn: C,
+    mut shutdown: Shutdown,
+    activity: Option<Arc<Activity>>,
+) -> Result<(), hyper::Error> {
     let mut conn = std::pin::pin!(conn);
     let stopping = async move {
         // The guard `wait_for` returns is dropped here, not held across the drain.
         let _ = shutdown.wait_for(|stop| *stop).await.is_ok();
     };
+    let idle = async move {
+        let Some(a) = activity else {
+            return std::future::pending().await;
+        };
+        a.now_ms();
+        let mut tick = tokio::time::interval(Duration::from_secs(1));
+        loop {
+            tick.tick().await;
+            let limit = if a.last_ms.load(Ordering::Relaxed) == 0
+                && a.active.load(Ordering::Relaxed) == 0
+            {
+                HEADER_READ_TIMEOUT
+            } else {
+                H2_IDLE_TIMEOUT
+            };
+            if a.idle_for().is_some_and(|d| d >= limit) {
+                return;
+            }
+        }
+    };
     tokio::select! {
         r = conn.as_mut() => r,
         _ = stopping => {
+            conn.as_mut().stop();
+            conn.await
+        }
+        _ = idle => {
             conn.as_mut().stop();
             conn.await
         }

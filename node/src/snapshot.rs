@@ -95,6 +95,8 @@ pub struct RouteRuntime {
     /// A gRPC route (`grpc`/`grpcs`): HTTP/2 and a gRPC content type only, streamed both
     /// ways.
     pub grpc: bool,
+    /// A gRPC route that takes cleartext (`grpc`).
+    pub grpc_plain: bool,
     pub https_redirect_status_code: u16,
     pub service: Option<Arc<ServiceRuntime>>,
     pub slots: Vec<Slot>,
@@ -482,6 +484,8 @@ fn tls_key(state: &State, s: &Service) -> u64 {
     h.update(&[
         s.tls_verify.map_or(2, u8::from),
         s.tls_verify_depth.map_or(255, |d| d),
+        // grpcs offers ALPN h2, https does not: never the same settings.
+        u8::from(s.protocol == Protocol::Grpcs),
     ]);
     for id in s.ca_certificates.iter().flatten() {
         h.update(id.as_bytes());
@@ -615,8 +619,10 @@ fn route_runtimes(
                 strip_path: r.strip_path,
                 path_v1: r.path_handling == "v1",
                 preserve_host: r.preserve_host,
+                // Only an https route without http redirects plain requests (Kong).
                 accepts_http: r.protocols.contains(&Protocol::Http)
-                    || r.protocols.contains(&Protocol::Grpc),
+                    || !r.protocols.contains(&Protocol::Https),
+                grpc_plain: r.protocols.contains(&Protocol::Grpc),
                 grpc: r
                     .protocols
                     .iter()
@@ -739,6 +745,7 @@ mod tests {
                 path,
                 headers: &crate::proxy::headers::Lookup(&headers),
                 sni: None,
+                tls: false,
             })
             .is_some()
     }

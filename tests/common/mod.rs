@@ -138,8 +138,13 @@ impl Drop for Proc {
     }
 }
 
-/// Gives the node a TLS proxy port of its own unless `extra` names one.
+/// Gives the node a TLS proxy port of its own unless `extra` names one, and no Admin API TLS
+/// listener unless `extra` asks for one.
 fn tls_listen_arg(extra: &[&str], args: &mut Vec<String>) -> String {
+    if !extra.contains(&"--admin-listen-tls") {
+        args.push("--admin-listen-tls".into());
+        args.push("off".into());
+    }
     match extra.iter().position(|a| *a == "--proxy-listen-tls") {
         Some(i) => extra.get(i + 1).map(|s| s.to_string()).unwrap_or_default(),
         None => {
@@ -196,8 +201,6 @@ impl Node {
             format!("127.0.0.1:{}", free_port()),
             "--gossip-listen".into(),
             format!("127.0.0.1:{}", free_port()),
-            "--admin-listen-tls".into(),
-            "off".into(),
         ];
         let tls = tls_listen_arg(extra, &mut args);
         args.extend(extra.iter().map(|s| s.to_string()));
@@ -369,8 +372,6 @@ impl ClusterSpec {
             format!("127.0.0.1:{cp}"),
             "--gossip-listen".into(),
             format!("127.0.0.1:{gp}"),
-            "--admin-listen-tls".into(),
-            "off".into(),
         ];
         let tls = tls_listen_arg(extra, &mut args);
         args.extend(extra.iter().map(|s| s.to_string()));

@@ -76,6 +76,7 @@ fn in_process(n: usize) -> anyhow::Result<()> {
                 path: p,
                 headers: &headers,
                 sni: None,
+                tls: false,
             });
             times.push(t.elapsed());
             if round == 0 && m.is_some() {

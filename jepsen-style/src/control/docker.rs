@@ -279,6 +279,7 @@ fn endpoints_of(ip: &str) -> Endpoints {
     Endpoints {
         admin: format!("http://{ip}:8001"),
         proxy: format!("http://{ip}:8000"),
+        proxy_tls: format!("https://{ip}:8443"),
         cluster: format!("{ip}:7000"),
         gossip: format!("{ip}:7946"),
     }

@@ -29,6 +29,8 @@ pub const BALANCED_READ_TIMEOUT_MS: u64 = 1500;
 pub struct Endpoints {
     pub admin: String,
     pub proxy: String,
+    /// The TLS proxy listener (`https://…`): every other data-plane request goes there.
+    pub proxy_tls: String,
     /// The cluster listener (`host:port`), for the hostile nemesis.
     pub cluster: String,
     /// The gossip socket (`ip:port`), for the hostile nemesis.
@@ -55,6 +57,13 @@ pub struct Cluster {
     backend: Backend,
     nodes: Vec<NodeState>,
     client: reqwest::Client,
+    /// For the TLS listener: the nodes present their self-signed default certificate.
+    tls_client: reqwest::Client,
+    /// Data-plane requests made, to send every other one over TLS.
+    sent: std::sync::atomic::AtomicU64,
+    /// Data-plane requests sent over TLS, and those of them answered.
+    pub tls_requests: std::sync::atomic::AtomicU64,
+    pub tls_answered: std::sync::atomic::AtomicU64,
     /// The echo backend's URL as the nodes see it.
     upstream: String,
     /// The balanced backends' `host:port` as the nodes see them.
@@ -143,6 +152,16 @@ impl Cluster {
                 })
                 .collect(),
             client: client(token)?,
+            tls_client: reqwest::Client::builder()
+                .no_proxy()
+                .danger_accept_invalid_certs(true)
+                .pool_idle_timeout(Duration::from_secs(5))
+                .connect_timeout(Duration::from_secs(2))
+                .timeout(Duration::from_secs(10))
+                .build()?,
+            sent: std::sync::atomic::AtomicU64::new(0),
+            tls_requests: std::sync::atomic::AtomicU64::new(0),
+            tls_answered: std::sync::atomic::AtomicU64::new(0),
             upstream,
             backends,
         };
@@ -168,6 +187,17 @@ impl Cluster {
 
     fn proxy(&self, node: usize) -> String {
         self.endpoints(node).proxy
+    }
+
+    /// The client and base URL for the next data-plane request: every other one over TLS.
+    fn data_plane(&self, node: usize) -> (&reqwest::Client, String, bool) {
+        let n = self.sent.fetch_add(1, Ordering::Relaxed);
+        if n % 2 == 1 {
+            self.tls_requests.fetch_add(1, Ordering::Relaxed);
+            (&self.tls_client, self.endpoints(node).proxy_tls, true)
+        } else {
+            (&self.client, self.proxy(node), false)
+        }
     }
 
     /// Node `node`'s cluster listener and gossip socket.
@@ -412,15 +442,18 @@ impl Cluster {
     /// One request to the balanced route: its status (none without an answer) and the
     /// backend that answered.
     pub async fn balanced(&self, node: usize) -> (Option<u16>, Option<String>) {
-        let Ok(r) = self
-            .client
-            .get(format!("{}/balanced", self.proxy(node)))
+        let (client, base, tls) = self.data_plane(node);
+        let Ok(r) = client
+            .get(format!("{base}/balanced"))
             .timeout(Duration::from_secs(5))
             .send()
             .await
         else {
             return (None, None);
         };
+        if tls {
+            self.tls_answered.fetch_add(1, Ordering::Relaxed);
+        }
         let status = r.status().as_u16();
         let name = r
             .json::<Value>()
@@ -433,13 +466,16 @@ impl Cluster {
     /// One request to the rate-limited route: `Some(true)` admitted, `Some(false)` refused
     /// with 429, `None` no answer or another status.
     pub async fn limited(&self, node: usize) -> Option<bool> {
-        let r = self
-            .client
-            .get(format!("{}/limited", self.proxy(node)))
+        let (client, base, tls) = self.data_plane(node);
+        let r = client
+            .get(format!("{base}/limited"))
             .timeout(Duration::from_secs(3))
             .send()
             .await
             .ok()?;
+        if tls {
+            self.tls_answered.fetch_add(1, Ordering::Relaxed);
+        }
         match r.status().as_u16() {
             200 => Some(true),
             429 => Some(false),

@@ -86,8 +86,16 @@ impl Processes {
         out: &Path,
         secret: &Path,
     ) -> anyhow::Result<(Processes, Vec<Endpoints>, String)> {
-        let ports: Vec<[u16; 4]> = (0..n)
-            .map(|_| [free_port(), free_port(), free_port(), free_port()])
+        let ports: Vec<[u16; 5]> = (0..n)
+            .map(|_| {
+                [
+                    free_port(),
+                    free_port(),
+                    free_port(),
+                    free_port(),
+                    free_port(),
+                ]
+            })
             .collect();
         let seeds = ports
             .iter()
@@ -113,7 +121,7 @@ impl Processes {
                 "--gossip-listen".into(),
                 format!("127.0.0.1:{}", p[3]),
                 "--proxy-listen-tls".into(),
-                "off".into(),
+                format!("127.0.0.1:{}", p[4]),
                 "--admin-listen-tls".into(),
                 "off".into(),
                 "--seeds".into(),
@@ -133,6 +141,7 @@ impl Processes {
                 endpoints: Endpoints {
                     admin: format!("http://127.0.0.1:{}", p[1]),
                     proxy: format!("http://127.0.0.1:{}", p[0]),
+                    proxy_tls: format!("https://127.0.0.1:{}", p[4]),
                     cluster: format!("127.0.0.1:{}", p[2]),
                     gossip: format!("127.0.0.1:{}", p[3]),
                 },

@@ -77,6 +77,8 @@ pub struct ClientPolicy {
     pub spill_dir: PathBuf,
     /// How long a WebSocket (upgraded) connection may live, busy or not.
     pub websocket_max_lifetime: Duration,
+    /// The process's stop signal: open WebSocket tunnels close on it.
+    pub shutdown: Option<crate::serve::Shutdown>,
 }
 
 impl Default for ClientPolicy {
@@ -86,6 +88,7 @@ impl Default for ClientPolicy {
             trusted: trusted::TrustedIps::default(),
             spill_dir: PathBuf::new(),
             websocket_max_lifetime: Duration::from_secs(24 * 3600),
+            shutdown: None,
         }
     }
 }
@@ -97,7 +100,12 @@ pub struct Proxy {
     port_header: HeaderValue,
     via: HeaderValue,
     policy: ClientPolicy,
+    /// Open WebSocket tunnels, at most [`MAX_TUNNELS`].
+    tunnels: Arc<tokio::sync::Semaphore>,
 }
+
+/// Most WebSocket tunnels open at once (as many as the listener's connections).
+pub const MAX_TUNNELS: usize = crate::serve::MAX_CONNECTIONS;
 
 fn generated(r: Response<Full<Bytes>>) -> Response<ProxyBody> {
     r.map(ProxyBody::full)
@@ -131,6 +139,7 @@ impl Proxy {
             port_header: HeaderValue::from(listen.port()),
             via: HeaderValue::from_static(concat!("1.1 tollgate/", env!("CARGO_PKG_VERSION"))),
             policy,
+            tunnels: Arc::new(tokio::sync::Semaphore::new(MAX_TUNNELS)),
         }
     }
 
@@ -366,12 +375,21 @@ impl Proxy {
                     );
                     return self.finish(&mut ctx, &done, generated(r), None, None);
                 }
-                Some(Ok(_)) => up.headers().get(header::HOST).cloned(),
+                // A gRPC retry comes back with the Host in its URI.
+                Some(Ok(_)) => up.headers().get(header::HOST).cloned().or_else(|| {
+                    up.uri()
+                        .authority()
+                        .and_then(|a| HeaderValue::from_str(a.as_str()).ok())
+                }),
             };
-            let secure = match (&service.tls, &sni_host) {
-                (Some(Ok(t)), Some(h)) => Some(upstream::Secure {
+            // Never plain for a TLS service: without a name, the address is verified.
+            let secure = match &service.tls {
+                Some(Ok(t)) => Some(upstream::Secure {
                     tls: t,
-                    sni: h.to_str().unwrap_or_default(),
+                    sni: sni_host
+                        .as_ref()
+                        .and_then(|h| h.to_str().ok())
+                        .unwrap_or_default(),
                 }),
                 _ => None,
             };
@@ -492,6 +510,13 @@ impl Proxy {
         let Some(client_side) = parts.extensions.remove::<hyper::upgrade::OnUpgrade>() else {
             return generated(error_response(StatusCode::BAD_REQUEST, "Bad request"));
         };
+        // Tunnels outlive their connection's task: they are bounded on their own.
+        let Ok(slot) = self.tunnels.clone().try_acquire_owned() else {
+            return generated(error_response(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "too many WebSocket connections",
+            ));
+        };
         let mut headers = std::mem::take(&mut parts.headers);
         websocket::restore(&mut headers, upgrade);
         let pool = match &service.target {
@@ -586,6 +611,8 @@ impl Proxy {
             upstream_side,
             service.read_timeout,
             self.policy.websocket_max_lifetime,
+            slot,
+            self.policy.shutdown.clone(),
         );
         // The 101 keeps its Connection and Upgrade headers: they are the answer.
         resp.map(|_| ProxyBody::full(Full::new(Bytes::new())))
@@ -661,6 +688,7 @@ impl Proxy {
             path: norm,
             headers: &Lookup(&parts.headers),
             sni: peer.sni.as_deref(),
+            tls: peer.tls,
         });
         let Some(m) = found else {
             return Err(error_response(
@@ -669,20 +697,12 @@ impl Proxy {
             ));
         };
         let route = &snap.routes[m.route];
+        // Kong's order (`kong/runloop/handler.lua`): an https-only route's redirect, then on a
+        // gRPC route the content type, HTTP/2, and TLS for a grpcs-only route.
         if !route.accepts_http && !https {
             return Err(https_redirect(route, host, &parts.uri));
         }
         if route.grpc {
-            // Kong's answers on a gRPC route (`kong/runloop/handler.lua`).
-            if parts.version != http::Version::HTTP_2 {
-                let mut r =
-                    error_response(StatusCode::UPGRADE_REQUIRED, "Please use HTTP2 protocol");
-                r.headers_mut()
-                    .insert(header::CONNECTION, HeaderValue::from_static("Upgrade"));
-                r.headers_mut()
-                    .insert(header::UPGRADE, HeaderValue::from_static("HTTP/2"));
-                return Err(r);
-            }
             let grpc_type = parts
                 .headers
                 .get(header::CONTENT_TYPE)
@@ -692,6 +712,29 @@ impl Proxy {
                     StatusCode::UNSUPPORTED_MEDIA_TYPE,
                     "Non-gRPC request matched gRPC route",
                 ));
+            }
+            if parts.version != http::Version::HTTP_2 {
+                let mut r =
+                    error_response(StatusCode::UPGRADE_REQUIRED, "Please use HTTP2 protocol");
+                r.headers_mut()
+                    .insert(header::CONNECTION, HeaderValue::from_static("Upgrade"));
+                r.headers_mut()
+                    .insert(header::UPGRADE, HeaderValue::from_static("HTTP/2"));
+                return Err(r);
+            }
+            if !route.grpc_plain && !https {
+                let mut r = Response::new(Full::new(Bytes::new()));
+                let h = r.headers_mut();
+                h.insert(
+                    header::CONTENT_TYPE,
+                    HeaderValue::from_static("application/grpc"),
+                );
+                h.insert("grpc-status", HeaderValue::from_static("1"));
+                h.insert(
+                    "grpc-message",
+                    HeaderValue::from_static("gRPC request matched gRPCs route"),
+                );
+                return Err(r);
             }
         }
         Ok((route, m.matched_len, m.route))

@@ -110,7 +110,20 @@ impl SendError {
 /// How a connection was opened: plain, or with these TLS settings (by address) and SNI. A
 /// request takes only a connection made the way it would make one (pools are per address,
 /// SNI and client certificate).
-type ConnKey = Option<(usize, Arc<str>)>;
+type ConnKey = Option<(u64, Arc<str>)>;
+
+/// An open HTTP/2 connection: how it was made, a serial to find it again, its sender.
+struct H2Conn {
+    key: ConnKey,
+    serial: u64,
+    tx: http2::SendRequest<UpstreamBody>,
+}
+
+/// Most HTTP/2 connections kept per address (all TLS settings and SNIs together); past it the
+/// oldest is let go (it closes when its last stream ends).
+pub const MAX_H2: usize = 32;
+
+static H2_SERIAL: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
 
 struct Idle {
     tx: SendRequest<UpstreamBody>,
@@ -127,8 +140,8 @@ pub struct Secure<'a> {
 }
 
 impl Secure<'_> {
-    fn id(&self) -> usize {
-        Arc::as_ptr(self.tls) as usize
+    fn id(&self) -> u64 {
+        self.tls.id
     }
 }
 
@@ -155,7 +168,7 @@ pub struct Pool {
     idle: Mutex<VecDeque<Idle>>,
     /// HTTP/2 connections (gRPC services), shared by concurrent requests, by TLS settings and
     /// SNI as idle connections are.
-    h2: Mutex<Vec<(ConnKey, http2::SendRequest<UpstreamBody>)>>,
+    h2: Mutex<Vec<H2Conn>>,
 }
 
 impl Pool {
@@ -184,14 +197,18 @@ impl Pool {
 
     fn take_idle(&self, secure: Option<Secure<'_>>) -> Option<SendRequest<UpstreamBody>> {
         let mut idle = self.lock();
-        if secure.is_none() && idle.back().is_none_or(|i| i.tls.is_none()) {
-            // The common case: plain connections only, warmest first.
-            while let Some(i) = idle.pop_back() {
+        if secure.is_none() {
+            // The common case: plain connections, warmest first; stale ones are dropped on
+            // the way, and a TLS one stops the fast path.
+            while idle.back().is_some_and(|i| i.tls.is_none()) {
+                let i = idle.pop_back()?;
                 if i.usable() {
                     return Some(i.tx);
                 }
             }
-            return None;
+            if idle.is_empty() {
+                return None;
+            }
         }
         let at = idle
             .iter()
@@ -231,24 +248,31 @@ impl Pool {
         head_timeout: Duration,
         secure: Option<Secure<'_>>,
     ) -> Result<Response<PooledBody>, SendError> {
+        let lock = || self.h2.lock().unwrap_or_else(|p| p.into_inner());
         let open = {
-            let mut conns = self.h2.lock().unwrap_or_else(|p| p.into_inner());
-            conns.retain(|(_, tx)| !tx.is_closed());
+            let mut conns = lock();
+            conns.retain(|c| !c.tx.is_closed());
             conns
                 .iter()
-                .find(|(k, tx)| same(k, secure) && tx.is_ready())
-                .map(|(_, tx)| tx.clone())
+                .rev()
+                .find(|c| same(&c.key, secure))
+                .map(|c| (c.serial, c.tx.clone()))
         };
-        let mut tx = match open {
-            Some(tx) => tx,
+        let (serial, mut tx) = match open {
+            Some(found) => found,
             None => match self.open_h2(connect_timeout, secure).await {
                 Ok(tx) => {
-                    let key = secure.map(|s| (s.id(), Arc::from(s.sni)));
-                    self.h2
-                        .lock()
-                        .unwrap_or_else(|p| p.into_inner())
-                        .push((key, tx.clone()));
-                    tx
+                    let serial = H2_SERIAL.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    let mut conns = lock();
+                    if conns.len() >= MAX_H2 {
+                        conns.remove(0);
+                    }
+                    conns.push(H2Conn {
+                        key: secure.map(|s| (s.id(), Arc::from(s.sni))),
+                        serial,
+                        tx: tx.clone(),
+                    });
+                    (serial, tx)
                 }
                 Err(source) => {
                     return Err(SendError::Connect {
@@ -259,9 +283,18 @@ impl Pool {
                 }
             },
         };
-        let resp = tokio::time::timeout(head_timeout, tx.send_request(req))
-            .await
-            .map_err(|_| SendError::HeadTimeout(head_timeout))??;
+        let sent = tokio::time::timeout(head_timeout, tx.send_request(req)).await;
+        let resp = match sent {
+            Ok(Ok(r)) => r,
+            failed => {
+                // A connection that failed or went silent is not given to the next request.
+                lock().retain(|c| c.serial != serial);
+                return Err(match failed {
+                    Ok(Err(e)) => SendError::Exchange(e),
+                    _ => SendError::HeadTimeout(head_timeout),
+                });
+            }
+        };
         Ok(resp.map(|body| PooledBody {
             inner: body,
             lease: None,
@@ -283,7 +316,15 @@ impl Pool {
         .await
         .map_err(|_| timed_out())??;
         stream.set_nodelay(true)?;
-        let builder = http2::Builder::new(hyper_util::rt::TokioExecutor::new());
+        let keepalive = socket2::TcpKeepalive::new().with_time(Duration::from_secs(60));
+        let _ = socket2::SockRef::from(&stream).set_tcp_keepalive(&keepalive);
+        // Pings find a connection that died without a close, so requests do not wait on it.
+        let mut builder = http2::Builder::new(hyper_util::rt::TokioExecutor::new());
+        builder
+            .timer(hyper_util::rt::TokioTimer::new())
+            .keep_alive_interval(Duration::from_secs(30))
+            .keep_alive_timeout(Duration::from_secs(10))
+            .keep_alive_while_idle(true);
         macro_rules! start {
             ($io:expr) => {{
                 let (tx, conn) = builder

@@ -21,13 +21,19 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 /// Largest chunk moved at once in each direction.
 const CHUNK: usize = 16 * 1024;
 
-/// The client's `Upgrade` value when the request asks for one: an HTTP/1.1 request whose
-/// `Connection` lists `upgrade` and that names a protocol to upgrade to.
+/// The client's `Upgrade` value when the request asks for a WebSocket: an HTTP/1.1 request
+/// whose `Connection` lists `upgrade` and whose `Upgrade` is `websocket`. Any other upgrade
+/// (`h2c`, a custom protocol) is not tunnelled, as Kong: its headers are dropped with the
+/// other hop-by-hop ones and the request proxied as a plain one, so nothing can ride a
+/// tunnel past routing and plugins.
 pub fn requested(parts: &Parts) -> Option<HeaderValue> {
     if parts.version != http::Version::HTTP_11 {
         return None;
     }
-    let upgrade = parts.headers.get(header::UPGRADE)?;
+    let upgrade = parts
+        .headers
+        .get(header::UPGRADE)
+        .filter(|v| v.as_bytes().eq_ignore_ascii_case(b"websocket"))?;
     let asks = parts
         .headers
         .get_all(header::CONNECTION)
@@ -44,9 +50,18 @@ pub fn restore(h: &mut http::HeaderMap, upgrade: HeaderValue) {
     h.insert(header::UPGRADE, upgrade);
 }
 
-/// Joins the client's and the upstream's upgraded connections, in its own task.
-pub fn spawn_tunnel(client: OnUpgrade, upstream: OnUpgrade, idle: Duration, lifetime: Duration) {
+/// Joins the client's and the upstream's upgraded connections, in its own task, which holds
+/// `slot` (tunnels are counted and bounded) and ends when `shutdown` fires.
+pub fn spawn_tunnel(
+    client: OnUpgrade,
+    upstream: OnUpgrade,
+    idle: Duration,
+    lifetime: Duration,
+    slot: tokio::sync::OwnedSemaphorePermit,
+    mut shutdown: Option<crate::serve::Shutdown>,
+) {
     tokio::spawn(async move {
+        let _slot = slot;
         let (client, upstream) = match tokio::try_join!(client, upstream) {
             Ok(both) => both,
             Err(e) => {
@@ -54,8 +69,19 @@ pub fn spawn_tunnel(client: OnUpgrade, upstream: OnUpgrade, idle: Duration, life
                 return;
             }
         };
-        let end = pump(TokioIo::new(client), TokioIo::new(upstream), idle, lifetime).await;
-        tracing::debug!(?end, "tunnel closed");
+        let pumping = pump(TokioIo::new(client), TokioIo::new(upstream), idle, lifetime);
+        let stopping = async {
+            match shutdown.as_mut() {
+                Some(s) => {
+                    let _ = s.wait_for(|stop| *stop).await.is_ok();
+                }
+                None => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            end = pumping => tracing::debug!(?end, "tunnel closed"),
+            _ = stopping => tracing::debug!("tunnel closed: shutting down"),
+        }
     });
 }
 
@@ -70,7 +96,8 @@ pub enum End {
 
 /// Moves bytes both ways until one side closes or a limit is reached. Reads are raced (both
 /// directions wait at once); a write is finished before reading more from the same side, so
-/// a slow reader slows its writer instead of buffering without bound.
+/// a slow reader slows its writer instead of buffering without bound, and a write that cannot
+/// finish within the idle time (a peer that stopped reading) ends the tunnel too.
 pub async fn pump<A, B>(mut a: A, mut b: B, idle: Duration, lifetime: Duration) -> End
 where
     A: AsyncRead + AsyncWrite + Unpin,
@@ -82,12 +109,12 @@ where
         tokio::select! {
             r = a.read(&mut from_a) => match r {
                 Ok(0) => break End::Closed,
-                Ok(n) => if b.write_all(&from_a[..n]).await.is_err() { break End::Error },
+                Ok(n) => if let Err(e) = write(&mut b, &from_a[..n], idle, deadline).await { break e },
                 Err(_) => break End::Error,
             },
             r = b.read(&mut from_b) => match r {
                 Ok(0) => break End::Closed,
-                Ok(n) => if a.write_all(&from_b[..n]).await.is_err() { break End::Error },
+                Ok(n) => if let Err(e) = write(&mut a, &from_b[..n], idle, deadline).await { break e },
                 Err(_) => break End::Error,
             },
             _ = tokio::time::sleep(idle) => break End::Idle,
@@ -97,6 +124,22 @@ where
     let _ = a.shutdown().await;
     let _ = b.shutdown().await;
     end
+}
+
+/// Writes `buf` whole within the idle time and before the tunnel's end.
+async fn write<W: AsyncWrite + Unpin>(
+    w: &mut W,
+    buf: &[u8],
+    idle: Duration,
+    deadline: tokio::time::Instant,
+) -> Result<(), End> {
+    let by = deadline.min(tokio::time::Instant::now() + idle);
+    match tokio::time::timeout_at(by, w.write_all(buf)).await {
+        Ok(Ok(())) => Ok(()),
+        Ok(Err(_)) => Err(End::Error),
+        Err(_) if by == deadline => Err(End::Lifetime),
+        Err(_) => Err(End::Idle),
+    }
 }
 
 #[cfg(test)]
@@ -152,5 +195,27 @@ mod tests {
         assert_eq!(t.await.unwrap(), End::Lifetime);
         chatter.abort();
         drain.abort();
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_peer_that_stops_reading_ends_the_tunnel_at_the_idle_time() {
+        // The server side never reads: the client's bytes fill its 64-byte pipe.
+        let (mut client, a) = tokio::io::duplex(64);
+        let (b, _server) = tokio::io::duplex(64);
+        let t = tokio::spawn(pump(
+            a,
+            b,
+            Duration::from_secs(60),
+            Duration::from_secs(3600),
+        ));
+        let feed = tokio::spawn(async move {
+            loop {
+                if client.write_all(&[7u8; 1024]).await.is_err() {
+                    break;
+                }
+            }
+        });
+        assert_eq!(t.await.unwrap(), End::Idle);
+        feed.abort();
     }
 }

@@ -23,7 +23,12 @@ use super::verify::{system_roots, AnyCertificate, DepthLimited};
 /// settings and per SNI (see [`crate::proxy::upstream::Pool`]).
 pub struct UpstreamTls {
     pub connector: TlsConnector,
+    /// Unique for the life of the process: pooled connections remember the settings they
+    /// were made with by this id (an address could be reused by later settings).
+    pub id: u64,
 }
+
+static NEXT_ID: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
 
 /// Why a service's TLS settings cannot be used; requests to it fail closed with a 502.
 #[derive(Debug, thiserror::Error)]
@@ -92,6 +97,7 @@ pub fn for_service(st: &State, s: &Service) -> Result<UpstreamTls, TlsSettingsEr
     }
     Ok(UpstreamTls {
         connector: TlsConnector::from(Arc::new(config)),
+        id: NEXT_ID.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
     })
 }
 

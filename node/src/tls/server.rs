@@ -287,6 +287,13 @@ fn write_private(path: &Path, bytes: &[u8]) -> Result<(), DefaultCertError> {
     let mut f = opts
         .open(path)
         .map_err(|e| DefaultCertError::Write(path.into(), e))?;
+    // The mode given at open applies only to a new file: an existing one is tightened too.
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        f.set_permissions(std::fs::Permissions::from_mode(0o600))
+            .map_err(|e| DefaultCertError::Write(path.into(), e))?;
+    }
     f.write_all(bytes)
         .map_err(|e| DefaultCertError::Write(path.into(), e))
 }
