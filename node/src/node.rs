@@ -234,6 +234,7 @@ pub async fn run(args: NodeArgs) -> anyhow::Result<()> {
             on_failure: Arc::new(move |peer, reason: &str| {
                 rejections.record(peer, Plane::Cluster, reason)
             }),
+            max_per_ip: crate::serve::MAX_HANDSHAKES_PER_IP,
         }
     });
     let cluster_task = tokio::spawn(serve(
@@ -321,6 +322,7 @@ pub async fn run(args: NodeArgs) -> anyhow::Result<()> {
                 failures.inc();
                 tracing::debug!(%peer, reason, listener, "TLS handshake failed");
             }),
+            max_per_ip: crate::serve::MAX_HANDSHAKES,
         }
     };
     let proxy_tls_task = proxy_tls_listener.map(|l| {

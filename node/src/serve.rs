@@ -10,8 +10,9 @@
 //!
 //! With [`Tls`], each connection first completes a TLS handshake within
 //! [`HANDSHAKE_TIMEOUT`], in its own task. At most [`MAX_HANDSHAKES`] handshakes are in progress
-//! at once, [`MAX_HANDSHAKES_PER_IP`] from one address: past either, a new connection is
-//! closed at once, so peers that never finish cannot take every slot. A failed handshake is
+//! at once, and at most the listener's [`Tls::max_per_ip`] from one address: past either, a
+//! new connection is closed at once, so peers that never finish cannot hold a slot past the
+//! timeout. A failed handshake is
 //! reported and the connection dropped.
 
 use std::convert::Infallible;
@@ -111,6 +112,10 @@ pub type OnHandshakeFailure = Arc<dyn Fn(SocketAddr, &str) + Send + Sync>;
 pub struct Tls {
     pub acceptor: tokio_rustls::TlsAcceptor,
     pub on_failure: OnHandshakeFailure,
+    /// Handshakes in progress from one address, at most. The cluster plane keeps this low
+    /// ([`MAX_HANDSHAKES_PER_IP`]: peers are few); client listeners allow every slot to one
+    /// address, since a load balancer or a NAT brings many clients from one.
+    pub max_per_ip: usize,
 }
 
 /// Server-side HTTP/2 limits: bounded streams, header list and frames, so one client cannot
@@ -135,11 +140,12 @@ impl Handshakes {
         self: &Arc<Self>,
         ip: std::net::IpAddr,
         global: &Arc<Semaphore>,
+        max_per_ip: usize,
     ) -> Option<HandshakeSlot> {
         let permit = global.clone().try_acquire_owned().ok()?;
         let mut m = self.by_ip.lock().unwrap_or_else(|e| e.into_inner());
         let n = m.entry(ip).or_insert(0);
-        if *n >= MAX_HANDSHAKES_PER_IP {
+        if *n >= max_per_ip {
             return None;
         }
         *n += 1;
@@ -231,7 +237,8 @@ pub async fn serve<H, F, B>(
             }
             Some(tls) => {
                 let (acceptor, on_failure) = (tls.acceptor.clone(), tls.on_failure.clone());
-                let Some(slot) = handshakes.enter(peer.ip(), &handshake_slots) else {
+                let Some(slot) = handshakes.enter(peer.ip(), &handshake_slots, tls.max_per_ip)
+                else {
                     on_failure(peer, "too many TLS handshakes in progress");
                     continue;
                 };
