@@ -852,3 +852,125 @@ async fn only_websocket_upgrades_are_tunnelled_and_the_admin_api_speaks_tls_and_
         );
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_alternate_pair_serves_rsa_only_clients_and_client_certificates_reach_upstreams() {
+    let node = Node::start().await;
+    let echo = Echo::start("dual-echo").await;
+    node.create("/services", json!({"name": "s", "url": echo.url()}))
+        .await;
+    node.create("/services/s/routes", json!({"paths": ["/"]}))
+        .await;
+    let p = |f: &str| std::fs::read_to_string(format!("../config/tests/pem/{f}")).unwrap();
+    node.create(
+        "/certificates",
+        json!({"cert": p("rsa.crt"), "key": p("rsa.key"), "cert_alt": p("ec.crt"),
+               "key_alt": p("ec.key"), "snis": ["dual.test"]}),
+    )
+    .await;
+    // A client that takes ECDSA gets the ECDSA pair; one offering only RSA suites, the RSA one.
+    assert_eq!(
+        curl(&node.proxy_tls, Some("dual.test"), "--http2", "/")
+            .await
+            .cn,
+        "ec.test"
+    );
+    let port = node.proxy_tls.rsplit_once(':').unwrap().1.to_string();
+    let out = Command::new("curl")
+        .args([
+            "-sk",
+            "-v",
+            "--tls-max",
+            "1.2",
+            "--ciphers",
+            "ECDHE-RSA-AES128-GCM-SHA256",
+        ])
+        .args([
+            "-o",
+            "/dev/null",
+            "--resolve",
+            &format!("dual.test:{port}:127.0.0.1"),
+        ])
+        .arg(format!("https://dual.test:{port}/"))
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("CN=rsa.test"),
+        "RSA pair for an RSA-only client: {err}"
+    );
+
+    // Mutual TLS to the upstream: refused without a client certificate, served with the
+    // service's, and with the upstream entity's when the service has none.
+    let ca_key = rcgen::KeyPair::generate().unwrap();
+    let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    let ca = ca_params.self_signed(&ca_key).unwrap();
+    let client_key = rcgen::KeyPair::generate().unwrap();
+    let client = rcgen::CertificateParams::new(vec!["gateway.test".to_string()])
+        .unwrap()
+        .signed_by(&client_key, &ca, &ca_key)
+        .unwrap();
+    let backend = Backend::start_tls_requiring_client("mtls", &ca.pem()).await;
+    let url = format!("https://localhost:{}", backend.addr.port());
+    node.create("/services", json!({"name": "mtls", "url": url}))
+        .await;
+    node.create("/services/mtls/routes", json!({"paths": ["/mtls"]}))
+        .await;
+    let get = |path: &'static str| {
+        let url = node.proxy_url(path);
+        async move {
+            common::client()
+                .get(url)
+                .send()
+                .await
+                .unwrap()
+                .status()
+                .as_u16()
+        }
+    };
+    assert_eq!(get("/mtls").await, 502);
+    let cc = node
+        .create(
+            "/certificates",
+            json!({"cert": client.pem(), "key": client_key.serialize_pem()}),
+        )
+        .await;
+    let (s, b) = node
+        .send(
+            reqwest::Method::PATCH,
+            "/services/mtls",
+            Some(json!({"client_certificate": {"id": cc["id"]}})),
+        )
+        .await;
+    assert_eq!(s, 200, "{b}");
+    assert_eq!(get("/mtls").await, 200);
+    // A certificate a service uses cannot be deleted.
+    let (s, _) = node
+        .send(
+            reqwest::Method::DELETE,
+            &format!("/certificates/{}", cc["id"].as_str().unwrap()),
+            None,
+        )
+        .await;
+    assert_eq!(s, 400);
+
+    node.create(
+        "/upstreams",
+        json!({"name": "mtls.up", "client_certificate": {"id": cc["id"]}}),
+    )
+    .await;
+    node.create(
+        "/upstreams/mtls.up/targets",
+        json!({"target": format!("127.0.0.1:{}", backend.addr.port())}),
+    )
+    .await;
+    node.create(
+        "/services",
+        json!({"name": "via-upstream", "url": "https://mtls.up"}),
+    )
+    .await;
+    node.create("/services/via-upstream/routes", json!({"paths": ["/via"]}))
+        .await;
+    assert_eq!(get("/via").await, 200);
+}

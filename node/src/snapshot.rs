@@ -493,9 +493,9 @@ fn tls_key(state: &State, s: &Service) -> u64 {
             h.update(ca.cert_digest.as_bytes());
         }
     }
-    if let Some(fk) = s.client_certificate {
-        h.update(fk.id.as_bytes());
-        if let Some(c) = state.one::<Certificate>(fk.id) {
+    if let Some(id) = crate::tls::client::client_certificate(state, s) {
+        h.update(id.as_bytes());
+        if let Some(c) = state.one::<Certificate>(id) {
             h.update(c.cert.as_bytes());
             h.update(c.key.as_bytes());
         }

@@ -11,6 +11,7 @@ use uuid::Uuid;
 use crate::address::{self, HostKind};
 use crate::entity::{kong_number, ForeignKey, Timestamp};
 use crate::error::FieldErrors;
+use crate::registry::EntityKind;
 use crate::schema::*;
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -157,7 +158,13 @@ impl Declared for Upstream {
         admin_path: "upstreams",
         endpoint_key: Some("name"),
         uniques: &[&["name"]],
-        foreign: &[],
+        foreign: &[ForeignDecl {
+            field: "client_certificate",
+            target: EntityKind::Certificate,
+            on_delete: OnDelete::Restrict,
+            nested_path: None,
+            nests: false,
+        }],
         fields: &[
             ID,
             CREATED_AT,
@@ -188,7 +195,7 @@ impl Declared for Upstream {
             FieldDecl::new("healthchecks", FieldType::Record),
             TAGS,
             FieldDecl::new("host_header", FieldType::String { min: 1, max: 4096 }),
-            FieldDecl::new("client_certificate", FieldType::Record),
+            FieldDecl::new("client_certificate", FieldType::Foreign(EntityKind::Certificate)),
             FieldDecl::new("use_srv_name", FieldType::Boolean).default("false"),
         ],
         entity_checks: r#"[{"conditional":{"if_field":"hash_on","if_match":{"match":"^header$"},"then_field":"hash_on_header","then_match":{"required":true}}},{"conditional":{"if_field":"hash_fallback","if_match":{"match":"^header$"},"then_field":"hash_fallback_header","then_match":{"required":true}}},{"conditional":{"if_field":"hash_on","if_match":{"match":"^cookie$"},"then_field":"hash_on_cookie","then_match":{"required":true}}},{"conditional":{"if_field":"hash_fallback","if_match":{"match":"^cookie$"},"then_field":"hash_on_cookie","then_match":{"required":true}}},{"conditional":{"if_field":"hash_on","if_match":{"match":"^none$"},"then_field":"hash_fallback","then_match":{"one_of":["none"]}}},{"conditional":{"if_field":"hash_on","if_match":{"match":"^cookie$"},"then_field":"hash_fallback","then_match":{"one_of":["none"]}}},{"distinct":["hash_on_header","hash_fallback_header"]},{"distinct":["hash_on_query_arg","hash_fallback_query_arg"]},{"distinct":["hash_on_uri_capture","hash_fallback_uri_capture"]}]"#,
@@ -203,6 +210,9 @@ impl Declared for Upstream {
     fn field(&self, name: &str) -> FieldRef<'_> {
         match name {
             "name" => FieldRef::Str(&self.name),
+            "client_certificate" => self
+                .client_certificate
+                .map_or(FieldRef::Null, |f| FieldRef::Id(f.id)),
             _ => FieldRef::Null,
         }
     }
@@ -245,14 +255,6 @@ impl Declared for Upstream {
                     errs.add(field, m);
                 }
             }
-        }
-        match record.get("client_certificate") {
-            None | Some(Value::Null) => {}
-            // Certificates arrive with TLS (issue 15); until then a reference names nothing.
-            Some(_) => errs.add(
-                "client_certificate",
-                "client certificates are not supported yet",
-            ),
         }
         // Targets resolve through A and AAAA records only: an SRV name would be ignored.
         if record.get("use_srv_name") == Some(&Value::Bool(true)) {

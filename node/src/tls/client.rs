@@ -78,10 +78,7 @@ pub fn for_service(st: &State, s: &Service) -> Result<UpstreamTls, TlsSettingsEr
             .dangerous()
             .with_custom_certificate_verifier(Arc::new(AnyCertificate(p)))
     };
-    let config = match s
-        .client_certificate
-        .and_then(|fk| st.one::<Certificate>(fk.id))
-    {
+    let config = match client_certificate(st, s).and_then(|id| st.one::<Certificate>(id)) {
         Some(c) => {
             let bad = |m: String| TlsSettingsError::ClientCertificate(c.id, m);
             let chain = x509::certificate(&c.cert).map_err(bad)?.chain;
@@ -98,6 +95,16 @@ pub fn for_service(st: &State, s: &Service) -> Result<UpstreamTls, TlsSettingsEr
     Ok(UpstreamTls {
         connector: TlsConnector::from(Arc::new(config)),
         id: NEXT_ID.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
+    })
+}
+
+/// The certificate a service presents to its upstream: its own `client_certificate`, else
+/// that of the upstream entity its host names (Kong's `upstream_ssl.lua`).
+pub fn client_certificate(st: &State, s: &Service) -> Option<uuid::Uuid> {
+    s.client_certificate.map(|fk| fk.id).or_else(|| {
+        st.all::<tollgate_config::entities::Upstream>()
+            .find(|u| u.name == s.host)
+            .and_then(|u| u.client_certificate.map(|fk| fk.id))
     })
 }
 

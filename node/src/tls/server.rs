@@ -64,12 +64,17 @@ impl Pair {
         })
     }
 
-    /// The pair for a client offering `schemes`: ECDSA when it takes it, else the other.
-    fn choose(&self, schemes: &[SignatureScheme]) -> Arc<CertifiedKey> {
+    /// The pair for a client: ECDSA when it takes ECDSA signatures and can use them with a
+    /// suite it offers (any TLS 1.3 suite, or a TLS 1.2 `ECDHE_ECDSA` one), else the other.
+    fn choose(
+        &self,
+        schemes: &[SignatureScheme],
+        suites: &[rustls::CipherSuite],
+    ) -> Arc<CertifiedKey> {
         let Some(alt) = &self.alt else {
             return self.main.clone();
         };
-        let takes_ecdsa = schemes.iter().any(|s| {
+        let ecdsa_signatures = schemes.iter().any(|s| {
             matches!(
                 s,
                 SignatureScheme::ECDSA_NISTP256_SHA256
@@ -77,6 +82,15 @@ impl Pair {
                     | SignatureScheme::ECDSA_NISTP521_SHA512
             )
         });
+        // TLS 1.3 suites (0x1301-0x1305), and TLS 1.2's ECDHE_ECDSA ones (AES-GCM, ChaCha20,
+        // AES-CBC).
+        let ecdsa_suite = suites.iter().any(|s| {
+            matches!(
+                u16::from(*s),
+                0x1301..=0x1305 | 0xC02B | 0xC02C | 0xCCA9 | 0xC009 | 0xC00A | 0xC023 | 0xC024
+            )
+        });
+        let takes_ecdsa = ecdsa_signatures && ecdsa_suite;
         if takes_ecdsa == self.main_is_ecdsa {
             self.main.clone()
         } else {
@@ -211,7 +225,7 @@ impl ResolvesServerCert for SniResolver {
             }
         });
         let pair = found.unwrap_or_else(|| self.default.clone());
-        Some(pair.choose(hello.signature_schemes()))
+        Some(pair.choose(hello.signature_schemes(), hello.cipher_suites()))
     }
 }
 
