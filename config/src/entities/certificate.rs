@@ -73,7 +73,21 @@ impl Declared for Certificate {
 
     fn build(body: &Value, cx: &BuildCx<'_>) -> Result<Self, FieldErrors> {
         let mut record = build_record(&Self::DECL, body, cx)?;
-        record.remove("snis");
+        // The transient SNI names: checked here (Kong's schema types them), written by the
+        // caller as `snis` entities.
+        if let Some(Value::Array(names)) = record.remove("snis") {
+            let mut errs = FieldErrors::new();
+            for (i, n) in names.iter().enumerate() {
+                let checked = match n {
+                    Value::String(s) => crate::entities::check_wildcard_host(s),
+                    _ => Err("expected a string".into()),
+                };
+                if let Err(m) = checked {
+                    errs.add(&format!("snis.{}", i + 1), m);
+                }
+            }
+            errs.into_result()?;
+        }
         let text = |f: &str| record.get(f).and_then(Value::as_str);
         let mut errs = FieldErrors::new();
         let cert = text("cert").map(x509::certificate);

@@ -46,9 +46,17 @@ pub fn take_snis(body: &mut Value) -> Result<Option<Vec<String>>, Response> {
         }
         _ => return Err(bad("expected an array".into())),
     };
+    let mut invalid = tollgate_config::FieldErrors::new();
+    for (i, n) in list.iter().enumerate() {
+        if let Err(m) = check_wildcard_host(n) {
+            invalid.add(&format!("snis.{}", i + 1), m);
+        }
+    }
+    if !invalid.is_empty() {
+        return Err(super::schema_error(invalid));
+    }
     let mut seen = std::collections::BTreeSet::new();
     for n in &list {
-        check_wildcard_host(n).map_err(bad)?;
         if !seen.insert(n.clone()) {
             return Err(bad(format!("{n} is duplicated")));
         }
