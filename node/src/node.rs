@@ -186,13 +186,6 @@ pub async fn run(args: NodeArgs) -> anyhow::Result<()> {
             .config_rebuild_seconds
             .observe(started.elapsed().as_secs_f64());
         hook_metrics.config_entities.set(state.len() as i64);
-        // A large change (a declarative load) leaves the allocator holding what parsing and
-        // encoding it took: give that back to the system, off the runtime's threads.
-        if started.elapsed() > Duration::from_millis(50) {
-            if let Ok(rt) = tokio::runtime::Handle::try_current() {
-                rt.spawn_blocking(release_free_memory);
-            }
-        }
     });
 
     let shutdown = shutdown_signal();
@@ -460,15 +453,6 @@ pub async fn run(args: NodeArgs) -> anyhow::Result<()> {
     }
     tracing::info!("stopped");
     Ok(())
-}
-
-/// Returns freed heap memory to the system (glibc keeps it per arena otherwise).
-fn release_free_memory() {
-    #[cfg(all(target_os = "linux", target_env = "gnu"))]
-    // SAFETY: malloc_trim only walks glibc's own arenas; it takes no pointers from us.
-    unsafe {
-        libc::malloc_trim(0);
-    }
 }
 
 /// The addresses this node announces: `--advertise-addr` with each listener's port, or each
