@@ -545,22 +545,10 @@ async fn websockets_round_trip_over_ws_and_wss_with_plugins_on_the_handshake() {
     round_trip(ws).await;
 
     // wss://, trusting the node's self-signed default certificate.
-    let mut roots = rustls::RootCertStore::empty();
-    let pem = std::fs::read(node.data_dir.join("tls/default.crt")).unwrap();
-    for c in rustls::pki_types::CertificateDer::pem_slice_iter(&pem) {
-        roots.add(c.unwrap()).unwrap();
-    }
-    let config = rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(
-        rustls::crypto::ring::default_provider(),
-    ))
-    .with_safe_default_protocol_versions()
-    .unwrap()
-    .with_root_certificates(roots)
-    .with_no_client_auth();
     let tcp = tokio::net::TcpStream::connect(&node.proxy_tls)
         .await
         .unwrap();
-    let tls = tokio_rustls::TlsConnector::from(std::sync::Arc::new(config))
+    let tls = tokio_rustls::TlsConnector::from(trusting_node(&node, &[]))
         .connect("localhost".try_into().unwrap(), tcp)
         .await
         .unwrap();

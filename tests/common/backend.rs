@@ -42,6 +42,27 @@ pub struct Backend {
     task: Mutex<Option<JoinHandle<()>>>,
 }
 
+/// A TLS acceptor presenting `cert` (with its key), asking clients for a certificate when
+/// `clients` is given.
+fn acceptor(
+    cert: rustls::pki_types::CertificateDer<'static>,
+    key_der: Vec<u8>,
+    clients: Option<Arc<dyn rustls::server::danger::ClientCertVerifier>>,
+) -> tokio_rustls::TlsAcceptor {
+    let key = rustls::pki_types::PrivateKeyDer::try_from(key_der).unwrap();
+    let builder = rustls::ServerConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap();
+    let builder = match clients {
+        Some(v) => builder.with_client_cert_verifier(v),
+        None => builder.with_no_client_auth(),
+    };
+    let config = builder.with_single_cert(vec![cert], key).unwrap();
+    tokio_rustls::TlsAcceptor::from(Arc::new(config))
+}
+
 impl Backend {
     pub async fn start(name: &str) -> Backend {
         Backend::start_with(name, None).await
@@ -50,21 +71,8 @@ impl Backend {
     /// A backend that speaks HTTPS with a self-signed certificate for `localhost`.
     pub async fn start_tls(name: &str) -> Backend {
         let cert = rcgen::generate_simple_self_signed(vec!["localhost".to_string()]).unwrap();
-        let key =
-            rustls::pki_types::PrivateKeyDer::try_from(cert.key_pair.serialize_der()).unwrap();
-        let config = rustls::ServerConfig::builder_with_provider(std::sync::Arc::new(
-            rustls::crypto::ring::default_provider(),
-        ))
-        .with_safe_default_protocol_versions()
-        .unwrap()
-        .with_no_client_auth()
-        .with_single_cert(vec![cert.cert.der().clone()], key)
-        .unwrap();
-        Backend::start_with(
-            name,
-            Some(tokio_rustls::TlsAcceptor::from(Arc::new(config))),
-        )
-        .await
+        let tls = acceptor(cert.cert.der().clone(), cert.key_pair.serialize_der(), None);
+        Backend::start_with(name, Some(tls)).await
     }
 
     /// A backend that speaks HTTPS with a certificate for `localhost` signed by a CA made for
@@ -82,20 +90,8 @@ impl Backend {
             .unwrap()
             .signed_by(&leaf_key, &ca, &ca_key)
             .unwrap();
-        let key = rustls::pki_types::PrivateKeyDer::try_from(leaf_key.serialize_der()).unwrap();
-        let config = rustls::ServerConfig::builder_with_provider(std::sync::Arc::new(
-            rustls::crypto::ring::default_provider(),
-        ))
-        .with_safe_default_protocol_versions()
-        .unwrap()
-        .with_no_client_auth()
-        .with_single_cert(vec![leaf.der().clone()], key)
-        .unwrap();
-        let b = Backend::start_with(
-            name,
-            Some(tokio_rustls::TlsAcceptor::from(Arc::new(config))),
-        )
-        .await;
+        let tls = acceptor(leaf.der().clone(), leaf_key.serialize_der(), None);
+        let b = Backend::start_with(name, Some(tls)).await;
         (b, ca.pem())
     }
 
@@ -104,30 +100,22 @@ impl Backend {
     pub async fn start_tls_requiring_client(name: &str, client_ca: &str) -> Backend {
         use rustls::pki_types::pem::PemObject;
         let cert = rcgen::generate_simple_self_signed(vec!["localhost".to_string()]).unwrap();
-        let key =
-            rustls::pki_types::PrivateKeyDer::try_from(cert.key_pair.serialize_der()).unwrap();
         let mut roots = rustls::RootCertStore::empty();
         for c in rustls::pki_types::CertificateDer::pem_slice_iter(client_ca.as_bytes()) {
             roots.add(c.unwrap()).unwrap();
         }
-        let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
         let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(
             Arc::new(roots),
-            provider.clone(),
+            Arc::new(rustls::crypto::ring::default_provider()),
         )
         .build()
         .unwrap();
-        let config = rustls::ServerConfig::builder_with_provider(provider)
-            .with_safe_default_protocol_versions()
-            .unwrap()
-            .with_client_cert_verifier(verifier)
-            .with_single_cert(vec![cert.cert.der().clone()], key)
-            .unwrap();
-        Backend::start_with(
-            name,
-            Some(tokio_rustls::TlsAcceptor::from(Arc::new(config))),
-        )
-        .await
+        let tls = acceptor(
+            cert.cert.der().clone(),
+            cert.key_pair.serialize_der(),
+            Some(verifier),
+        );
+        Backend::start_with(name, Some(tls)).await
     }
 
     async fn start_with(name: &str, tls: Option<tokio_rustls::TlsAcceptor>) -> Backend {
