@@ -32,6 +32,24 @@ fn run(cmd: &mut Command) -> anyhow::Result<Output> {
     Ok(out)
 }
 
+/// `docker pause`/`unpause` of `id`. The cgroup freezer refuses now and then ("unable to
+/// freeze") while a task in the container is in a state it cannot freeze; that says nothing
+/// about the system under test, so the call is tried again for a few seconds.
+fn freeze(verb: &str, id: &str) -> anyhow::Result<()> {
+    let mut last = None;
+    for _ in 0..20 {
+        match run(Command::new("docker").args([verb, id])) {
+            Ok(_) => return Ok(()),
+            Err(e) if e.to_string().contains("freeze") => {
+                last = Some(e);
+                std::thread::sleep(std::time::Duration::from_millis(200));
+            }
+            Err(e) => return Err(e),
+        }
+    }
+    Err(last.unwrap_or_else(|| anyhow::anyhow!("docker {verb} {id} failed")))
+}
+
 fn text(out: Output) -> String {
     String::from_utf8_lossy(&out.stdout).trim().to_string()
 }
@@ -174,22 +192,25 @@ impl Compose {
     }
 
     pub fn pause(&self, node: usize) -> anyhow::Result<()> {
-        self.docker(&["pause"], node)
+        freeze("pause", &self.ids[node])
     }
 
     pub fn resume(&self, node: usize) -> anyhow::Result<()> {
-        self.docker(&["unpause"], node)
+        freeze("unpause", &self.ids[node])
     }
 
     /// A backend fault on echo container `i`: `kill` (`docker kill`, then `docker start`),
     /// `pause` (`docker pause`/`unpause`), `slow` (SIGUSR1 toggles the echo's slow mode).
     pub fn backend(&self, i: usize, fault: &str, heal: bool) -> anyhow::Result<()> {
         let id = &self.backend_ids[i];
+        match (fault, heal) {
+            ("pause", false) => return freeze("pause", id),
+            ("pause", true) => return freeze("unpause", id),
+            _ => {}
+        }
         let verb: &[&str] = match (fault, heal) {
             ("kill", false) => &["kill", "-s", "KILL"],
             ("kill", true) => &["start"],
-            ("pause", false) => &["pause"],
-            ("pause", true) => &["unpause"],
             ("slow", _) => &["kill", "-s", "USR1"],
             (other, _) => anyhow::bail!("unknown backend fault '{other}'"),
         };
