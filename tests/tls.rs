@@ -1,6 +1,14 @@
 //! TLS on real nodes with real clients: curl over HTTP/2 and HTTP/1.1 picks the certificate
 //! Kong would pick for each SNI; a certificate replaced through one node is presented by
 //! another; https routes and upstreams; and what hostile or broken TLS input gets.
+//!
+//! Kong 3.9.3 sources of the behaviour asserted here: the SNI order,
+//! `kong/runloop/certificate.lua` (`find_certificate`); the 426/3xx redirect and the gRPC
+//! answers (415, 426, `grpc-status: 1`), `kong/runloop/handler.lua`; entity checks and
+//! messages, `kong/db/schema/entities/{certificates,snis,ca_certificates,services,routes}.lua`
+//! and `kong/db/dao/{certificates,snis,ca_certificates}.lua`; the upstream client certificate,
+//! `kong/runloop/upstream_ssl.lua`; the Admin API, `spec/02-integration/04-admin_api/
+//! 16-ca_certificates_routes_spec.lua` and `06-certificates_routes_spec.lua`.
 
 mod common;
 

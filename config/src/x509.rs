@@ -164,4 +164,12 @@ mod tests {
         assert!(!e.contains("MII"));
         assert_eq!(digest(&certificate(CA_CERT).unwrap()).len(), 64);
     }
+
+    #[test]
+    fn oversized_pem_is_refused_before_parsing() {
+        let huge = RSA_CERT.repeat(MAX_PEM_BYTES / RSA_CERT.len() + 1);
+        assert!(certificate(&huge).unwrap_err().contains("longer than"));
+        let huge_key = RSA_KEY.repeat(MAX_PEM_BYTES / RSA_KEY.len() + 1);
+        assert!(key(&huge_key).unwrap_err().contains("longer than"));
+    }
 }
