@@ -6,6 +6,7 @@ mod common;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
+use base64::Engine;
 use common::{client, eventually, ClusterSpec, Echo, Node};
 use serde_json::{json, Value};
 
@@ -303,5 +304,110 @@ async fn the_leader_can_remove_itself_and_is_added_back() {
             (n.get("/consumers/after-removal").await.0 == 200).then_some(())
         })
         .await;
+    }
+}
+
+/// Credentials and ACL groups are replicated configuration: a revocation written through one
+/// node is applied by every node that applies the log, and a node that was down when it
+/// happened refuses the credential once it has caught up (eventually consistent, with the
+/// bound of its catch-up; it never accepts a credential again after it has applied the
+/// revocation).
+#[tokio::test]
+#[allow(clippy::await_holding_lock)]
+async fn a_revoked_credential_stops_working_on_every_node_including_one_that_was_down() {
+    let _serial = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let echo = Echo::start("backend").await;
+    let spec = ClusterSpec::new(3);
+    let mut nodes = spec.bootstrap(3, &[]).await;
+    let seeds = spec.seeds(3);
+    let args = ["--seeds", seeds.as_str(), "--bootstrap-expect", "3"];
+    let a = &nodes[0];
+    a.create("/services", json!({"name": "s", "url": echo.url()}))
+        .await;
+    let r = a
+        .create("/services/s/routes", json!({"paths": ["/basic"]}))
+        .await;
+    let rid = r["id"].as_str().unwrap().to_string();
+    a.create(
+        &format!("/routes/{rid}/plugins"),
+        json!({"name": "basic-auth"}),
+    )
+    .await;
+    a.create(
+        &format!("/routes/{rid}/plugins"),
+        json!({"name": "acl", "config": {"allow": ["gold"]}}),
+    )
+    .await;
+    a.create("/consumers", json!({"username": "c"})).await;
+    a.create(
+        "/consumers/c/basic-auth",
+        json!({"username": "u", "password": "p"}),
+    )
+    .await;
+    a.create("/consumers/c/acls", json!({"group": "gold"}))
+        .await;
+    let auth = format!(
+        "Basic {}",
+        base64::engine::general_purpose::STANDARD.encode("u:p")
+    );
+    let status = |n: &Node| {
+        let url = n.proxy_url("/basic");
+        let auth = auth.clone();
+        async move {
+            client()
+                .get(url)
+                .header("authorization", auth)
+                .send()
+                .await
+                .ok()
+                .map(|r| r.status().as_u16())
+        }
+    };
+    for n in &nodes {
+        eventually("credential accepted everywhere", || async {
+            (status(n).await == Some(200)).then_some(())
+        })
+        .await;
+    }
+    // Node 3 is down while the consumer leaves the group through node 1.
+    nodes[2].proc.kill();
+    let (s, _) = nodes[0]
+        .send(reqwest::Method::DELETE, "/consumers/c/acls/gold", None)
+        .await;
+    assert_eq!(s, 204);
+    for n in &nodes[..2] {
+        eventually("group removal applied on the live nodes", || async {
+            (status(n).await == Some(403)).then_some(())
+        })
+        .await;
+    }
+    nodes[2] = spec.start(2, &args).await;
+    eventually("the restarted node catches up and refuses", || async {
+        (status(&nodes[2]).await == Some(403)).then_some(())
+    })
+    .await;
+    // Deleting the credential itself, through node 2: 401 everywhere.
+    nodes[0]
+        .create("/consumers/c/acls", json!({"group": "gold"}))
+        .await;
+    for n in &nodes {
+        eventually("accepted again", || async {
+            (status(n).await == Some(200)).then_some(())
+        })
+        .await;
+    }
+    let (s, _) = nodes[1]
+        .send(reqwest::Method::DELETE, "/consumers/c/basic-auth/u", None)
+        .await;
+    assert_eq!(s, 204);
+    for n in &nodes {
+        eventually("credential deletion applied", || async {
+            (status(n).await == Some(401)).then_some(())
+        })
+        .await;
+        // Once refused, it stays refused.
+        for _ in 0..20 {
+            assert_eq!(status(n).await, Some(401));
+        }
     }
 }

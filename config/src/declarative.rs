@@ -210,6 +210,7 @@ fn stamp(s: &mut dyn Stamps) -> Stamp {
         now_ms: s.now() * 1000,
         created_at: None,
         generated_key: s.key(),
+        generated_secret: s.key(),
     }
 }
 
@@ -327,6 +328,17 @@ pub fn parse(text: &str, stamps: &mut dyn Stamps) -> Result<StateData, Declarati
     if !unknown.is_empty() {
         return Err(DeclarativeError::TopLevel(unknown));
     }
+    // Kong's `_transform` (default true): false when the file holds secrets already
+    // transformed, as an export does.
+    let transform = match root.get("_transform") {
+        None | Some(Value::Null) => true,
+        Some(Value::Bool(b)) => *b,
+        Some(_) => {
+            return Err(DeclarativeError::Syntax(
+                "_transform: expected a boolean".into(),
+            ))
+        }
+    };
     let (mut items, mut done) = (Vec::new(), 0);
     for kind in EntityKind::ALL {
         if let Some(list) = root.get(kind.table()) {
@@ -368,6 +380,7 @@ pub fn parse(text: &str, stamps: &mut dyn Stamps) -> Result<StateData, Declarati
                 stamp: &item.stamp,
                 state: &st,
                 parent: parent.map(|(field, id, _)| (field, id)),
+                transform,
             };
             let bad = |problem| {
                 // Kong shows a nested entity with the reference its nesting gives it.

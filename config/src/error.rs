@@ -98,10 +98,13 @@ impl FieldErrors {
                     let mut keys: Vec<&String> = m.keys().collect();
                     keys.sort_by(|a, b| lua_key_order(a, b));
                     for k in keys {
-                        buf.push(format!("{field}.{k}: {}", lua_text(&m[k])));
+                        buf.push(format!(
+                            "{field}.{k}: {}",
+                            lua_text(&arrays_by_index(&m[k]))
+                        ));
                     }
                 }
-                other => buf.push(format!("{field}: {}", lua_text(other))),
+                other => buf.push(format!("{field}: {}", lua_text(&arrays_by_index(other)))),
             }
         }
         match buf.len() {

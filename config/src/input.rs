@@ -30,6 +30,8 @@ pub struct Stamp {
     pub created_at: Option<Timestamp>,
     /// A fresh key for credentials created without one.
     pub generated_key: String,
+    /// A fresh secret for credentials created without one (never the same as the key).
+    pub generated_secret: String,
 }
 
 fn parse<T: DeserializeOwned>(v: &Value) -> Result<T, FieldErrors> {
@@ -993,6 +995,7 @@ mod tests {
             now_ms: 1_700_000_000_000,
             created_at: None,
             generated_key: "gen".into(),
+            generated_secret: "gen".into(),
         }
     }
 

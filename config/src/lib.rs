@@ -20,6 +20,7 @@ pub mod input;
 pub mod legacy;
 pub mod lenient;
 pub mod normalize;
+pub mod password;
 pub mod plugins;
 pub mod registry;
 pub mod router;

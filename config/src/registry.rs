@@ -227,11 +227,13 @@ mod tests {
                     now_ms: 1000,
                     created_at: None,
                     generated_key: "k".into(),
+                    generated_secret: "k".into(),
                 };
                 let cx = crate::schema::BuildCx {
                     stamp: &stamp,
                     state: &crate::State::default(),
                     parent: required.map(|f| (f.field, uuid::Uuid::from_u128(2))),
+                    transform: true,
                 };
                 if let Err(e) = k.build(&body, &cx) {
                     panic!("{}: example {ex} is refused: {}", d.table, e.message());

@@ -132,6 +132,7 @@ fn stamp() -> Stamp {
         now_ms: 1_700_000_000_000,
         created_at: None,
         generated_key: "generated".into(),
+        generated_secret: "generated".into(),
     }
 }
 
@@ -197,7 +198,7 @@ proptest! {
         // what builds is taken or refused by apply, and its JSON builds again.
         for kind in EntityKind::ALL {
             for parent in [None, kind.decl().foreign.first().map(|f| (f.field, Uuid::from_u128(1)))] {
-                let cx = BuildCx { stamp: &stamp, state: &st, parent };
+                let cx = BuildCx { stamp: &stamp, state: &st, parent, transform: true };
                 if let Ok(e) = kind.build(&body, &cx) {
                     let again = kind.build(&e.to_json(), &cx);
                     prop_assert!(again.is_ok(), "{:?} JSON refused again: {:?}", kind, again.err().map(|e| e.to_json()));

@@ -15,7 +15,7 @@ use http::HeaderValue;
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 use tollgate_config::entity::{
-    Consumer, KeyAuthCredential, Plugin as PluginEntity, Protocol, Route, Service,
+    Acl, Consumer, KeyAuthCredential, Plugin as PluginEntity, Protocol, Route, Service,
 };
 use tollgate_config::router::Router;
 use tollgate_config::State;
@@ -139,6 +139,9 @@ pub struct Snapshot {
     /// Consumers by username, for settings that name one (`anonymous`).
     usernames: HashMap<String, Uuid>,
     credentials: HashMap<[u8; 32], (Box<[u8]>, CredentialInfo)>,
+    basic_auths: crate::plugins::basic_auth::Index,
+    jwt_secrets: crate::plugins::jwt::Index,
+    hmac_credentials: crate::plugins::hmac_auth::Index,
     consumer_plugins: HashMap<Uuid, Vec<ConsumerPlugin>>,
     /// Every plugin instance with the stored plugin it was built from: the next snapshot
     /// reuses an instance whose plugin did not change, instead of rebuilding it.
@@ -220,6 +223,9 @@ impl Snapshot {
             consumers: HashMap::new(),
             usernames: HashMap::new(),
             credentials: HashMap::new(),
+            basic_auths: HashMap::new(),
+            jwt_secrets: HashMap::new(),
+            hmac_credentials: HashMap::new(),
             consumer_plugins: HashMap::new(),
             instances: HashMap::new(),
             pools: HashMap::new(),
@@ -265,6 +271,9 @@ impl Snapshot {
             consumers,
             usernames,
             credentials,
+            basic_auths: crate::plugins::basic_auth::index(state, &prev.basic_auths),
+            jwt_secrets: crate::plugins::jwt::index(state, &prev.jwt_secrets),
+            hmac_credentials: crate::plugins::hmac_auth::index(state, &prev.hmac_credentials),
             consumer_plugins,
             instances: kept,
             pools,
@@ -315,14 +324,29 @@ fn directory(
     HashMap<String, Uuid>,
     Credentials,
 ) {
+    // Groups in the order they were added (Kong lists a consumer's acls by creation).
+    let mut acls: Vec<&Acl> = state.all::<Acl>().collect();
+    acls.sort_by_key(|a| (a.created_at, a.id));
+    let mut groups: HashMap<Uuid, Vec<String>> = HashMap::new();
+    for a in acls {
+        groups
+            .entry(a.consumer.id)
+            .or_default()
+            .push(a.group.clone());
+    }
     let consumers: HashMap<Uuid, Arc<ConsumerInfo>> = state
         .all::<Consumer>()
         .map(|c| {
+            let groups = groups.remove(&c.id).unwrap_or_default();
             let info = ConsumerInfo {
                 id: c.id,
                 id_header: header(&c.id.to_string()).unwrap_or(HeaderValue::from_static("")),
                 username: c.username.as_deref().and_then(header),
                 custom_id: c.custom_id.as_deref().and_then(header),
+                groups_header: (!groups.is_empty())
+                    .then(|| header(&groups.join(", ")))
+                    .flatten(),
+                groups,
             };
             (c.id, Arc::new(info))
         })
@@ -663,6 +687,22 @@ impl Directory for Snapshot {
         Some((*cred, consumer))
     }
 
+    fn consumer(&self, id: Uuid) -> Option<&Arc<ConsumerInfo>> {
+        self.consumers.get(&id)
+    }
+
+    fn basic_auth(&self, username: &str) -> Option<&Arc<crate::plugins::basic_auth::Entry>> {
+        self.basic_auths.get(username)
+    }
+
+    fn jwt_secret(&self, key: &str) -> Option<&Arc<crate::plugins::jwt::Entry>> {
+        self.jwt_secrets.get(key)
+    }
+
+    fn hmac_credential(&self, username: &str) -> Option<&Arc<crate::plugins::hmac_auth::Entry>> {
+        self.hmac_credentials.get(username)
+    }
+
     /// A consumer named by id or username, as Kong's `anonymous` settings name one.
     fn consumer_by_ref(&self, who: &str) -> Option<&Arc<ConsumerInfo>> {
         let id = Uuid::parse_str(who)
@@ -676,7 +716,13 @@ impl Directory for Snapshot {
 /// Builds an instance with its plugin's handler; one that cannot be built fails closed.
 fn instance(p: &PluginEntity, deps: &Deps) -> Instance {
     let handler = crate::plugins::handler(&p.name);
-    match handler.and_then(|h| (h.build)(p, deps)) {
+    // A plugin that panics while being built must not take the configuration's apply down
+    // with it: it fails closed like one that cannot be read.
+    let built = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        handler.and_then(|h| (h.build)(p, deps))
+    }))
+    .unwrap_or(None);
+    match built {
         Some(i) => i,
         None => {
             tracing::error!(plugin = %p.id, name = %p.name, "stored plugin config unreadable; failing closed");
@@ -764,6 +810,7 @@ mod tests {
             now_ms: 1000,
             created_at: None,
             generated_key: String::new(),
+            generated_secret: String::new(),
         };
         let consumer = input::consumer(&serde_json::json!({"username": "u"}), &stamp).unwrap();
         st.apply(Command::Put {
@@ -803,6 +850,7 @@ mod tests {
             now_ms: 1000,
             created_at: None,
             generated_key: String::new(),
+            generated_secret: String::new(),
         };
         let consumer = input::consumer(&serde_json::json!({"username": "u"}), &stamp).unwrap();
         st.apply(Command::Put {

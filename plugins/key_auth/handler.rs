@@ -4,12 +4,12 @@
 use std::sync::Arc;
 
 use bytes::Bytes;
-use http::{header, HeaderName, HeaderValue, Method, StatusCode, Uri};
+use http::{header, HeaderName, HeaderValue, Method, Uri};
 use tollgate_config::entity::Plugin as PluginEntity;
 use tollgate_config::plugins::key_auth::{KeyAuthConfig, SCHEMA};
 use uuid::Uuid;
 
-use super::{error_response, ConsumerInfo, Ctx, Deps, Flow, Handler, Instance, Plugin};
+use super::{auth, Ctx, Deps, Flow, Handler, Instance, Plugin};
 
 pub const HANDLER: Handler = Handler {
     schema: &SCHEMA,
@@ -20,12 +20,6 @@ fn build(p: &PluginEntity, _deps: &Deps) -> Option<Instance> {
     let cfg = KeyAuthConfig::parse(&p.config.0)?;
     Some(Arc::new(KeyAuth::new(p.id, cfg)))
 }
-
-static X_CONSUMER_ID: HeaderName = HeaderName::from_static("x-consumer-id");
-static X_CONSUMER_USERNAME: HeaderName = HeaderName::from_static("x-consumer-username");
-static X_CONSUMER_CUSTOM_ID: HeaderName = HeaderName::from_static("x-consumer-custom-id");
-static X_CREDENTIAL_IDENTIFIER: HeaderName = HeaderName::from_static("x-credential-identifier");
-static X_ANONYMOUS_CONSUMER: HeaderName = HeaderName::from_static("x-anonymous-consumer");
 
 pub struct KeyAuth {
     id: Uuid,
@@ -172,46 +166,10 @@ impl KeyAuth {
         req: &mut http::request::Parts,
         message: &str,
     ) -> Flow {
-        // The anonymous consumer (an id or a username) is looked up in the request's configuration,
-        // so the instance does not depend on the consumers and survives their changes.
-        let Some(who) = &self.cfg.anonymous else {
-            let mut r = error_response(StatusCode::UNAUTHORIZED, message);
-            r.headers_mut()
-                .insert(header::WWW_AUTHENTICATE, self.challenge.clone());
-            return Flow::Respond(r);
-        };
-        match ctx.config.consumer_by_ref(who).cloned() {
-            // Configured but no such consumer: a 500, as Kong.
-            None => Flow::Respond(error_response(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                &format!("anonymous consumer {who} is configured but doesn't exist"),
-            )),
-            Some(c) => {
-                set_consumer_headers(req, &c);
-                req.headers.remove(&X_CREDENTIAL_IDENTIFIER);
-                req.headers.insert(
-                    X_ANONYMOUS_CONSUMER.clone(),
-                    HeaderValue::from_static("true"),
-                );
-                ctx.consumer = Some(c);
-                ctx.credential = None;
-                Flow::Continue
-            }
-        }
+        auth::reject_or_anonymous(ctx, req, &self.cfg.anonymous, || {
+            auth::unauthorized(message, &self.challenge)
+        })
     }
-}
-
-fn set_consumer_headers(req: &mut http::request::Parts, c: &ConsumerInfo) {
-    let h = &mut req.headers;
-    h.insert(X_CONSUMER_ID.clone(), c.id_header.clone());
-    match &c.username {
-        Some(u) => h.insert(X_CONSUMER_USERNAME.clone(), u.clone()),
-        None => h.remove(&X_CONSUMER_USERNAME),
-    };
-    match &c.custom_id {
-        Some(u) => h.insert(X_CONSUMER_CUSTOM_ID.clone(), u.clone()),
-        None => h.remove(&X_CONSUMER_CUSTOM_ID),
-    };
 }
 
 fn content_type(req: &http::request::Parts) -> &str {
@@ -334,6 +292,9 @@ impl Plugin for KeyAuth {
         if !self.cfg.run_on_preflight && req.method == Method::OPTIONS {
             return Flow::Continue;
         }
+        if auth::already_authenticated(&self.cfg.anonymous, ctx) {
+            return Flow::Continue;
+        }
         let (key, found) = match self.find(ctx, req) {
             Err(Duplicate) => return self.reject_or_anonymous(ctx, req, DUPLICATE),
             Ok(Some((key, found))) if !key.is_empty() => (key, found),
@@ -345,13 +306,9 @@ impl Plugin for KeyAuth {
         if self.cfg.hide_credentials {
             self.hide(ctx, req, found.0);
         }
-        set_consumer_headers(req, &consumer);
-        if let Ok(v) = HeaderValue::from_str(&cred.id.to_string()) {
-            req.headers.insert(X_CREDENTIAL_IDENTIFIER.clone(), v);
-        }
-        req.headers.remove(&X_ANONYMOUS_CONSUMER);
-        ctx.consumer = Some(consumer);
-        ctx.credential = Some(cred);
+        let identifier = HeaderValue::from_str(&cred.id.to_string())
+            .unwrap_or(HeaderValue::from_static(""));
+        auth::set_consumer(ctx, req, consumer, Some((cred, identifier)));
         Flow::Continue
     }
 }

@@ -149,8 +149,9 @@ mod tests {
             now: 1_800_000_000,
             now_ms: 1_800_000_000_000,
             generated_key: String::new(),
+            generated_secret: String::new(),
         };
-        let cx = crate::schema::BuildCx { stamp: &stamp, state: st, parent: None };
+        let cx = crate::schema::BuildCx { stamp: &stamp, state: st, parent: None, transform: true };
         T::build(&body, &cx)
     }
 

@@ -18,12 +18,15 @@ registry! {
     Consumer(consumer::Consumer),
     KeyAuth(key_auth::KeyAuthCredential) in "../../../plugins/key_auth/credential.rs",
     Plugin(plugin::Plugin),
-    Acl(acl::Acl),
+    Acl(acl::Acl) in "../../../plugins/acl/credential.rs",
     Upstream(upstream::Upstream),
     Target(target::Target),
     Certificate(certificate::Certificate),
     Sni(sni::Sni),
     CaCertificate(ca_certificate::CaCertificate),
+    BasicAuth(basic_auth::BasicAuthCredential) in "../../../plugins/basic_auth/credential.rs",
+    Jwt(jwt::JwtSecret) in "../../../plugins/jwt/credential.rs",
+    HmacAuth(hmac_auth::HmacAuthCredential) in "../../../plugins/hmac_auth/credential.rs",
 }
 
 pub use sni::check_wildcard_host;

@@ -586,12 +586,14 @@ mod tests {
             now_ms: 1000,
             created_at: None,
             generated_key: String::new(),
+            generated_secret: String::new(),
         };
         let st = State::default();
         let cx = BuildCx {
             stamp: &stamp,
             state: &st,
             parent: None,
+            transform: true,
         };
         Upstream::build(&body, &cx)
     }

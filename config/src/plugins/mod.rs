@@ -55,6 +55,28 @@ plugins! {
     key_auth at "../../../plugins/key_auth/schema.rs",
     rate_limiting at "../../../plugins/rate_limiting/schema.rs",
     correlation_id at "../../../plugins/correlation_id/schema.rs",
+    basic_auth at "../../../plugins/basic_auth/schema.rs",
+    jwt at "../../../plugins/jwt/schema.rs",
+    hmac_auth at "../../../plugins/hmac_auth/schema.rs",
+    acl at "../../../plugins/acl/schema.rs",
+    ip_restriction at "../../../plugins/ip_restriction/schema.rs",
+    bot_detection at "../../../plugins/bot_detection/schema.rs",
+}
+
+/// Kong's check on a `realm`: it goes into a quoted `WWW-Authenticate` parameter, so no
+/// quote, backslash or control character.
+pub fn check_realm(realm: &str) -> Result<(), FieldErrors> {
+    if realm.is_empty()
+        || realm
+            .chars()
+            .any(|c| c == '"' || c == '\\' || c.is_control())
+    {
+        return Err(FieldErrors::single(
+            "config.realm",
+            "must not contain quotes, backslashes or control characters",
+        ));
+    }
+    Ok(())
 }
 
 /// The bundled plugin named `name`.

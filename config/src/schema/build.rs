@@ -20,6 +20,9 @@ pub struct BuildCx<'a> {
     /// The reference the URL or the file's nesting gives (`/consumers/{c}/acls` gives
     /// `("consumer", c)`); it wins over one in the body.
     pub parent: Option<(&'static str, Uuid)>,
+    /// Kong's `_transform`: secrets given in clear are transformed (passwords hashed) on
+    /// write. A declarative file with `_transform: false` holds them already transformed.
+    pub transform: bool,
 }
 
 impl BuildCx<'_> {
@@ -58,6 +61,7 @@ impl FkInput {
                                 stamp: &crate::input::Stamp::default(),
                                 state,
                                 parent: None,
+                                transform: true,
                             };
                             self::field(f, Some(x), &cx, &mut one);
                             if let Some(m) = one.0.remove(k) {

@@ -127,11 +127,13 @@ pub fn validate_entity(kind: EntityKind, body: &Value, state: &State) -> Result<
         now_ms: 0,
         created_at: None,
         generated_key: "validation".into(),
+        generated_secret: "validation".into(),
     };
     let cx = BuildCx {
         stamp: &stamp,
         state,
         parent: None,
+        transform: true,
     };
     kind.build(body, &cx).map(|_| ())
 }

@@ -112,6 +112,7 @@ pub fn command(
             stamp: &stamp,
             state: st,
             parent: Some(("certificate", cid)),
+            transform: true,
         };
         let sni = EntityKind::Sni
             .build(&json!({ "name": n }), &cx)

@@ -133,6 +133,7 @@ fn fresh_stamp(existing: Option<(Uuid, i64)>) -> Stamp {
         created_at: existing.map(|e| e.1),
         // Kong generates 32 alphanumeric characters.
         generated_key: Alphanumeric.sample_string(&mut rand::rng(), 32),
+        generated_secret: Alphanumeric.sample_string(&mut rand::rng(), 32),
     }
 }
 
@@ -165,6 +166,7 @@ fn build(
         stamp,
         state: st,
         parent: c.parent.zip(parent).map(|((field, _), id)| (field, id)),
+        transform: true,
     };
     c.kind.build(body, &cx)
 }

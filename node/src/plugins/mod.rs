@@ -40,10 +40,18 @@ use crate::serve::Peer;
 
 /// What plugins may look up in the configuration a request is served with.
 pub trait Directory: Sync {
-    /// The credential owning `key` and its consumer (compared in constant time).
+    /// The key-auth credential owning `key` and its consumer (compared in constant time).
     fn find_credential(&self, key: &str) -> Option<(CredentialInfo, Arc<ConsumerInfo>)>;
     /// A consumer named by id or username.
     fn consumer_by_ref(&self, who: &str) -> Option<&Arc<ConsumerInfo>>;
+    /// A consumer by id.
+    fn consumer(&self, id: Uuid) -> Option<&Arc<ConsumerInfo>>;
+    /// The basic-auth credential of `username`.
+    fn basic_auth(&self, username: &str) -> Option<&Arc<basic_auth::Entry>>;
+    /// The jwt credential of `key`.
+    fn jwt_secret(&self, key: &str) -> Option<&Arc<jwt::Entry>>;
+    /// The hmac-auth credential of `username`.
+    fn hmac_credential(&self, username: &str) -> Option<&Arc<hmac_auth::Entry>>;
 }
 
 /// The matched route as plugins see it.
@@ -89,7 +97,15 @@ handlers! {
     key_auth at "../../../plugins/key_auth/handler.rs",
     rate_limiting at "../../../plugins/rate_limiting/handler.rs",
     correlation_id at "../../../plugins/correlation_id/handler.rs",
+    basic_auth at "../../../plugins/basic_auth/handler.rs",
+    jwt at "../../../plugins/jwt/handler.rs",
+    hmac_auth at "../../../plugins/hmac_auth/handler.rs",
+    acl at "../../../plugins/acl/handler.rs",
+    ip_restriction at "../../../plugins/ip_restriction/handler.rs",
+    bot_detection at "../../../plugins/bot_detection/handler.rs",
 }
+
+pub mod auth;
 
 /// The handler of the plugin named `name`.
 pub fn handler(name: &str) -> Option<&'static Handler> {
@@ -103,6 +119,10 @@ pub struct ConsumerInfo {
     pub id_header: HeaderValue,
     pub username: Option<HeaderValue>,
     pub custom_id: Option<HeaderValue>,
+    /// Its ACL groups, in the order they were added.
+    pub groups: Vec<String>,
+    /// The groups as `X-Consumer-Groups` carries them (`a, b`), when it has any.
+    pub groups_header: Option<HeaderValue>,
 }
 
 /// The credential that authenticated the request.

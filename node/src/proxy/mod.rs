@@ -224,6 +224,9 @@ impl Proxy {
                 or_finish!(Err(r));
             }
         }
+        if accepted.proxy_authorization {
+            parts.headers.remove(header::PROXY_AUTHORIZATION);
+        }
         let Some(service) = route.service.as_ref() else {
             or_finish!(Err(error_response(
                 StatusCode::SERVICE_UNAVAILABLE,
@@ -641,9 +644,17 @@ impl Proxy {
             drop_underscored(&mut parts.headers);
         }
         let upgrade = websocket::requested(parts);
+        // Addressed to this gateway: the auth plugins read it (Kong's do); it goes no further.
+        let proxy_auth = parts.headers.remove(header::PROXY_AUTHORIZATION);
         // The client's `Connection` list applies to what the client sent, never to what the
         // gateway adds below (credentials' consumer headers, forwarding headers).
         strip_hop_by_hop(&mut parts.headers);
+        // Who the client is, the gateway says; a client cannot say it for itself.
+        crate::plugins::auth::strip_client_identity(&mut parts.headers);
+        let proxy_authorization = proxy_auth.is_some();
+        if let Some(v) = proxy_auth {
+            parts.headers.insert(header::PROXY_AUTHORIZATION, v);
+        }
         let trusted = self.policy.trusted.contains(peer.addr.ip());
         let client_ip = if trusted {
             self.policy
@@ -667,6 +678,7 @@ impl Proxy {
             trusted,
             https,
             upgrade,
+            proxy_authorization,
         }
     }
 
@@ -878,6 +890,9 @@ struct Accepted {
     https: bool,
     /// The protocol the client asks to upgrade to (WebSocket), if it asks.
     upgrade: Option<HeaderValue>,
+    /// The client sent `Proxy-Authorization`: kept for the auth plugins, removed before the
+    /// upstream (it is hop-by-hop).
+    proxy_authorization: bool,
 }
 
 /// What step 6 needs.
