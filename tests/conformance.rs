@@ -62,6 +62,113 @@ struct Step {
     resp_headers: BTreeMap<String, String>,
     sleep: Option<f64>,
     align: Option<String>,
+    /// The request's HTTP version: "1.1" (default) or "1.0".
+    version: Option<String>,
+    /// Signs the request the way Kong's hmac-auth plugin checks it (see `HmacSpec`).
+    hmac: Option<HmacSpec>,
+}
+
+/// A step's `hmac:` map: after placeholders are substituted, the harness builds Kong 3.9.3's
+/// signing string from the step's own request (kong/plugins/hmac-auth/access.lua `create_hash`)
+/// and sets the `header` to `<scheme> username="…", algorithm="…", headers="…", signature="…"`
+/// (or to `format` with `{scheme}`, `{username}`, `{algorithm}`, `{headers}`, `{signature}`
+/// replaced, for the whitespace and field-name variants Kong's specs send).
+#[derive(Deserialize)]
+struct HmacSpec {
+    #[serde(default)]
+    username: String,
+    /// The credential's secret; not needed when `signature` is given.
+    secret: Option<String>,
+    #[serde(default = "HmacSpec::default_algorithm")]
+    algorithm: String,
+    /// The signed headers, in order; `request-line` and `@request-target` are pseudo-headers.
+    #[serde(default = "HmacSpec::default_headers")]
+    headers: Vec<String>,
+    /// `authorization` (default) or `proxy-authorization`.
+    #[serde(default = "HmacSpec::default_header")]
+    header: String,
+    #[serde(default = "HmacSpec::default_scheme")]
+    scheme: String,
+    /// Sent instead of the computed signature (a wrong signature on purpose).
+    signature: Option<String>,
+    /// Adds `Digest: SHA-256=<base64 of sha256(body)>` computed from the step's body.
+    #[serde(default)]
+    digest_body: bool,
+    format: Option<String>,
+    /// Signs this path and query instead of the request's (a signature made for another URI).
+    path: Option<String>,
+}
+
+impl HmacSpec {
+    fn default_algorithm() -> String {
+        "hmac-sha256".into()
+    }
+    fn default_headers() -> Vec<String> {
+        vec!["date".into()]
+    }
+    fn default_header() -> String {
+        "authorization".into()
+    }
+    fn default_scheme() -> String {
+        "hmac".into()
+    }
+
+    /// Kong's signing string: for each listed header, `name: value` when the request has it;
+    /// otherwise `request-line` is `METHOD /path?query HTTP/1.1`, `@request-target` is
+    /// `@request-target: method /path?query` (method lowercased), and any other name is
+    /// `name:`. Lines are joined by "\n" (access.lua `create_hash`).
+    fn signing_string(
+        &self,
+        method: &str,
+        path_with_query: &str,
+        version: &str,
+        headers: &[(String, String)],
+    ) -> String {
+        let lines: Vec<String> = self
+            .headers
+            .iter()
+            .map(|h| {
+                let value = headers
+                    .iter()
+                    .find(|(k, _)| k.eq_ignore_ascii_case(h))
+                    .map(|(_, v)| v);
+                match (value, h.as_str()) {
+                    (Some(v), _) => format!("{h}: {v}"),
+                    (None, "@request-target") => format!(
+                        "@request-target: {} {path_with_query}",
+                        method.to_ascii_lowercase()
+                    ),
+                    (None, "request-line") => {
+                        format!("{method} {path_with_query} HTTP/{version}")
+                    }
+                    (None, _) => format!("{h}:"),
+                }
+            })
+            .collect();
+        lines.join("\n")
+    }
+
+    fn sign(&self, secret: &str, data: &str) -> Result<String, String> {
+        use base64::Engine;
+        use hmac::{Hmac, Mac};
+        let secret = secret.as_bytes();
+        macro_rules! mac {
+            ($d:ty) => {{
+                let mut m = <Hmac<$d> as Mac>::new_from_slice(secret)
+                    .expect("HMAC takes keys of any length");
+                m.update(data.as_bytes());
+                m.finalize().into_bytes().to_vec()
+            }};
+        }
+        let raw = match self.algorithm.as_str() {
+            "hmac-sha1" => mac!(sha1::Sha1),
+            "hmac-sha256" => mac!(sha2::Sha256),
+            "hmac-sha384" => mac!(sha2::Sha384),
+            "hmac-sha512" => mac!(sha2::Sha512),
+            a => return Err(format!("hmac: cannot sign with {a:?}; give a signature")),
+        };
+        Ok(base64::engine::general_purpose::STANDARD.encode(raw))
+    }
 }
 
 /// Values a case captured (`$name`), and the fixed ones (`$echo`).
@@ -231,6 +338,15 @@ impl Env<'_> {
             .req
             .as_deref()
             .ok_or("a step needs req, sleep or align")?;
+        // `$date` / `$date_old`: this step's time as an HTTP date (and one hour earlier),
+        // fixed for the whole step so a signed Date header and its signature agree.
+        let now = SystemTime::now();
+        vars.0
+            .insert("date".into(), Value::String(httpdate::fmt_http_date(now)));
+        vars.0.insert(
+            "date_old".into(),
+            Value::String(httpdate::fmt_http_date(now - Duration::from_secs(3600))),
+        );
         let req = vars.subst(req);
         let mut words = req.splitn(3, ' ');
         let (base, method, path) = match words.next() {
@@ -243,31 +359,97 @@ impl Env<'_> {
             None => return Err("empty req".into()),
         };
         let method = reqwest::Method::from_bytes(method.as_bytes()).map_err(|e| e.to_string())?;
-        let mut rb = client().request(method.clone(), format!("{base}{path}"));
-        for (k, v) in &step.headers {
-            rb = rb.header(k.as_str(), vars.subst(v));
-        }
-        if let Some(j) = &step.json {
-            let body = vars.subst_value(&yaml_to_json(j));
-            if !step
-                .headers
-                .keys()
-                .any(|k| k.eq_ignore_ascii_case("content-type"))
-            {
-                rb = rb.header("content-type", "application/json");
+        let url =
+            reqwest::Url::parse(&format!("{base}{path}")).map_err(|e| format!("{req}: {e}"))?;
+        let (version, version_text) = match step.version.as_deref() {
+            None | Some("1.1") => (reqwest::Version::HTTP_11, "1.1"),
+            Some("1.0") => (reqwest::Version::HTTP_10, "1.0"),
+            Some(v) => return Err(format!("version: unknown HTTP version {v}")),
+        };
+        let mut headers: Vec<(String, String)> = step
+            .headers
+            .iter()
+            .map(|(k, v)| (k.clone(), vars.subst(v)))
+            .collect();
+        let has_content_type = step
+            .headers
+            .keys()
+            .any(|k| k.eq_ignore_ascii_case("content-type"));
+        let body = if let Some(j) = &step.json {
+            if !has_content_type {
+                headers.push(("content-type".into(), "application/json".into()));
             }
-            rb = rb.body(body.to_string());
+            Some(vars.subst_value(&yaml_to_json(j)).to_string())
         } else if let Some(f) = &step.form {
-            if !step
-                .headers
-                .keys()
-                .any(|k| k.eq_ignore_ascii_case("content-type"))
-            {
-                rb = rb.header("content-type", "application/x-www-form-urlencoded");
+            if !has_content_type {
+                headers.push((
+                    "content-type".into(),
+                    "application/x-www-form-urlencoded".into(),
+                ));
             }
-            rb = rb.body(vars.subst(f));
-        } else if let Some(r) = &step.raw {
-            rb = rb.body(vars.subst(r));
+            Some(vars.subst(f))
+        } else {
+            step.raw.as_ref().map(|r| vars.subst(r))
+        };
+        if let Some(h) = &step.hmac {
+            let set = |headers: &mut Vec<(String, String)>, name: &str, value: String| {
+                headers.retain(|(k, _)| !k.eq_ignore_ascii_case(name));
+                headers.push((name.to_string(), value));
+            };
+            if h.digest_body {
+                use base64::Engine;
+                use sha2::Digest;
+                let sum = sha2::Sha256::digest(body.as_deref().unwrap_or("").as_bytes());
+                let digest = format!(
+                    "SHA-256={}",
+                    base64::engine::general_purpose::STANDARD.encode(sum)
+                );
+                set(&mut headers, "digest", digest);
+            }
+            let signature = match &h.signature {
+                Some(s) => vars.subst(s),
+                None => {
+                    // Kong signs `kong.request.get_path_with_query()`: the path and query
+                    // exactly as they go on the wire.
+                    let path_with_query = match (&h.path, url.query()) {
+                        (Some(p), _) => vars.subst(p),
+                        (None, Some(q)) => format!("{}?{q}", url.path()),
+                        (None, None) => url.path().to_string(),
+                    };
+                    let data =
+                        h.signing_string(method.as_str(), &path_with_query, version_text, &headers);
+                    let secret = h
+                        .secret
+                        .as_deref()
+                        .ok_or("hmac: a secret (or a signature) is needed")?;
+                    h.sign(&vars.subst(secret), &data)?
+                }
+            };
+            let username = vars.subst(&h.username);
+            let list = h.headers.join(" ");
+            let value = match &h.format {
+                Some(f) => vars
+                    .subst(f)
+                    .replace("{scheme}", &h.scheme)
+                    .replace("{username}", &username)
+                    .replace("{algorithm}", &h.algorithm)
+                    .replace("{headers}", &list)
+                    .replace("{signature}", &signature),
+                None => format!(
+                    "{} username=\"{username}\", algorithm=\"{}\", headers=\"{list}\", signature=\"{signature}\"",
+                    h.scheme, h.algorithm
+                ),
+            };
+            vars.0
+                .insert("hmac_header".into(), Value::String(value.clone()));
+            set(&mut headers, &h.header, value);
+        }
+        let mut rb = client().request(method.clone(), url).version(version);
+        for (k, v) in &headers {
+            rb = rb.header(k.as_str(), v.as_str());
+        }
+        if let Some(b) = body {
+            rb = rb.body(b);
         }
         let resp = rb.send().await.map_err(|e| format!("{req}: {e}"))?;
         let status = resp.status().as_u16();
