@@ -198,6 +198,40 @@ async fn malformed_basic_credentials_are_refused_and_passwords_never_shown() {
     let text = export.to_string();
     assert!(!text.contains("alice-password"));
     assert!(!list.to_string().contains("alice-password"));
+    // Exported and loaded back (a backup restored): the hash is taken as it is, and the
+    // password still works.
+    let file = client()
+        .get(node.admin_url("/config?format=json"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(file.contains("\"_transform\":false"), "{file:.200}");
+    let r = client()
+        .post(node.admin_url("/config"))
+        .header("content-type", "application/json")
+        .body(file)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201, "{}", r.text().await.unwrap());
+    let (_, list) = node.get("/basic-auths").await;
+    assert_eq!(list["data"][0]["password"].as_str(), Some(stored.as_str()));
+    let (s, b) = proxy(&node, "/basic", &[("Authorization", &good)]).await;
+    assert_eq!(s, 200, "{b}");
+    // A stored hash that asks for unbounded work is refused when imported.
+    let greedy = stored.replace("m=19456", "m=4294967295");
+    let doc = json!({"_format_version": "3.0", "_transform": false,
+        "consumers": [{"username": "x", "basicauth_credentials": [{"username": "x", "password": greedy}]}]});
+    let r = client()
+        .post(node.admin_url("/config"))
+        .json(&doc)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 400);
 }
 
 #[tokio::test]
@@ -344,4 +378,31 @@ async fn broken_hmac_parameters_are_refused() {
     .await;
     assert_eq!(s, 200, "{b}");
     assert_eq!(b["headers"]["x-credential-identifier"], "alice");
+}
+
+#[tokio::test]
+async fn a_flood_of_wrong_passwords_is_refused_without_harm() {
+    let (node, _echo) = setup().await;
+    let b64 = |s: &str| base64::engine::general_purpose::STANDARD.encode(s);
+    // Before any success every wrong password needs the slow hash: at most two run at once,
+    // a bounded number wait, the rest are refused at once. All are 401s.
+    let mut tasks = Vec::new();
+    for i in 0..150 {
+        let url = node.proxy_url("/basic");
+        let auth = format!("Basic {}", b64(&format!("alice:wrong-{i}")));
+        tasks.push(tokio::spawn(async move {
+            client()
+                .get(url)
+                .header("authorization", auth)
+                .send()
+                .await
+                .map(|r| r.status().as_u16())
+        }));
+    }
+    for t in tasks {
+        assert_eq!(t.await.unwrap().unwrap(), 401);
+    }
+    let good = format!("Basic {}", b64("alice:alice-password"));
+    let (s, b) = proxy(&node, "/basic", &[("Authorization", &good)]).await;
+    assert_eq!(s, 200, "{b}");
 }

@@ -490,6 +490,9 @@ fn export_entity(st: &State, e: &Entity, nested_in: Option<&str>) -> Value {
 pub fn export(st: &State) -> Value {
     let mut doc = serde_json::Map::new();
     doc.insert("_format_version".into(), json!("3.0"));
+    // Secrets are exported transformed (passwords as their hashes), so a file read back
+    // takes them as they are (Kong's export writes the same).
+    doc.insert("_transform".into(), json!(false));
     for kind in EntityKind::ALL {
         let top: Vec<Value> = st
             .list(*kind)

@@ -125,6 +125,10 @@ pub struct NodeArgs {
     /// The header a trusted proxy puts the client's address in (Kong's `real_ip_header`).
     #[arg(long, default_value = "X-Real-IP", env = "TOLLGATE_REAL_IP_HEADER")]
     pub real_ip_header: String,
+    /// In a list of addresses (`X-Forwarded-For`), take the last one that is not a trusted
+    /// proxy rather than the last one (Kong's `real_ip_recursive`).
+    #[arg(long, env = "TOLLGATE_REAL_IP_RECURSIVE")]
+    pub real_ip_recursive: bool,
     /// Longest life of a proxied WebSocket connection, in seconds, however busy (an idle one
     /// closes after its service's `read_timeout`).
     #[arg(long, default_value_t = 86_400, env = "TOLLGATE_WEBSOCKET_MAX_LIFETIME", value_parser = clap::value_parser!(u64).range(1..))]

@@ -298,7 +298,8 @@ pub async fn run(args: NodeArgs) -> anyhow::Result<()> {
         .with_context(|| format!("cannot create {}", spill_dir.display()))?;
     let policy = crate::proxy::ClientPolicy {
         underscores_in_headers: args.underscores_in_headers,
-        trusted: crate::proxy::trusted::TrustedIps::new(&args.trusted_ips, &args.real_ip_header)?,
+        trusted: crate::proxy::trusted::TrustedIps::new(&args.trusted_ips, &args.real_ip_header)?
+            .recursive(args.real_ip_recursive),
         spill_dir,
         websocket_max_lifetime: Duration::from_secs(args.websocket_max_lifetime),
         shutdown: Some(shutdown.clone()),

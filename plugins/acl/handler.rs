@@ -8,7 +8,7 @@
 
 use std::sync::Arc;
 
-use http::{HeaderValue, StatusCode};
+use http::StatusCode;
 use tollgate_config::entity::Plugin as PluginEntity;
 use tollgate_config::plugins::acl::{AclConfig, SCHEMA};
 use uuid::Uuid;
@@ -77,12 +77,10 @@ impl Plugin for Acl {
             return Flow::Respond(error_response(StatusCode::FORBIDDEN, FORBIDDEN));
         }
         if !self.hide_groups_header {
-            // Kong sends the header even when the list is empty (`""` is true in Lua).
-            let v = consumer
-                .groups_header
-                .clone()
-                .unwrap_or(HeaderValue::from_static(""));
-            req.headers.insert(X_CONSUMER_GROUPS.clone(), v);
+            // With no groups Kong sets the header to "", which nginx drops: none is sent.
+            if let Some(v) = consumer.groups_header.clone() {
+                req.headers.insert(X_CONSUMER_GROUPS.clone(), v);
+            }
         }
         Flow::Continue
     }

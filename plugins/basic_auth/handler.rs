@@ -11,6 +11,7 @@
 use std::collections::HashMap;
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, LazyLock, OnceLock};
 
 use base64::Engine;
@@ -50,16 +51,22 @@ fn build(p: &PluginEntity, _deps: &Deps) -> Option<Instance> {
 /// blocking threads, not the machine.
 pub const SLOW_VERIFICATIONS: usize = 2;
 
-static SLOW: LazyLock<tokio::sync::Semaphore> =
-    LazyLock::new(|| tokio::sync::Semaphore::new(SLOW_VERIFICATIONS));
+/// Most requests waiting for a verification; past it a request is refused at once (401)
+/// rather than queued without end behind a flood.
+pub const MAX_WAITING: usize = 64;
+
+static SLOW: LazyLock<Arc<tokio::sync::Semaphore>> =
+    LazyLock::new(|| Arc::new(tokio::sync::Semaphore::new(SLOW_VERIFICATIONS)));
+
+static WAITING: AtomicUsize = AtomicUsize::new(0);
 
 /// The key of the verified-password tags: random per process, so a tag says nothing outside
 /// it.
 static TAG_KEY: LazyLock<[u8; 32]> = LazyLock::new(rand::random);
 
-fn tag(password: &str) -> [u8; 32] {
+fn tag(password: &[u8]) -> [u8; 32] {
     let mut m = <Hmac<Sha256> as Mac>::new_from_slice(&*TAG_KEY).expect("any key length works");
-    m.update(password.as_bytes());
+    m.update(password);
     m.finalize().into_bytes().into()
 }
 
@@ -108,7 +115,7 @@ enum Check {
 }
 
 impl Entry {
-    fn check_fast(&self, given: &str) -> Check {
+    fn check_fast(&self, given: &[u8]) -> Check {
         if let Some(t) = self.verified.get() {
             return if bool::from(t.ct_eq(&tag(given))) {
                 Check::Yes
@@ -129,12 +136,21 @@ impl Entry {
         }
     }
 
-    async fn check_slow(self: Arc<Self>, given: String) -> bool {
-        let Ok(_permit) = SLOW.acquire().await else {
+    async fn check_slow(self: Arc<Self>, given: Vec<u8>) -> bool {
+        if WAITING.fetch_add(1, Ordering::Relaxed) >= MAX_WAITING {
+            WAITING.fetch_sub(1, Ordering::Relaxed);
+            return false;
+        }
+        let permit = SLOW.clone().acquire_owned().await;
+        WAITING.fetch_sub(1, Ordering::Relaxed);
+        let Ok(permit) = permit else {
             return false;
         };
         let entry = self.clone();
+        // The permit goes with the work: a client that goes away does not free it while the
+        // hash still runs.
         let ok = tokio::task::spawn_blocking(move || {
+            let _permit = permit;
             let ok = password::verify(&entry.hash, &given, entry.consumer);
             if ok {
                 let _ = entry.verified.set(tag(&given));
@@ -156,12 +172,19 @@ static PROXY_AUTHORIZATION: HeaderName = http::header::PROXY_AUTHORIZATION;
 static AUTHORIZATION: HeaderName = http::header::AUTHORIZATION;
 
 /// Kong's reading of a header: `\s*[Bb]asic\s*(.+)` anywhere in the first value, base64,
-/// then `([^:]+):(.*)`: a username of at least one character, the password may hold colons.
-fn credentials(req: &http::request::Parts, name: &HeaderName) -> Option<(String, String)> {
-    let v = req.headers.get(name)?.to_str().ok()?;
-    let at = v.find("Basic").or_else(|| v.find("basic"))?;
-    let encoded = v[at + 5..].trim_start();
-    let encoded = encoded.split(['\r', '\n']).next()?.trim_end();
+/// then `([^:]+):(.*)` searched anywhere: a username of at least one character (leading
+/// colons skipped), the password may hold colons. The bytes are taken as they are, as Kong
+/// takes them (a Latin-1 password works); the username must be text to name a credential.
+fn credentials(req: &http::request::Parts, name: &HeaderName) -> Option<(String, Vec<u8>)> {
+    let v = req.headers.get(name)?.as_bytes();
+    let at = v
+        .windows(5)
+        .position(|w| w[0] | 0x20 == b'b' && &w[1..] == b"asic")?;
+    let encoded = v[at + 5..].trim_ascii_start();
+    let encoded = encoded
+        .split(|b| *b == b'\r' || *b == b'\n')
+        .next()?
+        .trim_ascii_end();
     if encoded.is_empty() || encoded.len() > 8192 {
         return None;
     }
@@ -169,17 +192,19 @@ fn credentials(req: &http::request::Parts, name: &HeaderName) -> Option<(String,
         .decode(encoded)
         .or_else(|_| base64::engine::general_purpose::STANDARD_NO_PAD.decode(encoded))
         .ok()?;
-    let text = String::from_utf8(raw).ok()?;
-    let (user, pass) = text.split_once(':')?;
+    let start = raw.iter().position(|b| *b != b':')?;
+    let raw = &raw[start..];
+    let colon = raw.iter().position(|b| *b == b':')?;
+    let user = std::str::from_utf8(&raw[..colon]).ok()?;
     // PCRE's `.` stops at a newline.
-    let pass = pass.split('\n').next().unwrap_or("");
-    (!user.is_empty()).then(|| (user.to_string(), pass.to_string()))
+    let pass = raw[colon + 1..].split(|b| *b == b'\n').next().unwrap_or_default();
+    Some((user.to_string(), pass.to_vec()))
 }
 
 /// Where the request stands after the cheap part.
 enum Step {
     Done(Flow),
-    Slow(Arc<Entry>, String),
+    Slow(Arc<Entry>, Vec<u8>),
 }
 
 impl BasicAuth {
@@ -303,13 +328,23 @@ mod tests {
         let get = |v: String| credentials(&parts(&[("authorization", &v)]), &AUTHORIZATION);
         assert_eq!(
             get(format!("Basic {}", b64("user321:password:123"))),
-            Some(("user321".into(), "password:123".into()))
+            Some(("user321".into(), b"password:123".to_vec()))
         );
         assert_eq!(
             get(format!("basic {}", b64("bob:"))),
-            Some(("bob".into(), "".into()))
+            Some(("bob".into(), vec![]))
         );
         assert_eq!(get(format!("Basic {}", b64(":pw"))), None);
+        // Kong's unanchored pattern skips leading colons.
+        assert_eq!(
+            get(format!("Basic {}", b64(":a:b"))),
+            Some(("a".into(), b"b".to_vec()))
+        );
+        let latin1 = base64::engine::general_purpose::STANDARD.encode(b"bob:caf\xe9");
+        assert_eq!(
+            get(format!("Basic {latin1}")),
+            Some(("bob".into(), b"caf\xe9".to_vec()))
+        );
         assert_eq!(get(format!("Basic {}", b64("nocolon"))), None);
         assert_eq!(get("Basic !!!notbase64".into()), None);
         assert_eq!(get("Bearer abc".into()), None);
@@ -326,11 +361,11 @@ mod tests {
             hash,
             verified: OnceLock::new(),
         };
-        assert!(matches!(e.check_fast("pw"), Check::Slow));
-        assert!(password::verify(&e.hash, "pw", Uuid::nil()));
-        e.verified.set(tag("pw")).unwrap();
-        assert!(matches!(e.check_fast("pw"), Check::Yes));
-        assert!(matches!(e.check_fast("wrong"), Check::No));
+        assert!(matches!(e.check_fast(b"pw"), Check::Slow));
+        assert!(password::verify(&e.hash, b"pw", Uuid::nil()));
+        e.verified.set(tag(b"pw")).unwrap();
+        assert!(matches!(e.check_fast(b"pw"), Check::Yes));
+        assert!(matches!(e.check_fast(b"wrong"), Check::No));
         assert_ne!(e.verified.get().unwrap().as_slice(), b"pw");
     }
 }

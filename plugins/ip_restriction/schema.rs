@@ -90,9 +90,10 @@ fn validate(config: &Value) -> Result<Value, FieldErrors> {
         );
     }
     if let Some(s) = c.status {
-        // Any status a response can carry; Kong leaves it to nginx.
-        if !(100.0..=599.0).contains(&s) || s.fract() != 0.0 {
-            e.add("config.status", "value should be between 100 and 599");
+        // Kong accepts any number here and then fails every refused request with a 500
+        // (`kong.response.error` takes 400-599 only); refused when written instead.
+        if !(400.0..=599.0).contains(&s) || s.fract() != 0.0 {
+            e.add("config.status", "value should be between 400 and 599");
         }
     }
     e.into_result()?;

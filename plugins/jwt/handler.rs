@@ -49,10 +49,14 @@ fn build(p: &PluginEntity, _deps: &Deps) -> Option<Instance> {
             format!("{base} error=\"invalid_token\""),
             "Bearer error=\"invalid_token\"",
         ),
+        // Kong's header lookup reads `_` as `-`: `x_jwt` finds an `X-Jwt` header.
         header_names: cfg
             .header_names
             .iter()
-            .filter_map(|h| http::HeaderName::from_bytes(h.to_ascii_lowercase().as_bytes()).ok())
+            .filter_map(|h| {
+                let name = h.to_ascii_lowercase().replace('_', "-");
+                http::HeaderName::from_bytes(name.as_bytes()).ok()
+            })
             .collect(),
         cfg,
     }))
@@ -153,12 +157,10 @@ struct Token<'a> {
     claims: Map<String, Value>,
 }
 
-/// Kong's base64: url-safe or standard alphabet, padding optional.
+/// Kong's `base64_decode`: the url-safe alphabet, padding optional.
 fn b64(s: &str) -> Option<Vec<u8>> {
-    let t = s.trim_end_matches('=');
     base64::engine::general_purpose::URL_SAFE_NO_PAD
-        .decode(t)
-        .or_else(|_| base64::engine::general_purpose::STANDARD_NO_PAD.decode(t))
+        .decode(s.trim_end_matches('='))
         .ok()
 }
 

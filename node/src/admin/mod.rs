@@ -161,14 +161,43 @@ fn build(
     stamp: &Stamp,
     st: &State,
     parent: Option<Uuid>,
+    transformed: bool,
 ) -> Result<Entity, FieldErrors> {
     let cx = BuildCx {
         stamp,
         state: st,
         parent: c.parent.zip(parent).map(|((field, _), id)| (field, id)),
-        transform: true,
+        transform: !transformed,
     };
     c.kind.build(body, &cx)
+}
+
+/// Kong's transformations, done before the state is read: a basic-auth password in the body
+/// is hashed here, off the runtime's threads (argon2id takes tens of milliseconds, which
+/// must not hold the state's lock). Returns whether the body now holds transformed values.
+async fn transform(c: Collection, body: &mut Value) -> bool {
+    if c.kind != EntityKind::BasicAuth {
+        return false;
+    }
+    let Some(clear) = body
+        .get("password")
+        .and_then(Value::as_str)
+        .map(str::to_string)
+    else {
+        return false;
+    };
+    let seed = Alphanumeric.sample_string(&mut rand::rng(), 32);
+    let hashed = tokio::task::spawn_blocking(move || {
+        tollgate_config::password::hash(&clear, &seed, Uuid::new_v4())
+    })
+    .await;
+    match hashed {
+        Ok(h) => {
+            body["password"] = Value::String(h);
+            true
+        }
+        Err(_) => false,
+    }
 }
 
 /// Resolves the parent from the URL, or answers 404.
@@ -429,11 +458,13 @@ async fn create(
         },
         _ => None,
     };
+    let transformed = transform(c, &mut body).await;
     let built = ctx
         .replicator
         .read(|st| {
             let parent = parent_id(st, c, parent_key.as_deref())?;
-            let e = build(c, &body, &fresh_stamp(None), st, parent).map_err(schema_error)?;
+            let e = build(c, &body, &fresh_stamp(None), st, parent, transformed)
+                .map_err(schema_error)?;
             certificates::command(st, e, PutMode::Create, snis)
         })
         .await;
@@ -535,6 +566,7 @@ async fn update(
     };
     // Kong's PUT on an upstream's target updates it (404 when missing), never creates.
     let upsert = upsert && !(c.kind == EntityKind::Target && c.parent.is_some());
+    let transformed = transform(c, &mut body).await;
     let built = ctx
         .replicator
         .read(|st| {
@@ -555,6 +587,7 @@ async fn update(
                         &fresh_stamp(Some((e.id(), e.created_at()))),
                         st,
                         if named { None } else { parent },
+                        transformed,
                     )
                 }
                 (existing, true) => {
@@ -591,7 +624,7 @@ async fn update(
                         ..stamp
                     };
                     body["id"] = Value::String(stamp.id.to_string());
-                    let built = build(c, &body, &stamp, st, parent);
+                    let built = build(c, &body, &stamp, st, parent, transformed);
                     // Kong checks the URL's name first: a bad one is its "invalid unique
                     // name", not a schema violation.
                     if let (Err(e), Some(field)) = (&built, c.kind.decl().endpoint_key) {
@@ -1018,7 +1051,17 @@ async fn config_post(
             "expected a declarative configuration",
         );
     }
-    let data = match declarative::parse(&text, &mut AdminStamps) {
+    // Parsing builds every entity (a basic-auth password is hashed on purpose slowly): off
+    // the runtime's threads.
+    let parsed =
+        tokio::task::spawn_blocking(move || declarative::parse(&text, &mut AdminStamps)).await;
+    let Ok(parsed) = parsed else {
+        return message(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "An unexpected error occurred",
+        );
+    };
+    let data = match parsed {
         Ok(d) => d,
         Err(e) => {
             let mut body = json!({

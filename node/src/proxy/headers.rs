@@ -42,14 +42,27 @@ fn hop_by_hop_index(name: &str) -> Option<usize> {
 /// `Connection: keep-alive`: one pass over the few names present finds which to remove, and
 /// tokens that name no extra header (`keep-alive`, `close`) build no header name.
 pub fn strip_hop_by_hop(h: &mut HeaderMap) {
+    strip_hop_by_hop_but(h, 0);
+}
+
+/// The client's request: as [`strip_hop_by_hop`], but `Proxy-Authorization` stays for the
+/// auth plugins (it is addressed to this gateway); returns whether there is one, for the
+/// proxy to remove before the upstream.
+pub fn strip_client_hop_by_hop(h: &mut HeaderMap) -> bool {
+    strip_hop_by_hop_but(h, 1 << 3) & (1 << 3) != 0
+}
+
+/// Removes the hop-by-hop headers except those in `keep` (bits by position in
+/// [`HOP_BY_HOP`]); returns which were present.
+fn strip_hop_by_hop_but(h: &mut HeaderMap, keep: u16) -> u16 {
     let mut present = 0u16;
     for name in h.keys() {
         if let Some(i) = hop_by_hop_index(name.as_str()) {
             present |= 1 << i;
         }
     }
-    if present == 0 {
-        return;
+    if present & !keep == 0 {
+        return present;
     }
     if present & 1 != 0 {
         let listed: Vec<HeaderName> = h
@@ -72,10 +85,11 @@ pub fn strip_hop_by_hop(h: &mut HeaderMap) {
         }
     }
     for (i, name) in HOP_BY_HOP.iter().enumerate() {
-        if present & (1 << i) != 0 {
+        if present & !keep & (1 << i) != 0 {
             h.remove(name);
         }
     }
+    present
 }
 
 /// A number as a header value. Small ones (latencies in ms, seconds to a window's reset) are

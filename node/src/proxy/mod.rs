@@ -48,7 +48,9 @@ use crate::snapshot::{
     RouteMetrics, RouteRuntime, ServiceRuntime, ServiceTarget, Snapshot, SnapshotHandle,
 };
 use body::ReadTimeout;
-use headers::{join_path, number_header, split_host, strip_hop_by_hop, Lookup};
+use headers::{
+    join_path, number_header, split_host, strip_client_hop_by_hop, strip_hop_by_hop, Lookup,
+};
 use request_body::{ReadError, Streamed, UpstreamBody, CLIENT_BODY_TIMEOUT};
 pub use response_body::ProxyBody;
 use upstream::SendError;
@@ -644,17 +646,13 @@ impl Proxy {
             drop_underscored(&mut parts.headers);
         }
         let upgrade = websocket::requested(parts);
-        // Addressed to this gateway: the auth plugins read it (Kong's do); it goes no further.
-        let proxy_auth = parts.headers.remove(header::PROXY_AUTHORIZATION);
         // The client's `Connection` list applies to what the client sent, never to what the
         // gateway adds below (credentials' consumer headers, forwarding headers).
-        strip_hop_by_hop(&mut parts.headers);
+        // `Proxy-Authorization` is addressed to this gateway: the auth plugins read it (Kong's
+        // do), and it goes no further (removed after access).
+        let proxy_authorization = strip_client_hop_by_hop(&mut parts.headers);
         // Who the client is, the gateway says; a client cannot say it for itself.
         crate::plugins::auth::strip_client_identity(&mut parts.headers);
-        let proxy_authorization = proxy_auth.is_some();
-        if let Some(v) = proxy_auth {
-            parts.headers.insert(header::PROXY_AUTHORIZATION, v);
-        }
         let trusted = self.policy.trusted.contains(peer.addr.ip());
         let client_ip = if trusted {
             self.policy

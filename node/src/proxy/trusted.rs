@@ -1,6 +1,6 @@
 //! Trusted proxies (`--trusted-ips`, `--real-ip-header`): from a peer in one of these
 //! networks the client address is the one the real-IP header names (Kong's `trusted_ips` and
-//! `real_ip_header`, nginx's realip module without recursion), and the peer's
+//! `real_ip_header`; with `--real-ip-recursive`, Kong's `real_ip_recursive`), and the peer's
 //! `X-Forwarded-*` headers are kept. From anyone else both are ignored, so a client cannot
 //! choose the address rate limits and logs see.
 
@@ -15,6 +15,9 @@ use ipnet::IpNet;
 pub struct TrustedIps {
     nets: Vec<IpNet>,
     header: HeaderName,
+    /// nginx's `real_ip_recursive`: in a list, the last address that is not itself a trusted
+    /// proxy (the first one when all are), rather than the last address.
+    recursive: bool,
 }
 
 impl Default for TrustedIps {
@@ -22,6 +25,7 @@ impl Default for TrustedIps {
         TrustedIps {
             nets: Vec::new(),
             header: HeaderName::from_static("x-real-ip"),
+            recursive: false,
         }
     }
 }
@@ -50,7 +54,17 @@ impl TrustedIps {
             .map_err(|_| {
                 TrustedIpsError(format!("--real-ip-header: '{header}' is not a header name"))
             })?;
-        Ok(TrustedIps { nets, header })
+        Ok(TrustedIps {
+            nets,
+            header,
+            recursive: false,
+        })
+    }
+
+    /// Turns nginx's `real_ip_recursive` on or off.
+    pub fn recursive(mut self, on: bool) -> TrustedIps {
+        self.recursive = on;
+        self
     }
 
     /// Whether `ip` is a trusted proxy.
@@ -61,14 +75,30 @@ impl TrustedIps {
     /// The client address a trusted proxy gives: the real-IP header's value, or for a list
     /// (`X-Forwarded-For`) its last address, the one the trusted proxy itself added.
     pub fn real_ip(&self, headers: &HeaderMap) -> Option<IpAddr> {
-        let last = headers.get_all(&self.header).iter().next_back()?;
-        let v = last.to_str().ok()?;
-        let ip = v.rsplit(',').next()?.trim();
-        // `[::1]` and `1.2.3.4:5678` forms, as some proxies write them.
-        let ip = ip.trim_start_matches('[').split(']').next().unwrap_or(ip);
-        ip.parse::<IpAddr>()
-            .ok()
-            .or_else(|| ip.rsplit_once(':').and_then(|(h, _)| h.parse().ok()))
+        let parse = |ip: &str| -> Option<IpAddr> {
+            let ip = ip.trim();
+            // `[::1]` and `1.2.3.4:5678` forms, as some proxies write them.
+            let ip = ip.trim_start_matches('[').split(']').next().unwrap_or(ip);
+            ip.parse::<IpAddr>()
+                .ok()
+                .or_else(|| ip.rsplit_once(':').and_then(|(h, _)| h.parse().ok()))
+        };
+        if !self.recursive {
+            let last = headers.get_all(&self.header).iter().next_back()?;
+            return parse(last.to_str().ok()?.rsplit(',').next()?);
+        }
+        // Every value of the header, as one list, walked from the right past trusted proxies.
+        let mut first = None;
+        for v in headers.get_all(&self.header).iter().rev() {
+            for part in v.to_str().ok()?.rsplit(',') {
+                let ip = parse(part)?;
+                if !self.contains(ip) {
+                    return Some(ip);
+                }
+                first = Some(ip);
+            }
+        }
+        first
     }
 }
 
@@ -98,5 +128,27 @@ mod tests {
         assert_eq!(t.real_ip(&h), None);
         assert!(!TrustedIps::default().contains("127.0.0.1".parse().unwrap()));
         assert!(TrustedIps::new(&["10.0.0.0/33".into()], "x-real-ip").is_err());
+    }
+
+    #[test]
+    fn recursion_walks_past_trusted_proxies() {
+        let t = TrustedIps::new(&["10.0.0.0/8".into()], "X-Forwarded-For")
+            .unwrap()
+            .recursive(true);
+        let mut h = HeaderMap::new();
+        h.insert(
+            "x-forwarded-for",
+            HeaderValue::from_static("203.0.113.7, 198.51.100.2, 10.0.0.2"),
+        );
+        assert_eq!(t.real_ip(&h), Some("198.51.100.2".parse().unwrap()));
+        h.insert(
+            "x-forwarded-for",
+            HeaderValue::from_static("10.0.0.9, 10.0.0.2"),
+        );
+        assert_eq!(t.real_ip(&h), Some("10.0.0.9".parse().unwrap()));
+        // Two header lines read as one list.
+        h.insert("x-forwarded-for", HeaderValue::from_static("203.0.113.7"));
+        h.append("x-forwarded-for", HeaderValue::from_static("10.0.0.2"));
+        assert_eq!(t.real_ip(&h), Some("203.0.113.7".parse().unwrap()));
     }
 }
