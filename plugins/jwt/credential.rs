@@ -41,6 +41,21 @@ pub struct JwtSecret {
 impl JwtSecret {
     /// Kong's algorithms, in its order.
     pub const ALGORITHMS: &'static [&'static str] = ALGORITHMS;
+
+    /// The public key bits of a `PUBLIC KEY` PEM (for an EC key, its SEC1 point).
+    pub fn public_key_bits(pem: &str) -> Option<Vec<u8>> {
+        use x509_parser::prelude::FromDer;
+        if pem.len() > MAX_PUBLIC_KEY {
+            return None;
+        }
+        let pem = pem.replace('\r', "");
+        let (_, block) = x509_parser::pem::parse_x509_pem(pem.trim().as_bytes()).ok()?;
+        if block.label != "PUBLIC KEY" {
+            return None;
+        }
+        let (_, spki) = x509_parser::x509::SubjectPublicKeyInfo::from_der(&block.contents).ok()?;
+        Some(spki.subject_public_key.data.to_vec())
+    }
 }
 
 impl std::fmt::Debug for JwtSecret {

@@ -72,6 +72,8 @@ pub struct Entry {
     rsa_public_key: Option<String>,
     /// The public key, parsed on first use (`None`: it does not parse for the algorithm).
     public: OnceLock<Option<DecodingKey>>,
+    /// The same for ES512, which has its own verifier.
+    p521: OnceLock<Option<p521::ecdsa::VerifyingKey>>,
 }
 
 /// Credentials by key, carried over from the previous snapshot while unchanged.
@@ -98,6 +100,7 @@ pub fn index(state: &State, prev: &Index) -> Index {
                     secret: s.secret.clone(),
                     rsa_public_key: s.rsa_public_key.clone(),
                     public: OnceLock::new(),
+                    p521: OnceLock::new(),
                 }),
             };
             Some((s.key.clone(), entry))
@@ -123,11 +126,23 @@ fn algorithm(name: &str) -> Option<Algorithm> {
     })
 }
 
-/// Kong's `alg_verify` table: the algorithms a token may name (ES512 included; it is
-/// refused later, at the signature, as no verifier here supports P-521).
+/// Kong's `alg_verify` table: the algorithms a token may name.
 const KNOWN_ALGS: &[&str] = JwtSecret::ALGORITHMS;
 
 impl Entry {
+    /// ES512: a raw `r || s` signature of 132 bytes over SHA-512, by a P-521 key.
+    fn verify_es512(&self, signed: &[u8], signature: &[u8]) -> bool {
+        use p521::ecdsa::signature::Verifier;
+        let key = self.p521.get_or_init(|| {
+            let bits = JwtSecret::public_key_bits(self.rsa_public_key.as_deref()?)?;
+            p521::ecdsa::VerifyingKey::from_sec1_bytes(&bits).ok()
+        });
+        let (Some(key), Ok(sig)) = (key, p521::ecdsa::Signature::from_slice(signature)) else {
+            return false;
+        };
+        key.verify(signed, &sig).is_ok()
+    }
+
     fn public_key(&self, alg: Algorithm) -> Option<&DecodingKey> {
         self.public
             .get_or_init(|| {
@@ -317,6 +332,10 @@ impl Jwt {
         }
         if entry.rsa_public_key.is_none() {
             return Err(invalid_key());
+        }
+        if alg == "ES512" {
+            let sig = b64(jwt.signature).unwrap_or_default();
+            return Ok(entry.verify_es512(jwt.signed.as_bytes(), &sig));
         }
         let Some(a) = algorithm(alg) else {
             return Ok(false);

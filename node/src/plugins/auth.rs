@@ -2,6 +2,15 @@
 //! upstream headers naming the consumer and credential, the anonymous consumer, and the
 //! logical OR between several auth plugins that all have `anonymous` set.
 //!
+//! Guarantees of revocation (credentials and ACL groups are replicated configuration, through
+//! Raft): the Admin API answers a revocation once it is committed and applied on the node that
+//! took it, which refuses the credential from then on; every other node refuses it as soon as
+//! it applies the same log entry (milliseconds on a healthy cluster: `bench` `revocation`). A
+//! node cut off from the leader keeps its last configuration, so a revocation reaches it only
+//! when it rejoins (eventually consistent); a node never accepts a credential again after it
+//! has applied its revocation (log order). `tests/cluster.rs` checks both with a node down
+//! during the revocation.
+//!
 //! Clients cannot forge these headers: the proxy removes every one of them from the client's
 //! request before any plugin runs ([`strip_client_identity`]), so what the upstream sees
 //! was set by a plugin of this request.
@@ -43,10 +52,7 @@ static IDENTITY: [&HeaderName; 9] = [
 /// names; nothing is allocated unless one is there (they all start with `x-` then `c` or
 /// `a`).
 pub fn strip_client_identity(h: &mut http::HeaderMap) {
-    let candidate = |k: &HeaderName| {
-        let b = k.as_str().as_bytes();
-        b.len() > 3 && b[0] == b'x' && matches!(b[1], b'-' | b'_') && matches!(b[2], b'c' | b'a')
-    };
+    let candidate = |k: &HeaderName| may_be_identity(k.as_str().as_bytes());
     if !h.keys().any(candidate) {
         return;
     }
@@ -62,6 +68,12 @@ pub fn strip_client_identity(h: &mut http::HeaderMap) {
     for name in forged {
         h.remove(name);
     }
+}
+
+/// Whether a (lower-case) header name may be one of the identity headers: the cheap first
+/// test, exact matching follows.
+pub fn may_be_identity(b: &[u8]) -> bool {
+    b.len() > 3 && b[0] == b'x' && matches!(b[1], b'-' | b'_') && matches!(b[2], b'c' | b'a')
 }
 
 /// Sets the consumer's headers, and the credential's identifier (`None`: anonymous).

@@ -45,11 +45,26 @@ pub fn strip_hop_by_hop(h: &mut HeaderMap) {
     strip_hop_by_hop_but(h, 0);
 }
 
+/// What [`strip_client_hop_by_hop`] saw.
+pub struct ClientHeaders {
+    /// A `Proxy-Authorization` header, kept for the auth plugins.
+    pub proxy_authorization: bool,
+    /// A name that may be a forged identity header (`x-c…`, `x-a…`, or with `_`).
+    pub maybe_identity: bool,
+}
+
+/// The bit [`strip_hop_by_hop_but`] sets for a possible identity header.
+const IDENTITY_BIT: u16 = 1 << 15;
+
 /// The client's request: as [`strip_hop_by_hop`], but `Proxy-Authorization` stays for the
-/// auth plugins (it is addressed to this gateway); returns whether there is one, for the
-/// proxy to remove before the upstream.
-pub fn strip_client_hop_by_hop(h: &mut HeaderMap) -> bool {
-    strip_hop_by_hop_but(h, 1 << 3) & (1 << 3) != 0
+/// auth plugins (it is addressed to this gateway; the proxy removes it before the upstream),
+/// and the same pass notes whether an identity header may be there.
+pub fn strip_client_hop_by_hop(h: &mut HeaderMap) -> ClientHeaders {
+    let present = strip_hop_by_hop_but(h, 1 << 3 | IDENTITY_BIT);
+    ClientHeaders {
+        proxy_authorization: present & (1 << 3) != 0,
+        maybe_identity: present & IDENTITY_BIT != 0,
+    }
 }
 
 /// Removes the hop-by-hop headers except those in `keep` (bits by position in
@@ -59,6 +74,10 @@ fn strip_hop_by_hop_but(h: &mut HeaderMap, keep: u16) -> u16 {
     for name in h.keys() {
         if let Some(i) = hop_by_hop_index(name.as_str()) {
             present |= 1 << i;
+        } else if keep & IDENTITY_BIT != 0
+            && crate::plugins::auth::may_be_identity(name.as_str().as_bytes())
+        {
+            present |= IDENTITY_BIT;
         }
     }
     if present & !keep == 0 {

@@ -650,9 +650,12 @@ impl Proxy {
         // gateway adds below (credentials' consumer headers, forwarding headers).
         // `Proxy-Authorization` is addressed to this gateway: the auth plugins read it (Kong's
         // do), and it goes no further (removed after access).
-        let proxy_authorization = strip_client_hop_by_hop(&mut parts.headers);
+        let seen = strip_client_hop_by_hop(&mut parts.headers);
+        let proxy_authorization = seen.proxy_authorization;
         // Who the client is, the gateway says; a client cannot say it for itself.
-        crate::plugins::auth::strip_client_identity(&mut parts.headers);
+        if seen.maybe_identity {
+            crate::plugins::auth::strip_client_identity(&mut parts.headers);
+        }
         let trusted = self.policy.trusted.contains(peer.addr.ip());
         let client_ip = if trusted {
             self.policy
