@@ -27,13 +27,7 @@ impl Declared for Acl {
         admin_path: "acls",
         endpoint_key: Some("group"),
         uniques: &[&["consumer", "group"]],
-        foreign: &[ForeignDecl {
-            field: "consumer",
-            target: EntityKind::Consumer,
-            on_delete: OnDelete::Cascade,
-            nested_path: Some("acls"),
-            nests: true,
-        }],
+        foreign: &[ForeignDecl::owned_by_consumer("acls")],
         fields: &[
             ID,
             CREATED_AT,
@@ -56,9 +50,7 @@ impl Declared for Acl {
     }
 
     fn build(body: &Value, cx: &BuildCx<'_>) -> Result<Self, FieldErrors> {
-        let record = build_record(&Self::DECL, body, cx)?;
-        serde_json::from_value(Value::Object(record))
-            .map_err(|e| FieldErrors::single("@entity", e.to_string()))
+        build_typed(&Self::DECL, body, cx)
     }
 }
 

@@ -42,13 +42,7 @@ impl Declared for BasicAuthCredential {
         admin_path: "basic-auths",
         endpoint_key: Some("username"),
         uniques: &[&["username"]],
-        foreign: &[ForeignDecl {
-            field: "consumer",
-            target: EntityKind::Consumer,
-            on_delete: OnDelete::Cascade,
-            nested_path: Some("basic-auth"),
-            nests: true,
-        }],
+        foreign: &[ForeignDecl::owned_by_consumer("basic-auth")],
         fields: &[
             ID,
             CREATED_AT,
@@ -75,9 +69,7 @@ impl Declared for BasicAuthCredential {
     }
 
     fn build(body: &Value, cx: &BuildCx<'_>) -> Result<Self, FieldErrors> {
-        let record = build_record(&Self::DECL, body, cx)?;
-        let mut cred: BasicAuthCredential = serde_json::from_value(Value::Object(record))
-            .map_err(|e| FieldErrors::single("@entity", e.to_string()))?;
+        let mut cred: BasicAuthCredential = build_typed(&Self::DECL, body, cx)?;
         // A PATCH sends back the stored hash with the other fields: it stays as it is.
         if let Some(old) = cx
             .state

@@ -38,13 +38,7 @@ impl Declared for HmacAuthCredential {
         admin_path: "hmac-auths",
         endpoint_key: Some("username"),
         uniques: &[&["username"]],
-        foreign: &[ForeignDecl {
-            field: "consumer",
-            target: EntityKind::Consumer,
-            on_delete: OnDelete::Cascade,
-            nested_path: Some("hmac-auth"),
-            nests: true,
-        }],
+        foreign: &[ForeignDecl::owned_by_consumer("hmac-auth")],
         fields: &[
             ID,
             CREATED_AT,
@@ -68,9 +62,7 @@ impl Declared for HmacAuthCredential {
     }
 
     fn build(body: &Value, cx: &BuildCx<'_>) -> Result<Self, FieldErrors> {
-        let record = build_record(&Self::DECL, body, cx)?;
-        let mut cred: HmacAuthCredential = serde_json::from_value(Value::Object(record))
-            .map_err(|e| FieldErrors::single("@entity", e.to_string()))?;
+        let mut cred: HmacAuthCredential = build_typed(&Self::DECL, body, cx)?;
         if body.get("secret").is_none_or(Value::is_null) {
             cred.secret = cx.stamp.generated_secret.clone();
         }

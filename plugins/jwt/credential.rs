@@ -75,13 +75,7 @@ impl Declared for JwtSecret {
         admin_path: "jwts",
         endpoint_key: Some("key"),
         uniques: &[&["key"]],
-        foreign: &[ForeignDecl {
-            field: "consumer",
-            target: EntityKind::Consumer,
-            on_delete: OnDelete::Cascade,
-            nested_path: Some("jwt"),
-            nests: true,
-        }],
+        foreign: &[ForeignDecl::owned_by_consumer("jwt")],
         fields: &[
             ID,
             CREATED_AT,
@@ -113,9 +107,7 @@ impl Declared for JwtSecret {
     }
 
     fn build(body: &Value, cx: &BuildCx<'_>) -> Result<Self, FieldErrors> {
-        let record = build_record(&Self::DECL, body, cx)?;
-        let mut cred: JwtSecret = serde_json::from_value(Value::Object(record))
-            .map_err(|e| FieldErrors::single("@entity", e.to_string()))?;
+        let mut cred: JwtSecret = build_typed(&Self::DECL, body, cx)?;
         if body.get("secret").is_none_or(Value::is_null) {
             cred.secret = cx.stamp.generated_secret.clone();
         }

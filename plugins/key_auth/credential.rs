@@ -72,10 +72,4 @@ impl Declared for KeyAuthCredential {
 }
 
 /// A credential's owner: deleting the consumer deletes its credentials.
-pub const CONSUMER: ForeignDecl = ForeignDecl {
-    field: "consumer",
-    target: EntityKind::Consumer,
-    on_delete: OnDelete::Cascade,
-    nested_path: Some("key-auth"),
-    nests: true,
-};
+pub const CONSUMER: ForeignDecl = ForeignDecl::owned_by_consumer("key-auth");

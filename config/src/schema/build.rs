@@ -284,6 +284,18 @@ pub fn build_record(
     Ok(out)
 }
 
+/// [`build_record`], read into the entity's struct: what an entity whose fields need no more
+/// than their declarations builds with.
+pub fn build_typed<T: serde::de::DeserializeOwned>(
+    decl: &EntityDecl,
+    body: &Value,
+    cx: &BuildCx<'_>,
+) -> Result<T, FieldErrors> {
+    let record = build_record(decl, body, cx)?;
+    serde_json::from_value(Value::Object(record))
+        .map_err(|e| FieldErrors::single("@entity", e.to_string()))
+}
+
 /// Fields declared as strings given another JSON type. Kong reads JSON bodies with their
 /// types, so `{"key": 123}` is "expected a string" rather than the text `123`; the lenient
 /// builders accept numbers for strings because form bodies carry only text.

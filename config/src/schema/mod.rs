@@ -14,7 +14,7 @@
 mod build;
 mod describe;
 
-pub use build::{build_record, strict_strings, BuildCx, FkInput};
+pub use build::{build_record, build_typed, strict_strings, BuildCx, FkInput};
 pub use describe::{describe_fields, entity_schema, validate_entity};
 
 use serde::de::DeserializeOwned;
@@ -55,6 +55,21 @@ pub struct ForeignDecl {
     /// Whether the declarative format nests this entity under the target when this is the
     /// only reference it has (Kong nests routes under services, credentials under consumers).
     pub nests: bool,
+}
+
+impl ForeignDecl {
+    /// A credential's (or ACL group's) owner, as Kong's plugin `daos.lua` declare them: the
+    /// consumer, required, cascading on delete, nested under it at `nested_path` and in
+    /// declarative files.
+    pub const fn owned_by_consumer(nested_path: &'static str) -> ForeignDecl {
+        ForeignDecl {
+            field: "consumer",
+            target: EntityKind::Consumer,
+            on_delete: OnDelete::Cascade,
+            nested_path: Some(nested_path),
+            nests: true,
+        }
+    }
 }
 
 /// The type of a declared field, as `/schemas` prints it.
