@@ -56,6 +56,9 @@ pub async fn run(args: EchoArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// The largest request body echoed back as text (`body`); larger ones only by size.
+const ECHOED_BODY: usize = 64 * 1024;
+
 async fn handle(
     req: Request<Incoming>,
     peer: SocketAddr,
@@ -83,8 +86,8 @@ async fn handle(
             }
         }
     }
-    let body_len = match http_body_util::Limited::new(body, MAX_BODY).collect().await {
-        Ok(b) => b.to_bytes().len(),
+    let body = match http_body_util::Limited::new(body, MAX_BODY).collect().await {
+        Ok(b) => b.to_bytes(),
         Err(_) => {
             return json_response(
                 StatusCode::PAYLOAD_TOO_LARGE,
@@ -92,17 +95,19 @@ async fn handle(
             )
         }
     };
-    json_response(
-        StatusCode::OK,
-        json!({
-            "name": &*name,
-            "method": parts.method.as_str(),
-            "path": path,
-            "headers": headers,
-            "body_bytes": body_len,
-            "client": peer.to_string(),
-        }),
-    )
+    let mut answer = json!({
+        "name": &*name,
+        "method": parts.method.as_str(),
+        "path": path,
+        "headers": headers,
+        "body_bytes": body.len(),
+        "client": peer.to_string(),
+    });
+    // What a request-transforming plugin sent is visible: a small body comes back as text.
+    if !body.is_empty() && body.len() <= ECHOED_BODY {
+        answer["body"] = Value::String(String::from_utf8_lossy(&body).into_owned());
+    }
+    json_response(StatusCode::OK, answer)
 }
 
 fn json_response(status: StatusCode, v: Value) -> Response<Full<Bytes>> {
