@@ -3,8 +3,9 @@
 //! headers; the credential named by a claim (payload first, then header); the algorithm must
 //! be the credential's; the signature, then `exp`/`nbf` and `maximum_expiration`.
 //!
-//! Signatures are checked with the `jsonwebtoken` crate's primitives (ring underneath);
-//! `alg: none` is never accepted, and a token is bounded ([`MAX_TOKEN`]) before it is decoded.
+//! Signatures are checked with the `jsonwebtoken` crate's primitives (ring underneath), ES512
+//! with RustCrypto's `p521` (ring has no P-521); Ed448 keys are not supported. HS* signatures
+//! are compared in constant time. `alg: none` is never accepted, and a token is bounded ([`MAX_TOKEN`]) before it is decoded.
 //! A credential's public key is parsed once, when first used, and kept with the credential
 //! for as long as it does not change.
 
