@@ -9,7 +9,6 @@ use std::sync::Arc;
 use std::sync::LazyLock;
 
 use base64::Engine;
-use hmac::{Hmac, Mac};
 use http::{HeaderName, HeaderValue};
 use sha2::Digest;
 use subtle::ConstantTimeEq;
@@ -315,18 +314,14 @@ fn signing_string(req: &http::request::Parts, headers: &[String]) -> String {
 }
 
 fn sign(algorithm: &str, key: &[u8], data: &[u8]) -> Option<Vec<u8>> {
-    fn run<M: Mac + hmac::digest::KeyInit>(key: &[u8], data: &[u8]) -> Vec<u8> {
-        let mut m = <M as hmac::digest::KeyInit>::new_from_slice(key).expect("any key length");
-        m.update(data);
-        m.finalize().into_bytes().to_vec()
-    }
-    Some(match algorithm {
-        "hmac-sha1" => run::<Hmac<sha1::Sha1>>(key, data),
-        "hmac-sha256" => run::<Hmac<sha2::Sha256>>(key, data),
-        "hmac-sha384" => run::<Hmac<sha2::Sha384>>(key, data),
-        "hmac-sha512" => run::<Hmac<sha2::Sha512>>(key, data),
+    let sha = match algorithm {
+        "hmac-sha1" => auth::Sha::Sha1,
+        "hmac-sha256" => auth::Sha::Sha256,
+        "hmac-sha384" => auth::Sha::Sha384,
+        "hmac-sha512" => auth::Sha::Sha512,
         _ => return None,
-    })
+    };
+    Some(auth::hmac(sha, key, data))
 }
 
 /// Kong's body check: with no `Digest`, the body must be empty; otherwise the header must be

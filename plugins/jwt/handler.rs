@@ -14,7 +14,6 @@ use std::sync::{Arc, OnceLock};
 
 use base64::Engine;
 use bytes::Bytes;
-use hmac::{Hmac, Mac};
 use http::{header, HeaderValue, Method, Response, StatusCode};
 use http_body_util::Full;
 use jsonwebtoken::{Algorithm, DecodingKey};
@@ -328,7 +327,12 @@ impl Jwt {
                 entry.secret.as_bytes().to_vec()
             };
             let given = b64(jwt.signature).unwrap_or_default();
-            let mine = hmac_sign(bits, &secret, jwt.signed.as_bytes());
+            let sha = match bits {
+                "256" => auth::Sha::Sha256,
+                "384" => auth::Sha::Sha384,
+                _ => auth::Sha::Sha512,
+            };
+            let mine = auth::hmac(sha, &secret, jwt.signed.as_bytes());
             return Ok(bool::from(mine.as_slice().ct_eq(given.as_slice())));
         }
         if entry.rsa_public_key.is_none() {
@@ -417,19 +421,6 @@ fn bearer(v: &str) -> Option<&str> {
         }
     }
     None
-}
-
-fn hmac_sign(bits: &str, key: &[u8], data: &[u8]) -> Vec<u8> {
-    fn run<M: Mac + hmac::digest::KeyInit>(key: &[u8], data: &[u8]) -> Vec<u8> {
-        let mut m = <M as hmac::digest::KeyInit>::new_from_slice(key).expect("any key length");
-        m.update(data);
-        m.finalize().into_bytes().to_vec()
-    }
-    match bits {
-        "256" => run::<Hmac<sha2::Sha256>>(key, data),
-        "384" => run::<Hmac<sha2::Sha384>>(key, data),
-        _ => run::<Hmac<sha2::Sha512>>(key, data),
-    }
 }
 
 impl Plugin for Jwt {

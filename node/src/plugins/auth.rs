@@ -157,6 +157,31 @@ pub fn challenge(text: String, fallback: &'static str) -> HeaderValue {
     HeaderValue::from_str(&text).unwrap_or(HeaderValue::from_static(fallback))
 }
 
+/// The hash an HMAC is taken with.
+#[derive(Debug, Clone, Copy)]
+pub enum Sha {
+    Sha1,
+    Sha256,
+    Sha384,
+    Sha512,
+}
+
+/// HMAC of `data` under `key` (jwt's HS* and hmac-auth's signatures).
+pub fn hmac(sha: Sha, key: &[u8], data: &[u8]) -> Vec<u8> {
+    use hmac::{Hmac, Mac};
+    fn run<M: Mac + hmac::digest::KeyInit>(key: &[u8], data: &[u8]) -> Vec<u8> {
+        let mut m = <M as hmac::digest::KeyInit>::new_from_slice(key).expect("any key length");
+        m.update(data);
+        m.finalize().into_bytes().to_vec()
+    }
+    match sha {
+        Sha::Sha1 => run::<Hmac<sha1::Sha1>>(key, data),
+        Sha::Sha256 => run::<Hmac<sha2::Sha256>>(key, data),
+        Sha::Sha384 => run::<Hmac<sha2::Sha384>>(key, data),
+        Sha::Sha512 => run::<Hmac<sha2::Sha512>>(key, data),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
