@@ -275,6 +275,22 @@ impl Router {
             })
     }
 
+    /// [`Router::captures`] with the matching regex's group names (index 0 is the whole
+    /// match).
+    pub fn named_captures<'p>(
+        &self,
+        route: usize,
+        path: &'p str,
+    ) -> Option<(regex::Captures<'p>, Vec<Option<&str>>)> {
+        self.regex_matchers
+            .get(&route)?
+            .iter()
+            .find_map(|i| match &self.matchers[*i].path {
+                PathRule::Regex(re) => re.captures(path).map(|c| (c, re.capture_names().collect())),
+                _ => None,
+            })
+    }
+
     /// Compiles every route of `state` whose service is enabled.
     pub fn build(state: &State) -> Router {
         Router::build_reusing(state, &Router::default())

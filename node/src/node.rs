@@ -348,7 +348,11 @@ pub async fn run(args: NodeArgs) -> anyhow::Result<()> {
 
     let admin_ctx = Arc::new(AdminCtx {
         node_id: args.id,
-        node_uuid: node_uuid(&args.data_dir)?,
+        node_uuid: {
+            let id = node_uuid(&args.data_dir)?;
+            let _ = crate::plugins::NODE_ID.set(id);
+            id
+        },
         cluster_auth: (auth.mode, auth.rejections.clone()),
         replicator: cluster.clone(),
         discovery: disc.clone(),

@@ -581,7 +581,8 @@ fn route_runtimes(
     router
         .routes()
         .iter()
-        .map(|rid| {
+        .enumerate()
+        .map(|(index, rid)| {
             let Some(r) = state.one::<Route>(*rid) else {
                 unreachable!("the router holds only routes of this state")
             };
@@ -635,6 +636,11 @@ fn route_runtimes(
                     id: r.id,
                     label: r.name.clone().unwrap_or_else(|| r.id.to_string()),
                     service: sid,
+                    index,
+                    entity: Arc::new(r.clone()),
+                    service_entity: sid
+                        .and_then(|id| state.one::<Service>(id))
+                        .map(|s| Arc::new(s.clone())),
                 },
                 service_label: service
                     .as_ref()
@@ -701,6 +707,21 @@ impl Directory for Snapshot {
 
     fn hmac_credential(&self, username: &str) -> Option<&Arc<crate::plugins::hmac_auth::Entry>> {
         self.hmac_credentials.get(username)
+    }
+
+    fn uri_captures(&self, route: &RouteInfo, path: &str) -> crate::plugins::UriCaptures {
+        let mut out = crate::plugins::UriCaptures::default();
+        let Some((caps, names)) = self.router.named_captures(route.index, path) else {
+            return out;
+        };
+        for (i, m) in caps.iter().enumerate().skip(1) {
+            let text = m.map(|m| m.as_str()).unwrap_or_default();
+            out.unnamed.push(text.to_string());
+            if let Some(Some(name)) = names.get(i) {
+                out.named.push((name.to_string(), text.to_string()));
+            }
+        }
+        out
     }
 
     /// A consumer named by id or username, as Kong's `anonymous` settings name one.

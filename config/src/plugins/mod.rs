@@ -61,6 +61,8 @@ plugins! {
     acl at "../../../plugins/acl/schema.rs",
     ip_restriction at "../../../plugins/ip_restriction/schema.rs",
     bot_detection at "../../../plugins/bot_detection/schema.rs",
+    request_termination at "../../../plugins/request_termination/schema.rs",
+    request_size_limiting at "../../../plugins/request_size_limiting/schema.rs",
 }
 
 /// Kong's check on a `realm`: it goes into a quoted `WWW-Authenticate` parameter, so no

@@ -52,7 +52,34 @@ pub trait Directory: Sync {
     fn jwt_secret(&self, key: &str) -> Option<&Arc<jwt::Entry>>;
     /// The hmac-auth credential of `username`.
     fn hmac_credential(&self, username: &str) -> Option<&Arc<hmac_auth::Entry>>;
+    /// The captures of route `route`'s regex path on `path` (Kong's `uri_captures`); empty
+    /// when the route matched without a regex.
+    fn uri_captures(&self, route: &RouteInfo, path: &str) -> UriCaptures;
 }
+
+/// Kong's `uri_captures`: a regex path's groups, by name and by position (the whole match is
+/// not one of them).
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct UriCaptures {
+    pub named: Vec<(String, String)>,
+    /// Groups 1, 2, …; a group that did not take part is empty.
+    pub unnamed: Vec<String>,
+}
+
+impl UriCaptures {
+    /// Kong's `{named = {...}, unnamed = [...]}` (an empty `named` is an object).
+    pub fn to_json(&self) -> serde_json::Value {
+        let named: serde_json::Map<String, serde_json::Value> = self
+            .named
+            .iter()
+            .map(|(k, v)| (k.clone(), serde_json::Value::from(v.as_str())))
+            .collect();
+        serde_json::json!({ "named": named, "unnamed": self.unnamed })
+    }
+}
+
+/// This node's UUID (Kong's `kong.node.get_id()`), set once at start.
+pub static NODE_ID: std::sync::OnceLock<Uuid> = std::sync::OnceLock::new();
 
 /// The matched route as plugins see it.
 #[derive(Debug)]
@@ -61,6 +88,12 @@ pub struct RouteInfo {
     /// Its name, or its id when unnamed (metric labels).
     pub label: String,
     pub service: Option<Uuid>,
+    /// Its position in the snapshot's routes (what the router's captures are keyed by).
+    pub index: usize,
+    /// The route and its service as stored (Kong's `kong.router.get_route()` /
+    /// `get_service()`), shared with the configuration they were built from.
+    pub entity: Arc<tollgate_config::entity::Route>,
+    pub service_entity: Option<Arc<tollgate_config::entity::Service>>,
 }
 
 /// A bundled plugin's handler: its schema (from the same folder, `plugins/<name>/`) and how an
@@ -103,9 +136,12 @@ handlers! {
     acl at "../../../plugins/acl/handler.rs",
     ip_restriction at "../../../plugins/ip_restriction/handler.rs",
     bot_detection at "../../../plugins/bot_detection/handler.rs",
+    request_termination at "../../../plugins/request_termination/handler.rs",
+    request_size_limiting at "../../../plugins/request_size_limiting/handler.rs",
 }
 
 pub mod auth;
+pub mod request_data;
 
 /// The handler of the plugin named `name`.
 pub fn handler(name: &str) -> Option<&'static Handler> {
@@ -152,6 +188,26 @@ pub struct Ctx<'a> {
     pub body: Option<Bytes>,
     /// Headers added to the response to the client, whatever produced it.
     pub response_headers: Vec<(HeaderName, HeaderValue)>,
+    /// The client sends a body without a declared length (chunked, in HTTP/1.1's terms; the
+    /// `Transfer-Encoding` header itself is gone by the time plugins run).
+    pub body_unsized: bool,
+    /// The most request body bytes that may go upstream, counted as the body is read or
+    /// streamed (request-size-limiting sets it when the length is not known in advance).
+    pub body_limit: Option<BodyLimit>,
+}
+
+/// A cap on the request body and the answer past it.
+#[derive(Debug, Clone, Copy)]
+pub struct BodyLimit {
+    pub max: u64,
+    pub status: StatusCode,
+    pub message: &'static str,
+}
+
+impl BodyLimit {
+    pub fn response(&self) -> Response<Full<Bytes>> {
+        error_response(self.status, self.message)
+    }
 }
 
 /// Whether a phase lets the request go on.

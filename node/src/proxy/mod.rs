@@ -42,7 +42,7 @@ use tollgate_config::router::RequestView;
 use crate::balancer::hash_key::{self, HashOn};
 use crate::balancer::health::Observation;
 use crate::metrics::Metrics;
-use crate::plugins::{error_response, Ctx, Flow, Instance};
+use crate::plugins::{error_response, BodyLimit, Ctx, Flow, Instance};
 use crate::serve::Peer;
 use crate::snapshot::{
     RouteMetrics, RouteRuntime, ServiceRuntime, ServiceTarget, Snapshot, SnapshotHandle,
@@ -184,6 +184,9 @@ impl Proxy {
             credential: None,
             body: None,
             response_headers: Vec::new(),
+            body_unsized: !body.is_end_stream()
+                && !parts.headers.contains_key(header::CONTENT_LENGTH),
+            body_limit: None,
         };
         let mut done = Done {
             start,
@@ -206,9 +209,9 @@ impl Proxy {
             or_finish!(self.route(&snap, &parts, (&host, port), &peer, accepted.https, &norm));
         done.route = Some(route);
         ctx.route = Some(&route.info);
-        let mut body = Some(body);
+        let mut body = Unread(Some(body));
         if route.needs_body {
-            let incoming = body.take().expect("body present");
+            let incoming = body.0.take().expect("body present");
             ctx.body = Some(or_finish!(read_for_plugins(incoming).await));
         }
         // Step 5, access. The loop only awaits when a plugin is async: the common path builds
@@ -266,12 +269,16 @@ impl Proxy {
             let r = Box::pin(self.upgrade(&mut parts, upgrade, service, uri, keep_host)).await;
             return self.finish(&mut ctx, &done, r, None, None);
         }
-        let outgoing = match or_finish!(request_body(route, service, &mut ctx, body.take())) {
+        let outgoing = match or_finish!(request_body(route, service, &mut ctx, body.0.take())) {
             Plan::Ready(o) => o,
             // Boxed: a path whose future would otherwise enlarge every request's.
             Plan::Buffer(incoming) => {
-                let read =
-                    request_body::read_whole(incoming, &self.policy.spill_dir, CLIENT_BODY_TIMEOUT);
+                let read = request_body::read_whole(
+                    incoming,
+                    &self.policy.spill_dir,
+                    CLIENT_BODY_TIMEOUT,
+                    ctx.body_limit.map(|l| l.max),
+                );
                 match Box::pin(read).await {
                     Ok((b, n)) => Outgoing {
                         body: b,
@@ -279,7 +286,7 @@ impl Proxy {
                         head_timeout: service.read_timeout,
                         client_failed: None,
                     },
-                    Err(e) => or_finish!(Err(buffering_failed(e))),
+                    Err(e) => or_finish!(Err(buffering_failed(e, ctx.body_limit))),
                 }
             }
         };
@@ -426,7 +433,7 @@ impl Proxy {
                     // the target, nor does a timeout while a body streams (the client may be
                     // the slow one).
                     let client_broke = outgoing.client_failed.as_ref().is_some_and(|f| {
-                        f.load(Ordering::Relaxed)
+                        f.load(Ordering::Relaxed) != request_body::CLIENT_OK
                             || e.is_timeout() && !matches!(e, SendError::Connect { .. })
                     });
                     if let (Some(b), Some(p), false) = (balancer, &peer, client_broke) {
@@ -440,7 +447,8 @@ impl Proxy {
                     match e {
                         // A name that does not resolve is not retried.
                         e @ SendError::Connect { .. } if e.is_name_resolution() => {
-                            let r = send_failed(service, &e, &outgoing.client_failed);
+                            let r =
+                                send_failed(service, &e, &outgoing.client_failed, ctx.body_limit);
                             return self.finish(&mut ctx, &done, generated(r), None, None);
                         }
                         // Not sent: safe to send again (to another peer when balanced).
@@ -452,7 +460,8 @@ impl Proxy {
                             attempt += 1;
                         }
                         e => {
-                            let r = send_failed(service, &e, &outgoing.client_failed);
+                            let r =
+                                send_failed(service, &e, &outgoing.client_failed, ctx.body_limit);
                             return self.finish(&mut ctx, &done, generated(r), None, None);
                         }
                     }
@@ -919,7 +928,7 @@ struct Outgoing {
     length: Option<u64>,
     head_timeout: Duration,
     /// Set when a streamed client body breaks (its error, not the upstream's).
-    client_failed: Option<Arc<std::sync::atomic::AtomicBool>>,
+    client_failed: Option<Arc<std::sync::atomic::AtomicU8>>,
 }
 
 /// What the finish needs to know of the request's way so far.
@@ -929,6 +938,38 @@ struct Done<'s> {
     /// The plugin instances whose access ran, in order; header_filter, response_body and log
     /// run for these.
     ran: Vec<&'s Instance>,
+}
+
+/// The client's body while no step has taken it. Dropped unread (an answer made before the
+/// upstream, say a 413 or a 401), it is read and thrown away in the background, as nginx's
+/// lingering close does: a client still sending would otherwise see its connection reset,
+/// and lose the answer with it. The drain stops after [`LINGER_TIME`], or when the client
+/// pauses for [`LINGER_TIMEOUT`].
+struct Unread(Option<Incoming>);
+
+/// nginx's `lingering_time`.
+const LINGER_TIME: Duration = Duration::from_secs(30);
+/// nginx's `lingering_timeout`.
+const LINGER_TIMEOUT: Duration = Duration::from_secs(5);
+
+impl Drop for Unread {
+    fn drop(&mut self) {
+        let Some(mut body) = self.0.take().filter(|b| !b.is_end_stream()) else {
+            return;
+        };
+        let Ok(rt) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        rt.spawn(async move {
+            let deadline = tokio::time::Instant::now() + LINGER_TIME;
+            while tokio::time::Instant::now() < deadline {
+                match tokio::time::timeout(LINGER_TIMEOUT, body.frame()).await {
+                    Ok(Some(Ok(_))) => {}
+                    _ => break,
+                }
+            }
+        });
+    }
 }
 
 /// Step 7's decision: a body ready to send, or one to read whole first.
@@ -965,7 +1006,7 @@ fn request_body(
         }
         (None, Some(incoming)) if route.request_buffering => Ok(Plan::Buffer(incoming)),
         (None, Some(incoming)) => {
-            let (streamed, flag) = Streamed::new(incoming);
+            let (streamed, flag) = Streamed::new(incoming, ctx.body_limit.map(|l| l.max));
             let timeout = service.write_timeout + service.read_timeout;
             ready(UpstreamBody::Streamed(streamed), None, timeout, Some(flag))
         }
@@ -974,8 +1015,17 @@ fn request_body(
 }
 
 /// The answer to a request body that could not be read whole.
-fn buffering_failed(e: ReadError) -> Early {
+fn buffering_failed(e: ReadError, limit: Option<BodyLimit>) -> Early {
     let (status, msg) = match e {
+        ReadError::TooLarge(max) => {
+            return match limit {
+                Some(l) => l.response(),
+                None => {
+                    tracing::error!(max, "a body limit fired without its plugin's answer");
+                    error_response(StatusCode::PAYLOAD_TOO_LARGE, "Request size limit exceeded")
+                }
+            }
+        }
         ReadError::Timeout(_) => (StatusCode::REQUEST_TIMEOUT, "Request timeout"),
         ReadError::Malformed(_) => (StatusCode::BAD_REQUEST, "Bad request"),
         ReadError::Io(ref io) => {
@@ -1089,13 +1139,17 @@ fn upstream_uri(
 fn send_failed(
     service: &ServiceRuntime,
     e: &SendError,
-    client_failed: &Option<Arc<std::sync::atomic::AtomicBool>>,
+    client_failed: &Option<Arc<std::sync::atomic::AtomicU8>>,
+    limit: Option<BodyLimit>,
 ) -> Early {
     tracing::debug!(service = %service.label, error = %e, "upstream request failed");
-    if client_failed
+    let client = client_failed
         .as_ref()
-        .is_some_and(|f| f.load(Ordering::Relaxed))
-    {
+        .map_or(request_body::CLIENT_OK, |f| f.load(Ordering::Relaxed));
+    if let (request_body::CLIENT_TOO_LARGE, Some(l)) = (client, limit) {
+        // Cut off where it passed the plugin's limit: the plugin's answer.
+        l.response()
+    } else if client != request_body::CLIENT_OK {
         // The client broke its streamed body (malformed chunks, cut short).
         error_response(StatusCode::BAD_REQUEST, "Bad request")
     } else if e.is_name_resolution() {

@@ -14,7 +14,7 @@
 
 use std::path::Path;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU8, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
@@ -51,7 +51,22 @@ pub enum ReadError {
     /// The spill file could not be written: 500.
     #[error("cannot buffer the request body: {0}")]
     Io(#[from] std::io::Error),
+    /// Longer than a plugin allows (request-size-limiting): its answer.
+    #[error("request body over {0} bytes")]
+    TooLarge(u64),
 }
+
+/// How a streamed client body fared ([`Streamed`]'s flag).
+pub const CLIENT_OK: u8 = 0;
+/// The client broke its body (malformed chunks, cut short): 400.
+pub const CLIENT_BROKE: u8 = 1;
+/// The body ran past a plugin's limit and was cut off there.
+pub const CLIENT_TOO_LARGE: u8 = 2;
+
+/// The body passed the limit a plugin set.
+#[derive(Debug, thiserror::Error)]
+#[error("request body over the size limit")]
+pub struct OverLimit;
 
 /// A body going upstream.
 pub enum UpstreamBody {
@@ -89,20 +104,26 @@ pub struct Spilled {
     remaining: u64,
 }
 
-/// The client's body, noting whether it failed on the client's side.
+/// The client's body, noting whether it failed on the client's side, and cut off past a
+/// limit (counted as it streams, so a chunked body cannot slip past it).
 pub struct Streamed {
     inner: Incoming,
-    client_failed: Arc<AtomicBool>,
+    client_failed: Arc<AtomicU8>,
+    limit: u64,
+    seen: u64,
 }
 
 impl Streamed {
-    /// Wraps `inner`; the flag turns true if the client breaks the body.
-    pub fn new(inner: Incoming) -> (Streamed, Arc<AtomicBool>) {
-        let flag = Arc::new(AtomicBool::new(false));
+    /// Wraps `inner`; the flag turns [`CLIENT_BROKE`] if the client breaks the body, and
+    /// [`CLIENT_TOO_LARGE`] once more than `limit` bytes came.
+    pub fn new(inner: Incoming, limit: Option<u64>) -> (Streamed, Arc<AtomicU8>) {
+        let flag = Arc::new(AtomicU8::new(CLIENT_OK));
         (
             Streamed {
                 inner,
                 client_failed: flag.clone(),
+                limit: limit.unwrap_or(u64::MAX),
+                seen: 0,
             },
             flag,
         )
@@ -131,10 +152,12 @@ impl Drop for Reserved {
 }
 
 /// Reads `body` whole: the body to send upstream and its length.
+/// Past `limit` bytes it stops with [`ReadError::TooLarge`].
 pub async fn read_whole(
     mut body: Incoming,
     spill_dir: &Path,
     timeout: Duration,
+    limit: Option<u64>,
 ) -> Result<(UpstreamBody, u64), ReadError> {
     let mut memory: Vec<Bytes> = Vec::new();
     let mut reserved = Reserved(0);
@@ -152,6 +175,9 @@ pub async fn read_whole(
             continue;
         };
         len += data.len() as u64;
+        if let Some(max) = limit.filter(|max| len > *max) {
+            return Err(ReadError::TooLarge(max));
+        }
         if let Some(f) = file.as_mut() {
             f.write_all(&data).await?;
             continue;
@@ -221,8 +247,18 @@ impl Body for UpstreamBody {
             },
             UpstreamBody::Streamed(s) => match Pin::new(&mut s.inner).poll_frame(cx) {
                 Poll::Ready(Some(Err(e))) => {
-                    s.client_failed.store(true, Ordering::Relaxed);
+                    s.client_failed.store(CLIENT_BROKE, Ordering::Relaxed);
                     Poll::Ready(Some(Err(e.into())))
+                }
+                Poll::Ready(Some(Ok(f))) => {
+                    if let Some(d) = f.data_ref() {
+                        s.seen += d.len() as u64;
+                        if s.seen > s.limit {
+                            s.client_failed.store(CLIENT_TOO_LARGE, Ordering::Relaxed);
+                            return Poll::Ready(Some(Err(OverLimit.into())));
+                        }
+                    }
+                    Poll::Ready(Some(Ok(f)))
                 }
                 other => other.map(|f| f.map(|r| r.map_err(Into::into))),
             },
