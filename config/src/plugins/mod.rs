@@ -63,6 +63,7 @@ plugins! {
     bot_detection at "../../../plugins/bot_detection/schema.rs",
     request_termination at "../../../plugins/request_termination/schema.rs",
     request_size_limiting at "../../../plugins/request_size_limiting/schema.rs",
+    cors at "../../../plugins/cors/schema.rs",
 }
 
 /// Kong's check on a `realm`: it goes into a quoted `WWW-Authenticate` parameter, so no

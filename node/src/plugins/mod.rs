@@ -138,6 +138,7 @@ handlers! {
     bot_detection at "../../../plugins/bot_detection/handler.rs",
     request_termination at "../../../plugins/request_termination/handler.rs",
     request_size_limiting at "../../../plugins/request_size_limiting/handler.rs",
+    cors at "../../../plugins/cors/handler.rs",
 }
 
 pub mod auth;
@@ -194,6 +195,9 @@ pub struct Ctx<'a> {
     /// The most request body bytes that may go upstream, counted as the body is read or
     /// streamed (request-size-limiting sets it when the length is not known in advance).
     pub body_limit: Option<BodyLimit>,
+    /// What a plugin keeps between its phases for this request, by type (allocated only
+    /// when one stores something).
+    pub state: http::Extensions,
 }
 
 /// A cap on the request body and the answer past it.

@@ -187,6 +187,7 @@ impl Proxy {
             body_unsized: !body.is_end_stream()
                 && !parts.headers.contains_key(header::CONTENT_LENGTH),
             body_limit: None,
+            state: http::Extensions::new(),
         };
         let mut done = Done {
             start,
