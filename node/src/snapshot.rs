@@ -714,6 +714,7 @@ impl Directory for Snapshot {
         let Some((caps, names)) = self.router.named_captures(route.index, path) else {
             return out;
         };
+        out.whole = caps.get(0).map(|m| m.as_str().to_string());
         for (i, m) in caps.iter().enumerate().skip(1) {
             let text = m.map(|m| m.as_str()).unwrap_or_default();
             out.unnamed.push(text.to_string());

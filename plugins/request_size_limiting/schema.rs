@@ -98,6 +98,22 @@ fn validate(config: &Value) -> Result<Value, FieldErrors> {
             ));
         }
     }
+    const UNITS: [&str; 3] = ["megabytes", "kilobytes", "bytes"];
+    match config.get("size_unit") {
+        Some(Value::Null) => {
+            return Err(FieldErrors::single(
+                "config.size_unit",
+                "required field missing",
+            ))
+        }
+        Some(v) if !v.as_str().is_some_and(|u| UNITS.contains(&u)) => {
+            return Err(FieldErrors::single(
+                "config.size_unit",
+                format!("expected one of: {}", UNITS.join(", ")),
+            ))
+        }
+        _ => {}
+    }
     let mut c = config.clone();
     if let Some(f) = c.get("allowed_payload_size").and_then(Value::as_f64) {
         c["allowed_payload_size"] = Value::from(f as i64);

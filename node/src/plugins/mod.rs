@@ -61,6 +61,8 @@ pub trait Directory: Sync {
 /// not one of them).
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct UriCaptures {
+    /// The whole match (templates' `uri_captures[0]`).
+    pub whole: Option<String>,
     pub named: Vec<(String, String)>,
     /// Groups 1, 2, …; a group that did not take part is empty.
     pub unnamed: Vec<String>,
@@ -77,6 +79,17 @@ impl UriCaptures {
         serde_json::json!({ "named": named, "unnamed": self.unnamed })
     }
 }
+
+/// Set in [`Ctx::state`] by a plugin that names the upstream `Host` itself (Kong's
+/// `kong.service.request.set_header("host", ...)`): it wins over the route's and service's.
+#[derive(Debug, Clone)]
+pub struct UpstreamHost(pub HeaderValue);
+
+/// Set in [`Ctx::state`] by a plugin that names the whole upstream path (Kong's
+/// `kong.service.request.set_path`): the service's path and the route's stripping no longer
+/// apply; the query string still does.
+#[derive(Debug, Clone)]
+pub struct UpstreamPath(pub String);
 
 /// This node's UUID (Kong's `kong.node.get_id()`), set once at start.
 pub static NODE_ID: std::sync::OnceLock<Uuid> = std::sync::OnceLock::new();
@@ -139,6 +152,7 @@ handlers! {
     request_termination at "../../../plugins/request_termination/handler.rs",
     request_size_limiting at "../../../plugins/request_size_limiting/handler.rs",
     cors at "../../../plugins/cors/handler.rs",
+    request_transformer at "../../../plugins/request_transformer/handler.rs",
 }
 
 pub mod auth;

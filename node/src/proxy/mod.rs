@@ -239,15 +239,18 @@ impl Proxy {
                 "no Service found with those values",
             )))
         };
-        let uri = or_finish!(upstream_uri(
-            route,
-            service,
-            &parts,
-            original_path,
-            &norm,
-            matches!(norm, std::borrow::Cow::Borrowed(_)),
-            matched_len
-        ));
+        let uri = match ctx.state.get::<crate::plugins::UpstreamPath>() {
+            Some(p) => or_finish!(plugin_uri(&p.0, &parts)),
+            None => or_finish!(upstream_uri(
+                route,
+                service,
+                &parts,
+                original_path,
+                &norm,
+                matches!(norm, std::borrow::Cow::Borrowed(_)),
+                matched_len
+            )),
+        };
         self.forwarding_headers(
             &mut parts.headers,
             Forwarding {
@@ -264,6 +267,9 @@ impl Proxy {
                 port,
             },
         );
+        if let Some(h) = ctx.state.get::<crate::plugins::UpstreamHost>() {
+            parts.headers.insert(header::HOST, h.0.clone());
+        }
         if let Some(upgrade) = accepted.upgrade.clone() {
             // Boxed: only upgrades pay for this future's size.
             let keep_host = route.preserve_host && accepted.host.is_some();
@@ -339,7 +345,8 @@ impl Proxy {
                 (Some(b), key)
             }
         };
-        let keep_host = route.preserve_host && accepted.host.is_some();
+        let keep_host = route.preserve_host && accepted.host.is_some()
+            || ctx.state.get::<crate::plugins::UpstreamHost>().is_some();
         let resp = loop {
             // Where this try goes: the service's host, or the peer the balancer picks.
             let peer = match balancer {
@@ -1132,6 +1139,22 @@ fn upstream_uri(
         }
     };
     path_and_query
+        .map(Uri::from)
+        .map_err(|_| error_response(StatusCode::BAD_REQUEST, "Bad request"))
+}
+
+/// The upstream URI when a plugin named the path: that path, and the request's query.
+fn plugin_uri(path: &str, parts: &http::request::Parts) -> Result<Uri, Early> {
+    let mut target = String::with_capacity(path.len() + 1);
+    if !path.starts_with('/') {
+        target.push('/');
+    }
+    target.push_str(path);
+    if let Some(q) = parts.uri.query() {
+        target.push('?');
+        target.push_str(q);
+    }
+    http::uri::PathAndQuery::try_from(target)
         .map(Uri::from)
         .map_err(|_| error_response(StatusCode::BAD_REQUEST, "Bad request"))
 }
