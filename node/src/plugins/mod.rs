@@ -12,7 +12,8 @@
 //!    wait (a key-set fetch, an external authorisation call) says so with
 //!    [`Plugin::is_async`] and is awaited through [`Plugin::access_async`], in its turn; the
 //!    others are called directly, at no cost.
-//! 3. [`Plugin::header_filter`] — on the response head, upstream's or a short-circuit's.
+//! 3. [`Plugin::header_filter`] — on the response head, upstream's or a short-circuit's. It
+//!    may replace the body too ([`Ctx::replace_body`]).
 //! 4. [`Plugin::response_body`] — on the whole upstream response body, for plugins that ask
 //!    for it ([`Plugin::needs_response_body`]); the proxy then buffers the response.
 //! 5. [`Plugin::log`] — once the response head has been sent, with its status.
@@ -21,6 +22,7 @@
 //! Plugins see a narrow [`Ctx`]: the request's facts, the matched route's identity, and a
 //! [`Directory`] of consumers and credentials — not the proxy's snapshot.
 
+use std::any::Any;
 use std::future::Future;
 use std::net::IpAddr;
 use std::pin::Pin;
@@ -152,6 +154,31 @@ pub struct Ctx<'a> {
     pub body: Option<Bytes>,
     /// Headers added to the response to the client, whatever produced it.
     pub response_headers: Vec<(HeaderName, HeaderValue)>,
+    /// What instances keep from one phase for a later one (Kong's `kong.ctx.plugin`), by
+    /// instance id. Empty, and unallocated, unless a plugin keeps something.
+    pub plugin_state: Vec<(Uuid, Box<dyn Any + Send + Sync>)>,
+    /// Set by a header_filter that turns the response into its own (Kong's
+    /// `kong.response.exit` in header_filter): the body sent instead of the upstream's, which
+    /// is dropped unread.
+    pub replace_body: Option<Bytes>,
+}
+
+impl Ctx<'_> {
+    /// Keeps `state` for instance `id` until a later phase takes it.
+    pub fn keep<T: Any + Send + Sync>(&mut self, id: Uuid, state: T) {
+        self.plugin_state.retain(|(i, _)| *i != id);
+        self.plugin_state.push((id, Box::new(state)));
+    }
+
+    /// Takes what instance `id` kept, if it kept a `T`.
+    pub fn take<T: Any + Send + Sync>(&mut self, id: Uuid) -> Option<T> {
+        let at = self
+            .plugin_state
+            .iter()
+            .position(|(i, s)| *i == id && s.is::<T>())?;
+        let (_, state) = self.plugin_state.swap_remove(at);
+        state.downcast::<T>().ok().map(|b| *b)
+    }
 }
 
 /// Whether a phase lets the request go on.
@@ -209,7 +236,7 @@ pub trait Plugin: Send + Sync {
     }
 
     /// Runs on the response head before it is sent to the client. May change status and
-    /// headers, not the body.
+    /// headers, and replace the body whole ([`Ctx::replace_body`]).
     fn header_filter(&self, _ctx: &mut Ctx<'_>, _resp: &mut http::response::Parts) {}
 
     /// Whether [`Plugin::response_body`] must see the upstream's response body. The proxy

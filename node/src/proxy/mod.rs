@@ -184,6 +184,8 @@ impl Proxy {
             credential: None,
             body: None,
             response_headers: Vec::new(),
+            plugin_state: Vec::new(),
+            replace_body: None,
         };
         let mut done = Done {
             start,
@@ -856,7 +858,15 @@ impl Proxy {
         for inst in &done.ran {
             inst.header_filter(ctx, &mut parts);
         }
-        if let Some(mut bytes) = whole {
+        if let Some(bytes) = ctx.replace_body.take() {
+            // A header_filter answered in the upstream's place: no response_body phase on a
+            // body that is not sent.
+            parts.headers.remove(header::TRANSFER_ENCODING);
+            parts
+                .headers
+                .insert(header::CONTENT_LENGTH, HeaderValue::from(bytes.len()));
+            body = ProxyBody::full(Full::new(bytes));
+        } else if let Some(mut bytes) = whole {
             for inst in done.ran.iter().filter(|i| i.needs_response_body()) {
                 bytes = inst.response_body(ctx, &mut parts, bytes);
             }
