@@ -61,6 +61,7 @@ plugins! {
     acl at "../../../plugins/acl/schema.rs",
     ip_restriction at "../../../plugins/ip_restriction/schema.rs",
     bot_detection at "../../../plugins/bot_detection/schema.rs",
+    response_ratelimiting at "../../../plugins/response_ratelimiting/schema.rs",
 }
 
 /// Kong's check on a `realm`: it goes into a quoted `WWW-Authenticate` parameter, so no

@@ -105,6 +105,7 @@ handlers! {
     acl at "../../../plugins/acl/handler.rs",
     ip_restriction at "../../../plugins/ip_restriction/handler.rs",
     bot_detection at "../../../plugins/bot_detection/handler.rs",
+    response_ratelimiting at "../../../plugins/response_ratelimiting/handler.rs",
 }
 
 pub mod auth;
