@@ -322,6 +322,52 @@ impl GCounters {
         }
     }
 
+    /// The cluster's count for `key` in the fixed window of `period` seconds holding `now`:
+    /// this node's live count plus what peers last published for that window. For plugins
+    /// that check a limit first and count later, by amounts known only afterwards
+    /// (response-ratelimiting), so no admission share applies.
+    pub fn usage(&self, key: CounterKey, period: u64, now: f64) -> u64 {
+        let (index, _) = window(now, period);
+        let (rc, _) = self.remote_counts(&key, index);
+        let own = self
+            .own
+            .get(&key)
+            .map(|w| if w.index == index { w.current } else { 0 })
+            .unwrap_or(0);
+        own.saturating_add(rc)
+    }
+
+    /// Counts `n` more for `key` in the fixed window of `period` seconds holding `now`,
+    /// unconditionally (the caller checked the limit before, with [`GCounters::usage`]).
+    pub fn add(&self, key: CounterKey, period: u64, now: f64, n: u64) {
+        if n == 0 {
+            return;
+        }
+        let (index, _) = window(now, period);
+        let mut entry = self.own.entry(key).or_insert(Own {
+            index,
+            current: 0,
+            previous: 0,
+            published: 0,
+            period,
+            base_own: 0,
+            base_headroom: 0.0,
+            base_share: 0.0,
+            base_version: u64::MAX,
+            base_at: f64::MIN,
+        });
+        let w = entry.value_mut();
+        if w.index != index {
+            w.previous = if w.index + 1 == index { w.current } else { 0 };
+            w.current = 0;
+            w.published = 0;
+            w.index = index;
+            w.base_version = u64::MAX;
+        }
+        w.current = w.current.saturating_add(n);
+        self.dirty[key.shard()].store(true, Ordering::Relaxed);
+    }
+
     /// Takes back one admitted request (another period of the same plugin rejected it).
     pub fn release(&self, key: CounterKey, now: f64) {
         if let Some(mut w) = self.own.get_mut(&key) {

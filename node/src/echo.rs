@@ -1,6 +1,8 @@
 //! `tollgate echo`: a small backend that answers JSON naming itself, the method, the path and
-//! query it received and the request headers; `/health` answers `{"status":"healthy"}`. It is
-//! the stand-in for real backends in demos, docker-compose and tests.
+//! query it received and the request headers; `/health` answers `{"status":"healthy"}`;
+//! `/response-headers?name=value` also sends each query argument back as a response header
+//! (Kong's mock upstream). It is the stand-in for real backends in demos, docker-compose and
+//! tests.
 //!
 //! SIGUSR1 turns slow mode on and off: every answer then waits `--slow-ms` first (the
 //! fault-injection harness makes a backend slow this way, as it kills or freezes one).
@@ -107,7 +109,38 @@ async fn handle(
     if !body.is_empty() && body.len() <= ECHOED_BODY {
         answer["body"] = Value::String(String::from_utf8_lossy(&body).into_owned());
     }
-    json_response(StatusCode::OK, answer)
+    let mut r = json_response(StatusCode::OK, answer);
+    if parts.uri.path() == "/response-headers" {
+        add_response_headers(r.headers_mut(), parts.uri.query().unwrap_or(""));
+    }
+    r
+}
+
+/// Most headers `/response-headers` adds.
+const MAX_ASKED_HEADERS: usize = 64;
+
+/// `/response-headers?name=value`: each query argument becomes a response header, as Kong's
+/// mock upstream does (`spec/fixtures/mock_upstream.lua` `send_text_response`): a name given
+/// more than once gets one header with the values joined by `, `. Names or values that cannot
+/// be a header are skipped.
+fn add_response_headers(headers: &mut header::HeaderMap, query: &str) {
+    let mut asked: Vec<(String, String)> = Vec::new();
+    for (k, v) in form_urlencoded::parse(query.as_bytes()) {
+        if let Some((_, joined)) = asked.iter_mut().find(|(n, _)| n.eq_ignore_ascii_case(&k)) {
+            joined.push_str(", ");
+            joined.push_str(&v);
+        } else if asked.len() < MAX_ASKED_HEADERS {
+            asked.push((k.into_owned(), v.into_owned()));
+        }
+    }
+    for (k, v) in asked {
+        if let (Ok(k), Ok(v)) = (
+            header::HeaderName::from_bytes(k.as_bytes()),
+            header::HeaderValue::from_str(&v),
+        ) {
+            headers.insert(k, v);
+        }
+    }
 }
 
 fn json_response(status: StatusCode, v: Value) -> Response<Full<Bytes>> {

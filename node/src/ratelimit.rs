@@ -8,6 +8,10 @@
 //! A request is admitted only if `estimate + 1 ≤ limit`, so the estimate never exceeds the
 //! limit. Check and increment happen under the counter's shard lock: concurrent requests cannot
 //! both take the last unit.
+//!
+//! response-ratelimiting counts differently (Kong's semantics): it reads a fixed window's count
+//! before proxying ([`Counters::usage`]) and adds what the upstream's response says it cost
+//! afterwards ([`Counters::add`]), so its counts may overshoot a limit by one response's cost.
 
 pub use tollgate_cluster::gcounter::{CounterKey, Decision, GCounters};
 
@@ -26,6 +30,11 @@ pub trait Counters: Send + Sync {
     ) -> Decision;
     /// Takes back one admitted request.
     fn release(&self, key: CounterKey, now: f64);
+    /// The count in the fixed window of `period` seconds holding `now` (checked before,
+    /// counted after: response-ratelimiting).
+    fn usage(&self, key: CounterKey, period: u64, now: f64) -> u64;
+    /// Counts `n` more in the fixed window of `period` seconds holding `now`.
+    fn add(&self, key: CounterKey, period: u64, now: f64, n: u64);
 }
 
 impl Counters for GCounters {
@@ -41,6 +50,12 @@ impl Counters for GCounters {
     }
     fn release(&self, key: CounterKey, now: f64) {
         GCounters::release(self, key, now)
+    }
+    fn usage(&self, key: CounterKey, period: u64, now: f64) -> u64 {
+        GCounters::usage(self, key, period, now)
+    }
+    fn add(&self, key: CounterKey, period: u64, now: f64, n: u64) {
+        GCounters::add(self, key, period, now, n)
     }
 }
 
@@ -101,6 +116,34 @@ mod tests {
         // With 2 counted now, admission needs the previous 10 to weigh at most 7:
         // 10 × (1 − t/60) ≤ 7 → t ≥ 18 s, 3 s from now.
         assert_eq!(d.retry_after, 3);
+    }
+
+    #[test]
+    fn usage_counts_what_was_added_in_the_fixed_window() {
+        let c = local_counters(1000);
+        let t = 6000.0;
+        assert_eq!(c.usage(K, 60, t), 0);
+        Counters::add(&c, K, 60, t + 1.0, 3);
+        Counters::add(&c, K, 60, t + 59.0, 2);
+        assert_eq!(Counters::usage(&c, K, 60, t + 30.0), 5);
+        // Fixed windows: the next one starts at zero.
+        assert_eq!(Counters::usage(&c, K, 60, t + 60.0), 0);
+        Counters::add(&c, K, 60, t + 61.0, 1);
+        assert_eq!(Counters::usage(&c, K, 60, t + 61.0), 1);
+    }
+
+    #[test]
+    fn usage_includes_what_peers_published() {
+        let a = GCounters::new(1, 1000);
+        let b = GCounters::new(2, 1000);
+        let t = 6000.0;
+        a.add(K, 60, t, 4);
+        for (_, v) in a.take_publication(t) {
+            b.merge(1, &v);
+        }
+        b.add(K, 60, t, 1);
+        assert_eq!(b.usage(K, 60, t + 1.0), 5);
+        assert_eq!(a.usage(K, 60, t + 1.0), 4);
     }
 
     #[test]

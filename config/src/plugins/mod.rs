@@ -65,6 +65,7 @@ plugins! {
     request_size_limiting at "../../../plugins/request_size_limiting/schema.rs",
     cors at "../../../plugins/cors/schema.rs",
     request_transformer at "../../../plugins/request_transformer/schema.rs",
+    response_ratelimiting at "../../../plugins/response_ratelimiting/schema.rs",
 }
 
 /// Kong's check on a `realm`: it goes into a quoted `WWW-Authenticate` parameter, so no

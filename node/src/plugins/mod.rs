@@ -12,7 +12,8 @@
 //!    wait (a key-set fetch, an external authorisation call) says so with
 //!    [`Plugin::is_async`] and is awaited through [`Plugin::access_async`], in its turn; the
 //!    others are called directly, at no cost.
-//! 3. [`Plugin::header_filter`] — on the response head, upstream's or a short-circuit's.
+//! 3. [`Plugin::header_filter`] — on the response head, upstream's or a short-circuit's. It
+//!    may replace the body too ([`Ctx::replace_body`]).
 //! 4. [`Plugin::response_body`] — on the whole upstream response body, for plugins that ask
 //!    for it ([`Plugin::needs_response_body`]); the proxy then buffers the response.
 //! 5. [`Plugin::log`] — once the response head has been sent, with its status.
@@ -153,6 +154,7 @@ handlers! {
     request_size_limiting at "../../../plugins/request_size_limiting/handler.rs",
     cors at "../../../plugins/cors/handler.rs",
     request_transformer at "../../../plugins/request_transformer/handler.rs",
+    response_ratelimiting at "../../../plugins/response_ratelimiting/handler.rs",
 }
 
 pub mod auth;
@@ -209,9 +211,14 @@ pub struct Ctx<'a> {
     /// The most request body bytes that may go upstream, counted as the body is read or
     /// streamed (request-size-limiting sets it when the length is not known in advance).
     pub body_limit: Option<BodyLimit>,
-    /// What a plugin keeps between its phases for this request, by type (allocated only
-    /// when one stores something).
+    /// What a plugin keeps between its phases for this request (Kong's `kong.ctx.plugin`),
+    /// by type: each plugin keeps its own private type. Allocated only when one stores
+    /// something.
     pub state: http::Extensions,
+    /// Set by a header_filter that turns the response into its own (Kong's
+    /// `kong.response.exit` in header_filter): the body sent instead of the upstream's, which
+    /// is dropped unread.
+    pub replace_body: Option<Bytes>,
 }
 
 /// A cap on the request body and the answer past it.
@@ -283,7 +290,7 @@ pub trait Plugin: Send + Sync {
     }
 
     /// Runs on the response head before it is sent to the client. May change status and
-    /// headers, not the body.
+    /// headers, and replace the body whole ([`Ctx::replace_body`]).
     fn header_filter(&self, _ctx: &mut Ctx<'_>, _resp: &mut http::response::Parts) {}
 
     /// Whether [`Plugin::response_body`] must see the upstream's response body. The proxy

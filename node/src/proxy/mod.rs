@@ -188,6 +188,7 @@ impl Proxy {
                 && !parts.headers.contains_key(header::CONTENT_LENGTH),
             body_limit: None,
             state: http::Extensions::new(),
+            replace_body: None,
         };
         let mut done = Done {
             start,
@@ -873,7 +874,15 @@ impl Proxy {
         for inst in &done.ran {
             inst.header_filter(ctx, &mut parts);
         }
-        if let Some(mut bytes) = whole {
+        if let Some(bytes) = ctx.replace_body.take() {
+            // A header_filter answered in the upstream's place: no response_body phase on a
+            // body that is not sent.
+            parts.headers.remove(header::TRANSFER_ENCODING);
+            parts
+                .headers
+                .insert(header::CONTENT_LENGTH, HeaderValue::from(bytes.len()));
+            body = ProxyBody::full(Full::new(bytes));
+        } else if let Some(mut bytes) = whole {
             for inst in done.ran.iter().filter(|i| i.needs_response_body()) {
                 bytes = inst.response_body(ctx, &mut parts, bytes);
             }
