@@ -5,9 +5,10 @@
 //!
 //! - access: reads every named limit's usage in the current fixed window. With
 //!   `block_on_first_violation`, a limit with exactly 0 left ends the request with 429
-//!   `API rate limit exceeded for '<name>'`. Otherwise the client's response gets
-//!   `X-RateLimit-Remaining-<name>` (the least left over the name's periods; 3.9.3 sends it
-//!   to the client whatever `hide_client_headers` says — later Kong sends it upstream).
+//!   `API rate limit exceeded for '<name>'`. Otherwise the upstream request gets
+//!   `X-RateLimit-Remaining-<name>` (the least left over the name's periods), as Kong's
+//!   access.lua intends and its spec checks; 3.9.3 itself sends it to the client, a
+//!   regression Kong fixed after it (commit 2582e76).
 //! - header_filter: parses the upstream's header (the first one only, as
 //!   `kong.service.response.get_header`), removes it from the response, and, unless
 //!   `hide_client_headers`, sets `X-RateLimit-Limit-<name>-<period>` and
@@ -218,7 +219,7 @@ impl Plugin for ResponseRateLimiting {
         self.id
     }
 
-    fn access(&self, ctx: &mut Ctx<'_>, _req: &mut http::request::Parts) -> Flow {
+    fn access(&self, ctx: &mut Ctx<'_>, req: &mut http::request::Parts) -> Flow {
         let ident = self.identifier(ctx);
         let mut remaining = Vec::with_capacity(self.limits.len() * 2);
         let mut least_left = Vec::with_capacity(self.limits.len());
@@ -242,9 +243,11 @@ impl Plugin for ResponseRateLimiting {
             }
             least_left.push(least.unwrap_or(0.0));
         }
+        // For the upstream, as Kong's access.lua says and its spec checks (3.9.3 sends them
+        // to the client instead, a regression fixed after it).
         for (l, least) in self.limits.iter().zip(least_left) {
-            ctx.response_headers
-                .push((l.remaining_header.clone(), number_value(least)));
+            req.headers
+                .insert(l.remaining_header.clone(), number_value(least));
         }
         ctx.state.insert(Usage { ident, remaining });
         Flow::Continue
