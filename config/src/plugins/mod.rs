@@ -61,6 +61,9 @@ plugins! {
     acl at "../../../plugins/acl/schema.rs",
     ip_restriction at "../../../plugins/ip_restriction/schema.rs",
     bot_detection at "../../../plugins/bot_detection/schema.rs",
+    file_log at "../../../plugins/file_log/schema.rs",
+    http_log at "../../../plugins/http_log/schema.rs",
+    prometheus at "../../../plugins/prometheus/schema.rs",
 }
 
 /// Kong's check on a `realm`: it goes into a quoted `WWW-Authenticate` parameter, so no
