@@ -57,7 +57,9 @@ pub struct KongMetrics {
     /// Set once a `prometheus` instance has run: Kong then also exports the families kept in
     /// its shared dictionary (`kong_nginx_metric_errors_total`).
     pub enabled: std::sync::atomic::AtomicBool,
-    /// Set once an instance with `upstream_health_metrics` has run.
+    /// Set once an instance with `upstream_health_metrics` has run. Not read yet:
+    /// `kong_upstream_target_health` (`crate::balancer::metrics`) is exported whether or not
+    /// an instance asks for it (Kong: only then), as before the plugin existed.
     pub upstream_health: std::sync::atomic::AtomicBool,
 }
 
