@@ -34,6 +34,118 @@ pub struct Metrics {
     pub ratelimit_published: IntCounter,
     pub ratelimit_publish_seconds: Histogram,
     pub ratelimit_peer_fraction: prometheus::Gauge,
+    /// Log entries the logging plugins dropped (queue or channel full, file not writable,
+    /// endpoint failing past its retry time), by plugin.
+    pub log_entries_dropped: IntCounterVec,
+    /// The `prometheus` plugin's metrics, with Kong's names.
+    pub kong: KongMetrics,
+}
+
+/// Kong's prometheus plugin metrics (`kong/plugins/prometheus/exporter.lua` at 3.9.3). A
+/// family appears in the exposition once an instance that enables it has recorded a request.
+pub struct KongMetrics {
+    /// `kong_http_requests_total{service,route,code,source,workspace,consumer}`.
+    pub http_requests: IntCounterVec,
+    /// `kong_request_latency_ms{service,route,workspace}`.
+    pub request_latency: HistogramVec,
+    /// `kong_upstream_latency_ms{service,route,workspace}`.
+    pub upstream_latency: HistogramVec,
+    /// `kong_kong_latency_ms{service,route,workspace}`.
+    pub kong_latency: HistogramVec,
+    /// `kong_bandwidth_bytes{service,route,direction,workspace,consumer}`.
+    pub bandwidth: IntCounterVec,
+    /// Set once a `prometheus` instance has run: Kong then also exports the families kept in
+    /// its shared dictionary (`kong_nginx_metric_errors_total`).
+    pub enabled: std::sync::atomic::AtomicBool,
+    /// Set once an instance with `upstream_health_metrics` has run. Not read yet:
+    /// `kong_upstream_target_health` (`crate::balancer::metrics`) is exported whether or not
+    /// an instance asks for it (Kong: only then), as before the plugin existed.
+    pub upstream_health: std::sync::atomic::AtomicBool,
+}
+
+/// Kong's `KONG_LATENCY_BUCKETS` (milliseconds).
+pub const KONG_LATENCY_BUCKETS: &[f64] = &[
+    1.0, 2.0, 5.0, 7.0, 10.0, 15.0, 20.0, 30.0, 50.0, 75.0, 100.0, 200.0, 500.0, 750.0, 1000.0,
+    3000.0, 6000.0,
+];
+/// Kong's `UPSTREAM_LATENCY_BUCKETS` (milliseconds), also used for the request latency.
+pub const UPSTREAM_LATENCY_BUCKETS: &[f64] = &[
+    25.0, 50.0, 80.0, 100.0, 250.0, 400.0, 700.0, 1000.0, 2000.0, 5000.0, 10000.0, 30000.0, 60000.0,
+];
+
+/// A route's `kong_*` series, each looked up the first time its family is recorded.
+#[derive(Default)]
+pub struct KongRouteSeries {
+    /// request, upstream and kong latency histograms.
+    pub latency: std::sync::OnceLock<[Histogram; 3]>,
+    /// `kong_http_requests_total` for code 200 from the service, no consumer.
+    pub ok: std::sync::OnceLock<prometheus::IntCounter>,
+    /// ingress and egress bandwidth, no consumer.
+    pub bandwidth: std::sync::OnceLock<[prometheus::IntCounter; 2]>,
+}
+
+impl KongMetrics {
+    fn new(registry: &Registry) -> KongMetrics {
+        let histogram = |name: &str, help: &str, buckets: &[f64]| {
+            HistogramVec::new(
+                HistogramOpts::new(name, help).buckets(buckets.to_vec()),
+                &["service", "route", "workspace"],
+            )
+            .expect("static metric definition")
+        };
+        let k = KongMetrics {
+            http_requests: IntCounterVec::new(
+                Opts::new(
+                    "kong_http_requests_total",
+                    "HTTP status codes per consumer/service/route in Kong",
+                ),
+                &[
+                    "service",
+                    "route",
+                    "code",
+                    "source",
+                    "workspace",
+                    "consumer",
+                ],
+            )
+            .expect("static metric definition"),
+            request_latency: histogram(
+                "kong_request_latency_ms",
+                "Total latency incurred during requests for each service/route in Kong",
+                UPSTREAM_LATENCY_BUCKETS,
+            ),
+            upstream_latency: histogram(
+                "kong_upstream_latency_ms",
+                "Latency added by upstream response for each service/route in Kong",
+                UPSTREAM_LATENCY_BUCKETS,
+            ),
+            kong_latency: histogram(
+                "kong_kong_latency_ms",
+                "Latency added by Kong and enabled plugins for each service/route in Kong",
+                KONG_LATENCY_BUCKETS,
+            ),
+            bandwidth: IntCounterVec::new(
+                Opts::new(
+                    "kong_bandwidth_bytes",
+                    "Total bandwidth (ingress/egress) throughput in bytes",
+                ),
+                &["service", "route", "direction", "workspace", "consumer"],
+            )
+            .expect("static metric definition"),
+            enabled: Default::default(),
+            upstream_health: Default::default(),
+        };
+        for c in [
+            Box::new(k.http_requests.clone()) as Box<dyn prometheus::core::Collector>,
+            Box::new(k.request_latency.clone()),
+            Box::new(k.upstream_latency.clone()),
+            Box::new(k.kong_latency.clone()),
+            Box::new(k.bandwidth.clone()),
+        ] {
+            registry.register(c).expect("metric names are unique");
+        }
+        k
+    }
 }
 
 const LATENCY_BUCKETS: &[f64] = &[
@@ -198,7 +310,21 @@ impl Metrics {
         ] {
             registry.register(c).expect("metric names are unique");
         }
+        let log_entries_dropped = IntCounterVec::new(
+            Opts::new(
+                "tollgate_log_entries_dropped_total",
+                "Log entries dropped by logging plugins (queue full, write or send failed)",
+            ),
+            &["plugin"],
+        )
+        .expect("static metric definition");
+        registry
+            .register(Box::new(log_entries_dropped.clone()))
+            .expect("metric names are unique");
+        let kong = KongMetrics::new(&registry);
         Metrics {
+            log_entries_dropped,
+            kong,
             registry,
             requests,
             request_latency,
@@ -278,4 +404,50 @@ pub async fn watch_raft(
             _ = stop.changed() => return,
         }
     }
+}
+
+/// Kong's node-level gauges (`kong/plugins/prometheus/exporter.lua`, `metric_data`), read at
+/// scrape time: `kong_datastore_reachable` (the replicated store is always local: 1),
+/// `kong_node_info{node_id,version}`, `kong_nginx_connections_total{node_id,subsystem,state}`
+/// (states `accepted`, `handled`, `total`; nginx's active/reading/writing/waiting are not
+/// tracked), `kong_nginx_requests_total{node_id,subsystem}`, and, once a `prometheus` instance
+/// has run, `kong_nginx_metric_errors_total` (always 0).
+pub fn render_kong_node(m: &Metrics, node_id: &str, accepted: u64, requests: u64) -> String {
+    use std::fmt::Write;
+    let mut s = String::new();
+    let id = node_id.replace('\\', "\\\\").replace('"', "\\\"");
+    let _ = writeln!(
+        s,
+        "# HELP kong_datastore_reachable Datastore reachable from Kong, 0 is unreachable\n# TYPE kong_datastore_reachable gauge\nkong_datastore_reachable 1"
+    );
+    let _ = writeln!(
+        s,
+        "# HELP kong_nginx_connections_total Number of connections by subsystem\n# TYPE kong_nginx_connections_total gauge"
+    );
+    for (state, v) in [
+        ("accepted", accepted),
+        ("handled", accepted),
+        ("total", requests),
+    ] {
+        let _ = writeln!(
+            s,
+            "kong_nginx_connections_total{{node_id=\"{id}\",subsystem=\"http\",state=\"{state}\"}} {v}"
+        );
+    }
+    let _ = writeln!(
+        s,
+        "# HELP kong_nginx_requests_total Number of requests total\n# TYPE kong_nginx_requests_total gauge\nkong_nginx_requests_total{{node_id=\"{id}\",subsystem=\"http\"}} {requests}"
+    );
+    let _ = writeln!(
+        s,
+        "# HELP kong_node_info Kong Node metadata information\n# TYPE kong_node_info gauge\nkong_node_info{{node_id=\"{id}\",version=\"{}\"}} 1",
+        env!("CARGO_PKG_VERSION")
+    );
+    if m.kong.enabled.load(std::sync::atomic::Ordering::Relaxed) {
+        let _ = writeln!(
+            s,
+            "# HELP kong_nginx_metric_errors_total Number of nginx-lua-prometheus errors\n# TYPE kong_nginx_metric_errors_total counter\nkong_nginx_metric_errors_total 0"
+        );
+    }
+    s
 }

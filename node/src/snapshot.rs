@@ -109,6 +109,11 @@ pub struct RouteRuntime {
     /// This route's metric series, looked up on its first request (not at build: a route
     /// that never serves a request exports no series, and rebuilds stay cheap).
     pub metrics: std::sync::OnceLock<RouteMetrics>,
+    /// The slots (indices into `slots`) of logging plugins; empty for most routes, which
+    /// then skip the log phase entirely.
+    pub log_slots: Vec<usize>,
+    /// The route's part of log records, for routes with logging plugins.
+    pub log: Option<Arc<crate::plugins::log_record::RouteLog>>,
 }
 
 /// A route's metric handles, so a request does no label lookup.
@@ -135,6 +140,8 @@ pub struct Snapshot {
     pub routes: Vec<RouteRuntime>,
     /// Global plugins, by descending priority (the rewrite phase).
     pub global: Vec<Instance>,
+    /// The global logging plugins: they log requests that matched no route.
+    pub global_log: Vec<Instance>,
     consumers: HashMap<Uuid, Arc<ConsumerInfo>>,
     /// Consumers by username, for settings that name one (`anonymous`).
     usernames: HashMap<String, Uuid>,
@@ -220,6 +227,7 @@ impl Snapshot {
             routing_generation: 0,
             routes: Vec::new(),
             global: Vec::new(),
+            global_log: Vec::new(),
             consumers: HashMap::new(),
             usernames: HashMap::new(),
             credentials: HashMap::new(),
@@ -263,11 +271,18 @@ impl Snapshot {
             &services,
             &consumer_plugin_names,
         );
+        let global = global_plugins(&instances);
+        let global_log = global
+            .iter()
+            .filter(|i| crate::plugins::is_logging(i.name()))
+            .cloned()
+            .collect();
         Snapshot {
             router,
             routing_generation: state.routing_generation(),
             routes,
-            global: global_plugins(&instances),
+            global,
+            global_log,
             consumers,
             usernames,
             credentials,
@@ -578,6 +593,8 @@ fn route_runtimes(
         }
     }
     let none: Scoped = Vec::new();
+    // Services as log records print them, built once for the routes that log.
+    let mut service_json: HashMap<Uuid, Option<serde_json::Value>> = HashMap::new();
     router
         .routes()
         .iter()
@@ -631,7 +648,35 @@ fn route_runtimes(
                 .iter()
                 .any(|s| s.candidates.iter().any(|(_, i)| i.needs_body()));
             let service = sid.and_then(|id| services.get(&id).cloned());
+            let log_slots: Vec<usize> = slots
+                .iter()
+                .enumerate()
+                .filter(|(_, s)| crate::plugins::is_logging(&s.name))
+                .map(|(i, _)| i)
+                .collect();
+            let log = (!log_slots.is_empty()).then(|| {
+                let svc = sid.and_then(|id| state.one::<Service>(id));
+                let json = sid.and_then(|id| {
+                    service_json
+                        .entry(id)
+                        .or_insert_with(|| {
+                            svc.map(|s| tollgate_config::entity::Entity::from(s.clone()).to_json())
+                        })
+                        .clone()
+                });
+                Arc::new(crate::plugins::log_record::RouteLog {
+                    route_json: tollgate_config::entity::Entity::from(r.clone()).to_json(),
+                    service_json: json,
+                    service_label: svc
+                        .map(|s| s.name.clone().unwrap_or_else(|| s.host.clone()))
+                        .unwrap_or_default(),
+                    route_label: r.name.clone().unwrap_or_else(|| r.id.to_string()),
+                    series: Default::default(),
+                })
+            });
             RouteRuntime {
+                log_slots,
+                log,
                 info: RouteInfo {
                     id: r.id,
                     label: r.name.clone().unwrap_or_else(|| r.id.to_string()),

@@ -66,6 +66,9 @@ plugins! {
     cors at "../../../plugins/cors/schema.rs",
     request_transformer at "../../../plugins/request_transformer/schema.rs",
     response_ratelimiting at "../../../plugins/response_ratelimiting/schema.rs",
+    file_log at "../../../plugins/file_log/schema.rs",
+    http_log at "../../../plugins/http_log/schema.rs",
+    prometheus at "../../../plugins/prometheus/schema.rs",
 }
 
 /// Kong's check on a `realm`: it goes into a quoted `WWW-Authenticate` parameter, so no

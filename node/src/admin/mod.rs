@@ -974,6 +974,12 @@ async fn remove_member(AxState(ctx): AxState<Ctx>, Path(id): Path<String>) -> Re
 async fn metrics(AxState(ctx): AxState<Ctx>) -> Response {
     let mut text = ctx.metrics.render();
     text.push_str(&crate::balancer::metrics::render(&ctx.balancers));
+    text.push_str(&crate::metrics::render_kong_node(
+        &ctx.metrics,
+        &ctx.node_uuid.to_string(),
+        ctx.metrics.connections_accepted.get(),
+        total_requests(&ctx.metrics),
+    ));
     let mut r = text.into_response();
     r.headers_mut().insert(
         header::CONTENT_TYPE,

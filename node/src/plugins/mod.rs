@@ -16,7 +16,11 @@
 //!    may replace the body too ([`Ctx::replace_body`]).
 //! 4. [`Plugin::response_body`] — on the whole upstream response body, for plugins that ask
 //!    for it ([`Plugin::needs_response_body`]); the proxy then buffers the response.
-//! 5. [`Plugin::log`] — once the response head has been sent, with its status.
+//! 5. [`Plugin::log`] — once the response has been sent (its body dropped), with what was
+//!    served ([`log_record::Served`]). Only the logging plugins ([`LOGGING`]) have one; a
+//!    route without them pays nothing for this phase. As Kong, they run for every request
+//!    the route saw, also one an earlier plugin ended, and global ones for requests that
+//!    matched no route.
 //!
 //! Any phase before the upstream call may end the request by returning [`Flow::Respond`].
 //! Plugins see a narrow [`Ctx`]: the request's facts, the matched route's identity, and a
@@ -155,10 +159,22 @@ handlers! {
     cors at "../../../plugins/cors/handler.rs",
     request_transformer at "../../../plugins/request_transformer/handler.rs",
     response_ratelimiting at "../../../plugins/response_ratelimiting/handler.rs",
+    file_log at "../../../plugins/file_log/handler.rs",
+    http_log at "../../../plugins/http_log/handler.rs",
+    prometheus at "../../../plugins/prometheus/handler.rs",
 }
 
 pub mod auth;
+pub mod log_record;
 pub mod request_data;
+
+/// The plugins with a log phase: a route runs it only when one of these is configured on it.
+pub const LOGGING: &[&str] = &["file-log", "http-log", "prometheus"];
+
+/// Whether the plugin named `name` has a log phase.
+pub fn is_logging(name: &str) -> bool {
+    LOGGING.contains(&name)
+}
 
 /// The handler of the plugin named `name`.
 pub fn handler(name: &str) -> Option<&'static Handler> {
@@ -310,8 +326,9 @@ pub trait Plugin: Send + Sync {
         body
     }
 
-    /// Runs after the response head is sent. Observes only.
-    fn log(&self, _ctx: &Ctx<'_>, _status: StatusCode) {}
+    /// Runs once the response has been sent. Observes only. Only plugins named in
+    /// [`LOGGING`] are called.
+    fn log(&self, _served: &log_record::Served) {}
 }
 
 /// The JSON error response Kong's plugins and proxy send: `{"message": "..."}`.

@@ -42,6 +42,7 @@ use tollgate_config::router::RequestView;
 use crate::balancer::hash_key::{self, HashOn};
 use crate::balancer::health::Observation;
 use crate::metrics::Metrics;
+use crate::plugins::log_record::{PendingLog, RequestHead, Served, ServedParts};
 use crate::plugins::{error_response, BodyLimit, Ctx, Flow, Instance};
 use crate::serve::Peer;
 use crate::snapshot::{
@@ -192,14 +193,21 @@ impl Proxy {
         };
         let mut done = Done {
             start,
+            snap: &snap,
             route: None,
             ran: Vec::new(),
+            request: None,
+            upstream_uri: None,
+            peer: None,
         };
         macro_rules! or_finish {
             ($step:expr) => {
                 match $step {
                     Ok(v) => v,
-                    Err(r) => return self.finish(&mut ctx, &done, generated(r), None, None),
+                    Err(r) => {
+                        done.capture(&parts);
+                        return self.finish(&mut ctx, &mut done, generated(r), None, None);
+                    }
                 }
             };
         }
@@ -231,6 +239,9 @@ impl Proxy {
                 or_finish!(Err(r));
             }
         }
+        // What the log phase shows of the request: as access left it (Kong logs
+        // `kong.request.get_headers()`), before it is readied for the upstream.
+        done.capture(&parts);
         if accepted.proxy_authorization {
             parts.headers.remove(header::PROXY_AUTHORIZATION);
         }
@@ -252,6 +263,9 @@ impl Proxy {
                 matched_len
             )),
         };
+        if done.logs() {
+            done.upstream_uri = Some(uri.clone());
+        }
         self.forwarding_headers(
             &mut parts.headers,
             Forwarding {
@@ -275,7 +289,7 @@ impl Proxy {
             // Boxed: only upgrades pay for this future's size.
             let keep_host = route.preserve_host && accepted.host.is_some();
             let r = Box::pin(self.upgrade(&mut parts, upgrade, service, uri, keep_host)).await;
-            return self.finish(&mut ctx, &done, r, None, None);
+            return self.finish(&mut ctx, &mut done, r, None, None);
         }
         let outgoing = match or_finish!(request_body(route, service, &mut ctx, body.0.take())) {
             Plan::Ready(o) => o,
@@ -365,7 +379,7 @@ impl Proxy {
                             StatusCode::SERVICE_UNAVAILABLE,
                             "failure to get a peer from the ring-balancer",
                         );
-                        return self.finish(&mut ctx, &done, generated(r), None, None);
+                        return self.finish(&mut ctx, &mut done, generated(r), None, None);
                     };
                     if !keep_host {
                         up.headers_mut()
@@ -382,7 +396,7 @@ impl Proxy {
                         StatusCode::INTERNAL_SERVER_ERROR,
                         "An unexpected error occurred",
                     );
-                    return self.finish(&mut ctx, &done, generated(r), None, None);
+                    return self.finish(&mut ctx, &mut done, generated(r), None, None);
                 }
             };
             // An https service: its TLS settings, and the final Host as SNI (Kong's
@@ -394,7 +408,7 @@ impl Proxy {
                         StatusCode::BAD_GATEWAY,
                         "An invalid response was received from the upstream server",
                     );
-                    return self.finish(&mut ctx, &done, generated(r), None, None);
+                    return self.finish(&mut ctx, &mut done, generated(r), None, None);
                 }
                 // A gRPC retry comes back with the Host in its URI.
                 Some(Ok(_)) => up.headers().get(header::HOST).cloned().or_else(|| {
@@ -418,7 +432,7 @@ impl Proxy {
             let sent = if service.h2 {
                 // Boxed: only gRPC pays for the HTTP/2 path's future.
                 if let Err(r) = h2_request(&mut up, service.tls.is_some()) {
-                    return self.finish(&mut ctx, &done, generated(r), None, None);
+                    return self.finish(&mut ctx, &mut done, generated(r), None, None);
                 }
                 Box::pin(pool.send_h2(up, service.connect_timeout, outgoing.head_timeout, secure))
                     .await
@@ -431,6 +445,7 @@ impl Proxy {
             match sent {
                 Ok(mut resp) => {
                     if let (Some(b), Some(p), Some((guard, sent))) = (balancer, &peer, in_flight) {
+                        done.peer = Some(p.addr);
                         p.record_latency(sent.elapsed());
                         b.report_status(p, resp.status().as_u16());
                         resp.body_mut().in_flight = Some(guard);
@@ -458,7 +473,7 @@ impl Proxy {
                         e @ SendError::Connect { .. } if e.is_name_resolution() => {
                             let r =
                                 send_failed(service, &e, &outgoing.client_failed, ctx.body_limit);
-                            return self.finish(&mut ctx, &done, generated(r), None, None);
+                            return self.finish(&mut ctx, &mut done, generated(r), None, None);
                         }
                         // Not sent: safe to send again (to another peer when balanced).
                         SendError::Connect {
@@ -471,7 +486,7 @@ impl Proxy {
                         e => {
                             let r =
                                 send_failed(service, &e, &outgoing.client_failed, ctx.body_limit);
-                            return self.finish(&mut ctx, &done, generated(r), None, None);
+                            return self.finish(&mut ctx, &mut done, generated(r), None, None);
                         }
                     }
                 }
@@ -513,7 +528,7 @@ impl Proxy {
         strip_hop_by_hop(&mut head.headers);
         self.finish(
             &mut ctx,
-            &done,
+            &mut done,
             Response::from_parts(head, body),
             whole,
             Some(upstream_elapsed),
@@ -846,12 +861,13 @@ impl Proxy {
     fn finish(
         &self,
         ctx: &mut Ctx<'_>,
-        done: &Done<'_>,
+        done: &mut Done<'_>,
         resp: Response<ProxyBody>,
         whole: Option<Bytes>,
         upstream: Option<Duration>,
     ) -> Response<ProxyBody> {
         let (mut parts, mut body) = resp.into_parts();
+        let upstream_status = parts.status;
         for (k, v) in ctx.response_headers.drain(..) {
             // A cookie the gateway sets goes beside the upstream's own.
             if k == header::SET_COOKIE {
@@ -894,8 +910,8 @@ impl Proxy {
         }
         let status = parts.status;
         record(&self.metrics, done.route, status, total, upstream);
-        for inst in &done.ran {
-            inst.log(ctx, status);
+        if done.logs() {
+            body = with_log(ctx, done, &parts, body, upstream, upstream_status);
         }
         Response::from_parts(parts, body)
     }
@@ -951,10 +967,81 @@ struct Outgoing {
 /// What the finish needs to know of the request's way so far.
 struct Done<'s> {
     start: Instant,
+    snap: &'s Snapshot,
     route: Option<&'s RouteRuntime>,
-    /// The plugin instances whose access ran, in order; header_filter, response_body and log
-    /// run for these.
+    /// The plugin instances whose access ran, in order; header_filter and response_body run
+    /// for these.
     ran: Vec<&'s Instance>,
+    /// The request as the log phase shows it; taken only when something logs.
+    request: Option<Box<RequestHead>>,
+    /// The URI sent upstream, when something logs.
+    upstream_uri: Option<Uri>,
+    /// The balanced peer the response came from.
+    peer: Option<SocketAddr>,
+}
+
+impl Done<'_> {
+    /// Whether a logging plugin may run for this request: one on the route, or, without a
+    /// route, a global one.
+    fn logs(&self) -> bool {
+        match self.route {
+            Some(r) => !r.log_slots.is_empty(),
+            None => !self.snap.global_log.is_empty(),
+        }
+    }
+
+    /// Keeps the request for the log phase, once, when something logs.
+    fn capture(&mut self, parts: &http::request::Parts) {
+        if self.request.is_none() && self.logs() {
+            self.request = Some(RequestHead::of(parts));
+        }
+    }
+}
+
+/// The log phase's setup: the logging instances that apply (as Kong, also those after a
+/// plugin that ended the request), and the response body wrapped so that they run once it
+/// has been sent. Kept out of line: only routes with logging plugins come here.
+#[inline(never)]
+fn with_log(
+    ctx: &Ctx<'_>,
+    done: &mut Done<'_>,
+    parts: &http::response::Parts,
+    body: ProxyBody,
+    upstream: Option<Duration>,
+    upstream_status: StatusCode,
+) -> ProxyBody {
+    let consumer = ctx.consumer.as_ref().map(|c| c.id);
+    let plugins: Vec<Instance> = match done.route {
+        Some(r) => r
+            .log_slots
+            .iter()
+            .filter_map(|&i| done.snap.resolve(r, &r.slots[i], consumer))
+            .cloned()
+            .collect(),
+        None => done.snap.global_log.clone(),
+    };
+    if plugins.is_empty() {
+        return body;
+    }
+    let served = Served::new(
+        ServedParts {
+            started_at_ms: (ctx.now * 1000.0) as u64,
+            start: done.start,
+            request: done.request.take(),
+            https: ctx.peer.tls,
+            server_port: ctx.peer.local.port(),
+            upstream_uri: done.upstream_uri.take(),
+            upstream_status: upstream.map(|_| upstream_status.as_u16()),
+            upstream_latency: upstream,
+            route: done.route.and_then(|r| r.log.clone()),
+            consumer: ctx.consumer.clone(),
+            credential: ctx.credential,
+            client_ip: ctx.client_ip,
+            peer: done.peer,
+        },
+        parts,
+    );
+    ProxyBody::logged(body, Box::new(PendingLog { served, plugins }))
 }
 
 /// The client's body while no step has taken it. Dropped unread (an answer made before the

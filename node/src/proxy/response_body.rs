@@ -19,6 +19,7 @@ use tokio::sync::{mpsc, OwnedSemaphorePermit, Semaphore};
 
 use super::body::{BoxError, ReadTimeout};
 use super::upstream::PooledBody;
+use crate::plugins::log_record::PendingLog;
 
 /// Largest body of known size read whole before the response head is sent.
 pub const READ_WHOLE_MAX: u64 = 64 * 1024;
@@ -35,6 +36,9 @@ pin_project_lite::pin_project! {
         Full { body: Full<Bytes> },
         /// Read ahead by a task.
         Pumped { body: Pumped },
+        /// Any of the above, with the log phase to run once it has been sent (when it is
+        /// dropped: read to the end, or given up by the client).
+        Logged { body: Pin<Box<ProxyBody>>, log: Option<Box<PendingLog>> },
     }
 }
 
@@ -45,6 +49,14 @@ impl ProxyBody {
 
     pub fn streamed(body: ReadTimeout<PooledBody>) -> ProxyBody {
         ProxyBody::Upstream { body }
+    }
+
+    /// `body`, counting the bytes sent into `log`, which runs when the body is dropped.
+    pub fn logged(body: ProxyBody, log: Box<PendingLog>) -> ProxyBody {
+        ProxyBody::Logged {
+            body: Box::pin(body),
+            log: Some(log),
+        }
     }
 }
 
@@ -185,6 +197,20 @@ impl Body for ProxyBody {
             Projected::Full { body } => Pin::new(body)
                 .poll_frame(cx)
                 .map(|f| f.map(|r| r.map_err(|never| match never {}))),
+            Projected::Logged { body, log } => {
+                let polled = body.as_mut().poll_frame(cx);
+                match &polled {
+                    Poll::Ready(Some(Ok(frame))) => {
+                        if let (Some(l), Some(d)) = (log.as_mut(), frame.data_ref()) {
+                            l.served.body_bytes += d.len() as u64;
+                        }
+                    }
+                    // The end, or a failure: the log phase runs now.
+                    Poll::Ready(_) => drop(log.take()),
+                    Poll::Pending => {}
+                }
+                polled
+            }
             Projected::Pumped { body: p } => {
                 if p.done {
                     return Poll::Ready(None);
@@ -206,6 +232,7 @@ impl Body for ProxyBody {
             ProxyBody::Upstream { body } => body.is_end_stream(),
             ProxyBody::Full { body } => body.is_end_stream(),
             ProxyBody::Pumped { body } => body.done,
+            ProxyBody::Logged { body, .. } => body.is_end_stream(),
         }
     }
 
@@ -214,6 +241,7 @@ impl Body for ProxyBody {
             ProxyBody::Upstream { body } => body.size_hint(),
             ProxyBody::Full { body } => body.size_hint(),
             ProxyBody::Pumped { body } => body.hint,
+            ProxyBody::Logged { body, .. } => body.size_hint(),
         }
     }
 }
