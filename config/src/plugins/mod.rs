@@ -69,6 +69,7 @@ plugins! {
     file_log at "../../../plugins/file_log/schema.rs",
     http_log at "../../../plugins/http_log/schema.rs",
     prometheus at "../../../plugins/prometheus/schema.rs",
+    response_transformer at "../../../plugins/response_transformer/schema.rs",
 }
 
 /// Kong's check on a `realm`: it goes into a quoted `WWW-Authenticate` parameter, so no

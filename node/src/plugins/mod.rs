@@ -162,6 +162,7 @@ handlers! {
     file_log at "../../../plugins/file_log/handler.rs",
     http_log at "../../../plugins/http_log/handler.rs",
     prometheus at "../../../plugins/prometheus/handler.rs",
+    response_transformer at "../../../plugins/response_transformer/handler.rs",
 }
 
 pub mod auth;
@@ -313,6 +314,13 @@ pub trait Plugin: Send + Sync {
     /// then reads it whole (up to a bound) instead of streaming it.
     fn needs_response_body(&self) -> bool {
         false
+    }
+
+    /// Whether this response's body must be read whole for [`Plugin::response_body`], once
+    /// its head is known (a plugin may want only some content types). At most what
+    /// [`Plugin::needs_response_body`] says.
+    fn wants_response_body(&self, _head: &http::response::Parts) -> bool {
+        self.needs_response_body()
     }
 
     /// Runs after header_filter on the whole upstream response body and returns the body to

@@ -499,7 +499,7 @@ impl Proxy {
         let (mut head, pooled) = resp.into_parts();
         let read_timeout = service.read_timeout;
         let mut whole = None;
-        let body = if done.ran.iter().any(|i| i.needs_response_body()) {
+        let body = if done.ran.iter().any(|i| i.wants_response_body(&head)) {
             let read = Limited::new(ReadTimeout::new(pooled, read_timeout), MAX_BUFFERED_BODY);
             match Box::pin(read.collect()).await {
                 Ok(b) => {
@@ -1284,7 +1284,15 @@ fn send_failed(
 /// The answer to an upstream response body that failed.
 fn body_failed(service: &ServiceRuntime, e: &body::BoxError) -> Early {
     tracing::debug!(service = %service.label, error = %e, "upstream body failed");
-    if e.is::<body::ReadTimedOut>() {
+    if e.is::<http_body_util::LengthLimitError>() {
+        // Only a plugin that rewrites bodies reads one whole.
+        tracing::warn!(
+            service = %service.label,
+            limit = MAX_BUFFERED_BODY,
+            "upstream response body too large for the route's response-body plugins"
+        );
+        upstream_invalid()
+    } else if e.is::<body::ReadTimedOut>() {
         upstream_timed_out()
     } else {
         upstream_invalid()
