@@ -74,14 +74,20 @@ async fn file_log_writes_kongs_record_per_request_with_credentials_redacted() {
     let r = route(
         &node,
         "f",
-        &[json!({"name": "file-log", "config": {"path": path.to_str().unwrap()}})],
+        // Kong's "logs custom values": constant snippets set and remove fields by path.
+        &[json!({"name": "file-log", "config": {"path": path.to_str().unwrap(),
+            "custom_fields_by_lua": {"env": "return 'prod'", "request.headers.x-drop": "return nil"}}})],
     )
     .await;
     assert_eq!(
         get(
             &node,
             "/f/x?a=1&b",
-            &[("authorization", "Basic c2VjcmV0"), ("x-uuid", "first")]
+            &[
+                ("authorization", "Basic c2VjcmV0"),
+                ("x-uuid", "first"),
+                ("x-drop", "1")
+            ]
         )
         .await,
         200
@@ -91,6 +97,8 @@ async fn file_log_writes_kongs_record_per_request_with_credentials_redacted() {
     assert_eq!(rec["request"]["uri"], "/f/x?a=1&b");
     assert_eq!(rec["request"]["querystring"], json!({"a": "1", "b": true}));
     assert_eq!(rec["request"]["headers"]["x-uuid"], "first");
+    assert_eq!(rec["env"], "prod");
+    assert!(rec["request"]["headers"].get("x-drop").is_none());
     assert_eq!(rec["request"]["headers"]["authorization"], "REDACTED");
     assert_eq!(rec["response"]["status"], 200);
     assert!(rec["response"]["size"].as_u64().unwrap() > 0);

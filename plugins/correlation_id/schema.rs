@@ -71,6 +71,16 @@ impl CorrelationIdConfig {
 }
 
 fn validate(config: &Value) -> Result<Value, FieldErrors> {
+    // Required fields with defaults: absent takes the default, an explicit null is missing
+    // (Kong keeps `ngx.null`, then fails `required`).
+    for f in ["generator", "echo_downstream"] {
+        if config.get(f).is_some_and(Value::is_null) {
+            return Err(FieldErrors::single(
+                &format!("config.{f}"),
+                "required field missing",
+            ));
+        }
+    }
     let c: CorrelationIdConfig = parse_typed(config)?;
     let valid = !c.header_name.is_empty()
         && c.header_name

@@ -20,6 +20,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use tollgate_config::entity::Plugin as PluginEntity;
 use tollgate_config::plugins::file_log::{FileLogConfig, SCHEMA};
+use tollgate_config::plugins::custom_fields;
 use uuid::Uuid;
 
 use super::log_record::Served;
@@ -37,8 +38,10 @@ pub const CHANNEL_CAPACITY: usize = 16 * 1024;
 fn build(p: &PluginEntity, deps: &Deps) -> Option<Instance> {
     let cfg = FileLogConfig::parse(&p.config.0)?;
     let writer = writer(PathBuf::from(&cfg.path), &deps.metrics)?;
+    let custom = custom_fields::parse(&cfg.custom_fields_by_lua).ok()?;
     Some(Arc::new(FileLog {
         id: p.id,
+        custom,
         reopen: cfg.reopen,
         writer,
         metrics: deps.metrics.clone(),
@@ -47,6 +50,7 @@ fn build(p: &PluginEntity, deps: &Deps) -> Option<Instance> {
 
 pub struct FileLog {
     id: Uuid,
+    custom: Vec<custom_fields::CustomField>,
     reopen: bool,
     writer: Arc<Writer>,
     metrics: Arc<Metrics>,
@@ -160,7 +164,7 @@ impl Plugin for FileLog {
     }
 
     fn log(&self, served: &Served) {
-        match self.writer.tx.try_send((served.record_json(), self.reopen)) {
+        match self.writer.tx.try_send((served.record_with(&self.custom), self.reopen)) {
             Ok(()) => {}
             Err(TrySendError::Full(_)) | Err(TrySendError::Disconnected(_)) => {
                 self.metrics

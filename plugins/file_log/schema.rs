@@ -2,8 +2,8 @@
 //! request's log record is appended to, and whether it is reopened for every write (so that
 //! a rotated file is followed).
 //!
-//! Difference from Kong: `custom_fields_by_lua` is accepted only when null or empty; Tollgate
-//! runs no Lua, and a configured expression would otherwise be silently ignored.
+//! `custom_fields_by_lua` takes constant snippets only (Tollgate runs no Lua:
+//! [`super::custom_fields`]).
 
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
@@ -51,25 +51,13 @@ pub fn valid_path(p: &str) -> bool {
     !p.is_empty() && !p.contains(['*', '&', '%', '`', '\\'])
 }
 
-/// Tollgate has no Lua: only an absent or empty `custom_fields_by_lua` is accepted.
-pub fn check_no_lua(v: &Option<Map<String, Value>>) -> Result<(), FieldErrors> {
-    match v {
-        Some(m) if !m.is_empty() => Err(FieldErrors::single(
-            "config.custom_fields_by_lua",
-            "Tollgate runs no Lua: custom_fields_by_lua is not supported and must be null or empty",
-        )),
-        _ => Ok(()),
-    }
-}
-
 fn validate(config: &Value) -> Result<Value, FieldErrors> {
     let c: FileLogConfig = parse_typed(config)?;
     if !valid_path(&c.path) {
         return Err(FieldErrors::single("config.path", "not a valid filename"));
     }
-    check_no_lua(&c.custom_fields_by_lua)?;
+    super::custom_fields::parse(&c.custom_fields_by_lua)?;
     Ok(to_value(&FileLogConfig {
-        custom_fields_by_lua: None,
         ..c
     }))
 }
@@ -101,18 +89,18 @@ mod tests {
     }
 
     #[test]
-    fn lua_fields_are_refused_unless_empty() {
+    fn lua_fields_are_constants_only() {
         assert!(validate(
             "file-log",
-            Some(&json!({"path": "/tmp/x", "custom_fields_by_lua": {}}))
+            Some(&json!({"path": "/tmp/x", "custom_fields_by_lua": {"a": "return 1"}}))
         )
         .is_ok());
         let e = validate(
             "file-log",
-            Some(&json!({"path": "/tmp/x", "custom_fields_by_lua": {"a": "return 1"}})),
+            Some(&json!({"path": "/tmp/x", "custom_fields_by_lua": {"a": "return ngx.now()"}})),
         )
         .unwrap_err();
-        assert!(e.to_json()["config"]["custom_fields_by_lua"]
+        assert!(e.to_json()["config"]["custom_fields_by_lua"]["a"]
             .as_str()
             .unwrap()
             .contains("no Lua"));

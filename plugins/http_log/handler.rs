@@ -36,6 +36,7 @@ use http_body_util::{BodyExt, Limited};
 use tokio::sync::{Notify, Semaphore};
 use tollgate_config::entity::Plugin as PluginEntity;
 use tollgate_config::plugins::http_log::{parse_endpoint, HttpLogConfig, QueueConfig, SCHEMA};
+use tollgate_config::plugins::custom_fields;
 use uuid::Uuid;
 
 use super::log_record::Served;
@@ -62,12 +63,18 @@ const COALESCE_MIN: Duration = Duration::from_millis(50);
 fn build(p: &PluginEntity, deps: &Deps) -> Option<Instance> {
     let cfg = HttpLogConfig::parse(&p.config.0)?;
     let queue = queue(&cfg, &deps.metrics)?;
-    Some(Arc::new(HttpLog { id: p.id, queue }))
+    let custom = custom_fields::parse(&cfg.custom_fields_by_lua).ok()?;
+    Some(Arc::new(HttpLog {
+        id: p.id,
+        queue,
+        custom,
+    }))
 }
 
 pub struct HttpLog {
     id: Uuid,
     queue: Arc<Queue>,
+    custom: Vec<custom_fields::CustomField>,
 }
 
 /// Where and how batches are sent.
@@ -405,7 +412,7 @@ impl Plugin for HttpLog {
     }
 
     fn log(&self, served: &Served) {
-        self.queue.enqueue(served.record_json());
+        self.queue.enqueue(served.record_with(&self.custom));
     }
 }
 

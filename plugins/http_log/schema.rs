@@ -7,15 +7,14 @@
 //! `Queue.get_plugin_params` does (`queue_size` other than 1 is the batch size,
 //! `flush_timeout` other than 2 the coalescing delay; `retry_count` no longer does anything).
 //!
-//! Difference from Kong: `custom_fields_by_lua` is accepted only when null or empty (Tollgate
-//! runs no Lua).
+//! `custom_fields_by_lua` takes constant snippets only (Tollgate runs no Lua:
+//! [`super::custom_fields`]).
 
 use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
-use super::file_log::check_no_lua;
 use super::{parse_typed, to_value, PluginSchema};
 use crate::error::FieldErrors;
 use crate::schema::{FieldDecl, FieldType};
@@ -334,7 +333,7 @@ fn validate(config: &Value) -> Result<Value, FieldErrors> {
             ));
         }
     }
-    check_no_lua(&c.custom_fields_by_lua)?;
+    super::custom_fields::parse(&c.custom_fields_by_lua)?;
     let q = &c.queue;
     let mut errs = FieldErrors::new();
     between(&mut errs, "max_batch_size", q.max_batch_size as f64, 1.0, 1e6);
@@ -347,7 +346,6 @@ fn validate(config: &Value) -> Result<Value, FieldErrors> {
     }
     errs.into_result()?;
     Ok(to_value(&HttpLogConfig {
-        custom_fields_by_lua: None,
         ..c
     }))
 }

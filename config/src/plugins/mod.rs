@@ -72,6 +72,8 @@ plugins! {
     response_transformer at "../../../plugins/response_transformer/schema.rs",
 }
 
+pub mod custom_fields;
+
 /// Kong's check on a `realm`: it goes into a quoted `WWW-Authenticate` parameter, so no
 /// quote, backslash or control character.
 pub fn check_realm(realm: &str) -> Result<(), FieldErrors> {

@@ -330,6 +330,20 @@ impl Served {
         Value::Object(root)
     }
 
+    /// The record with a plugin's `custom_fields_by_lua` applied, as one line of JSON: the
+    /// shared [`Served::record_json`] when the plugin has none.
+    pub fn record_with(
+        &self,
+        custom: &[tollgate_config::plugins::custom_fields::CustomField],
+    ) -> Bytes {
+        if custom.is_empty() {
+            return self.record_json();
+        }
+        let mut record = self.record();
+        tollgate_config::plugins::custom_fields::apply(&mut record, custom);
+        Bytes::from(record.to_string())
+    }
+
     /// The record as one line of JSON (no newline), built once for every plugin that logs it.
     pub fn record_json(&self) -> Bytes {
         self.record
