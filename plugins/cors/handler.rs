@@ -160,7 +160,7 @@ fn normalize_origin(origin: &str) -> Normalized {
         };
     }
     let port = port.filter(|p| {
-        !p.is_empty() && !(scheme == "http" && *p == "80" || scheme == "https" && *p == "443")
+        !(p.is_empty() || scheme == "http" && *p == "80" || scheme == "https" && *p == "443")
     });
     let bracketed;
     let shown = if host.contains(':') {
