@@ -378,6 +378,16 @@ async fn a_hung_backend_is_ejected_after_its_timeouts_and_readmitted_by_active_c
     }});
     upstream(&node, "hung.test", checks, json!({"read_timeout": 300})).await;
     targets(&node, "hung.test", &[&good, &hung]).await;
+    // Kong exports kong_upstream_target_health only once a prometheus instance with
+    // upstream_health_metrics has logged a request (kong/plugins/prometheus/exporter.lua,
+    // should_export_upstream_health_metrics): the requests below do.
+    let (s, _) = node
+        .post(
+            "/plugins",
+            json!({"name": "prometheus", "config": {"upstream_health_metrics": true}}),
+        )
+        .await;
+    assert_eq!(s, 201);
     hung.set(Mode::Hung);
     // Round-robin sends every second request to the hung target until two timed out (504s).
     let started = Instant::now();

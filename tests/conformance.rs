@@ -58,6 +58,12 @@ struct Step {
     status: Option<u16>,
     body: Option<serde_yaml::Value>,
     body_text: Option<String>,
+    /// Substrings the answer's text body must contain (placeholders substituted).
+    #[serde(default)]
+    body_contains: Vec<String>,
+    /// Substrings the answer's text body must not contain (placeholders substituted).
+    #[serde(default)]
+    body_lacks: Vec<String>,
     #[serde(default)]
     resp_headers: BTreeMap<String, String>,
     sleep: Option<f64>,
@@ -485,6 +491,29 @@ impl Env<'_> {
         if let Some(want) = &step.body_text {
             if vars.subst(want) != text {
                 return Err(format!("body text differs, expected {want:?}: {}", ctx()));
+            }
+        }
+        for want in &step.body_contains {
+            let want = vars.subst(want);
+            if !text.contains(&want) {
+                // A metrics page is long: show the lines of the same family instead.
+                let family = want.split(['{', ' ']).next().unwrap_or("");
+                let near: Vec<&str> = text
+                    .lines()
+                    .filter(|l| !family.is_empty() && l.starts_with(family))
+                    .take(12)
+                    .collect();
+                return Err(format!(
+                    "body lacks {want:?} (lines of {family:?}: {near:#?}): {}",
+                    ctx()
+                ));
+            }
+        }
+        for unwanted in &step.body_lacks {
+            let unwanted = vars.subst(unwanted);
+            if let Some(at) = text.find(&unwanted) {
+                let line = text[at..].lines().next().unwrap_or("");
+                return Err(format!("body contains {unwanted:?} ({line}): {}", ctx()));
             }
         }
         if let Some(want) = &step.body {

@@ -1,7 +1,8 @@
 //! `tollgate echo`: a small backend that answers JSON naming itself, the method, the path and
 //! query it received and the request headers; `/health` answers `{"status":"healthy"}`;
-//! `/response-headers?name=value` also sends each query argument back as a response header
-//! (Kong's mock upstream). It is the stand-in for real backends in demos, docker-compose and
+//! `/response-headers?name=value` also sends each query argument back as a response header and
+//! `/status/<code>` answers with that status (both as Kong's mock upstream,
+//! `spec/fixtures/1.2_custom_nginx.template`). It is the stand-in for real backends in demos, docker-compose and
 //! tests.
 //!
 //! SIGUSR1 turns slow mode on and off: every answer then waits `--slow-ms` first (the
@@ -109,11 +110,29 @@ async fn handle(
     if !body.is_empty() && body.len() <= ECHOED_BODY {
         answer["body"] = Value::String(String::from_utf8_lossy(&body).into_owned());
     }
-    let mut r = json_response(StatusCode::OK, answer);
+    let mut r = match status_asked(parts.uri.path()) {
+        Some(Ok(code)) => {
+            answer["code"] = Value::from(code.as_u16());
+            json_response(code, answer)
+        }
+        Some(Err(())) => json_response(StatusCode::NOT_FOUND, json!({"message": "bad status"})),
+        None => json_response(StatusCode::OK, answer),
+    };
     if parts.uri.path() == "/response-headers" {
         add_response_headers(r.headers_mut(), parts.uri.query().unwrap_or(""));
     }
     r
+}
+
+/// `/status/<three digits>`: the status Kong's mock upstream answers with (its body then also
+/// carries `code`); `Err` for three digits that are no status.
+fn status_asked(path: &str) -> Option<Result<StatusCode, ()>> {
+    let digits = path.strip_prefix("/status/")?;
+    if digits.len() != 3 || !digits.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    let code: u16 = digits.parse().ok()?;
+    Some(StatusCode::from_u16(code).map_err(|_| ()))
 }
 
 /// Most headers `/response-headers` adds.

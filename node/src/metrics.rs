@@ -1,7 +1,9 @@
 //! Prometheus metrics, served on the Admin API's `/metrics` in the text format.
 //!
-//! Names follow Kong's Prometheus plugin where one exists (`*_http_requests_total` by service,
-//! route and code), prefixed `tollgate_`.
+//! Tollgate's own metrics are prefixed `tollgate_` (names follow Kong's where one exists:
+//! `tollgate_http_requests_total` by service, route and code) and always exported. Kong's
+//! prometheus plugin exposition (`kong_*`, [`KongMetrics`], [`render_kong`]) follows them on
+//! the same page.
 
 use prometheus::{
     Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, Opts,
@@ -41,9 +43,12 @@ pub struct Metrics {
     pub kong: KongMetrics,
 }
 
-/// Kong's prometheus plugin metrics (`kong/plugins/prometheus/exporter.lua` at 3.9.3). A
-/// family appears in the exposition once an instance that enables it has recorded a request.
+/// Kong's prometheus plugin metrics (`kong/plugins/prometheus/exporter.lua` at 3.9.3). They live
+/// in their own registry: Kong exports them only while a `prometheus` plugin is configured
+/// and enabled (exporter.lua `configure`, `metric_data(..., local_only)`), and prints their
+/// labels in its own order, not sorted by name as the `prometheus` crate's encoder does.
 pub struct KongMetrics {
+    registry: Registry,
     /// `kong_http_requests_total{service,route,code,source,workspace,consumer}`.
     pub http_requests: IntCounterVec,
     /// `kong_request_latency_ms{service,route,workspace}`.
@@ -54,14 +59,39 @@ pub struct KongMetrics {
     pub kong_latency: HistogramVec,
     /// `kong_bandwidth_bytes{service,route,direction,workspace,consumer}`.
     pub bandwidth: IntCounterVec,
-    /// Set once a `prometheus` instance has run: Kong then also exports the families kept in
-    /// its shared dictionary (`kong_nginx_metric_errors_total`).
-    pub enabled: std::sync::atomic::AtomicBool,
-    /// Set once an instance with `upstream_health_metrics` has run. Not read yet:
-    /// `kong_upstream_target_health` (`crate::balancer::metrics`) is exported whether or not
-    /// an instance asks for it (Kong: only then), as before the plugin existed.
+    /// Whether `kong_upstream_target_health` is exported: as Kong's
+    /// `should_export_upstream_health_metrics`, set by every logged request to its
+    /// instance's `upstream_health_metrics` (the last one logged wins).
     pub upstream_health: std::sync::atomic::AtomicBool,
 }
+
+/// Each family's labels in Kong's order (exporter.lua `init`).
+const KONG_LABELS: &[(&str, &[&str])] = &[
+    (
+        "kong_http_requests_total",
+        &[
+            "service",
+            "route",
+            "code",
+            "source",
+            "workspace",
+            "consumer",
+        ],
+    ),
+    (
+        "kong_request_latency_ms",
+        &["service", "route", "workspace"],
+    ),
+    (
+        "kong_upstream_latency_ms",
+        &["service", "route", "workspace"],
+    ),
+    ("kong_kong_latency_ms", &["service", "route", "workspace"]),
+    (
+        "kong_bandwidth_bytes",
+        &["service", "route", "direction", "workspace", "consumer"],
+    ),
+];
 
 /// Kong's `KONG_LATENCY_BUCKETS` (milliseconds).
 pub const KONG_LATENCY_BUCKETS: &[f64] = &[
@@ -85,7 +115,8 @@ pub struct KongRouteSeries {
 }
 
 impl KongMetrics {
-    fn new(registry: &Registry) -> KongMetrics {
+    fn new() -> KongMetrics {
+        let registry = Registry::new();
         let histogram = |name: &str, help: &str, buckets: &[f64]| {
             HistogramVec::new(
                 HistogramOpts::new(name, help).buckets(buckets.to_vec()),
@@ -94,6 +125,7 @@ impl KongMetrics {
             .expect("static metric definition")
         };
         let k = KongMetrics {
+            registry: registry.clone(),
             http_requests: IntCounterVec::new(
                 Opts::new(
                     "kong_http_requests_total",
@@ -132,7 +164,6 @@ impl KongMetrics {
                 &["service", "route", "direction", "workspace", "consumer"],
             )
             .expect("static metric definition"),
-            enabled: Default::default(),
             upstream_health: Default::default(),
         };
         for c in [
@@ -321,7 +352,7 @@ impl Metrics {
         registry
             .register(Box::new(log_entries_dropped.clone()))
             .expect("metric names are unique");
-        let kong = KongMetrics::new(&registry);
+        let kong = KongMetrics::new();
         Metrics {
             log_entries_dropped,
             kong,
@@ -406,16 +437,39 @@ pub async fn watch_raft(
     }
 }
 
-/// Kong's node-level gauges (`kong/plugins/prometheus/exporter.lua`, `metric_data`), read at
-/// scrape time: `kong_datastore_reachable` (the replicated store is always local: 1),
-/// `kong_node_info{node_id,version}`, `kong_nginx_connections_total{node_id,subsystem,state}`
-/// (states `accepted`, `handled`, `total`; nginx's active/reading/writing/waiting are not
-/// tracked), `kong_nginx_requests_total{node_id,subsystem}`, and, once a `prometheus` instance
-/// has run, `kong_nginx_metric_errors_total` (always 0).
-pub fn render_kong_node(m: &Metrics, node_id: &str, accepted: u64, requests: u64) -> String {
+/// What Kong's node-level gauges read at scrape time.
+pub struct NodeStats<'a> {
+    pub node_id: &'a str,
+    /// The `version` label of `kong_node_info`.
+    pub version: &'a str,
+    pub accepted: u64,
+    pub requests: u64,
+    /// `kong_nginx_timers{state="running"}`: the runtime's live tasks (Tollgate's background
+    /// work; nginx timers are Kong's).
+    pub tasks_alive: usize,
+    /// `kong_nginx_timers{state="pending"}`: tasks waiting in the runtime's global queue.
+    pub tasks_queued: usize,
+}
+
+fn kong_label(v: &str) -> String {
+    v.replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
+}
+
+/// Kong's exposition (`kong/plugins/prometheus/exporter.lua` `metric_data` at 3.9.3), without
+/// the upstream target health (`crate::balancer::metrics`). Always the node-level gauges
+/// (Kong's local-storage metrics): `kong_datastore_reachable` (the replicated store is always
+/// local: 1), `kong_nginx_connections_total{node_id,subsystem,state}` (states `accepted`,
+/// `handled`, `total`; nginx's active/reading/writing/waiting are not tracked),
+/// `kong_nginx_requests_total{node_id,subsystem}`, `kong_nginx_timers{state}` and
+/// `kong_node_info{node_id,version}`. With `plugin_enabled` (a `prometheus` plugin is
+/// configured and enabled) also the families Kong keeps in its shared dictionary:
+/// `kong_nginx_metric_errors_total` (always 0) and the per-request ones.
+pub fn render_kong(m: &Metrics, node: &NodeStats, plugin_enabled: bool) -> String {
     use std::fmt::Write;
     let mut s = String::new();
-    let id = node_id.replace('\\', "\\\\").replace('"', "\\\"");
+    let id = kong_label(node.node_id);
     let _ = writeln!(
         s,
         "# HELP kong_datastore_reachable Datastore reachable from Kong, 0 is unreachable\n# TYPE kong_datastore_reachable gauge\nkong_datastore_reachable 1"
@@ -425,29 +479,161 @@ pub fn render_kong_node(m: &Metrics, node_id: &str, accepted: u64, requests: u64
         "# HELP kong_nginx_connections_total Number of connections by subsystem\n# TYPE kong_nginx_connections_total gauge"
     );
     for (state, v) in [
-        ("accepted", accepted),
-        ("handled", accepted),
-        ("total", requests),
+        ("accepted", node.accepted),
+        ("handled", node.accepted),
+        ("total", node.requests),
     ] {
         let _ = writeln!(
             s,
             "kong_nginx_connections_total{{node_id=\"{id}\",subsystem=\"http\",state=\"{state}\"}} {v}"
         );
     }
-    let _ = writeln!(
-        s,
-        "# HELP kong_nginx_requests_total Number of requests total\n# TYPE kong_nginx_requests_total gauge\nkong_nginx_requests_total{{node_id=\"{id}\",subsystem=\"http\"}} {requests}"
-    );
-    let _ = writeln!(
-        s,
-        "# HELP kong_node_info Kong Node metadata information\n# TYPE kong_node_info gauge\nkong_node_info{{node_id=\"{id}\",version=\"{}\"}} 1",
-        env!("CARGO_PKG_VERSION")
-    );
-    if m.kong.enabled.load(std::sync::atomic::Ordering::Relaxed) {
+    if plugin_enabled {
         let _ = writeln!(
             s,
             "# HELP kong_nginx_metric_errors_total Number of nginx-lua-prometheus errors\n# TYPE kong_nginx_metric_errors_total counter\nkong_nginx_metric_errors_total 0"
         );
     }
+    let _ = writeln!(
+        s,
+        "# HELP kong_nginx_requests_total Number of requests total\n# TYPE kong_nginx_requests_total gauge\nkong_nginx_requests_total{{node_id=\"{id}\",subsystem=\"http\"}} {}",
+        node.requests
+    );
+    let _ = writeln!(
+        s,
+        "# HELP kong_nginx_timers Number of nginx timers\n# TYPE kong_nginx_timers gauge\nkong_nginx_timers{{state=\"running\"}} {}\nkong_nginx_timers{{state=\"pending\"}} {}",
+        node.tasks_alive, node.tasks_queued
+    );
+    let _ = writeln!(
+        s,
+        "# HELP kong_node_info Kong Node metadata information\n# TYPE kong_node_info gauge\nkong_node_info{{node_id=\"{id}\",version=\"{}\"}} 1",
+        kong_label(node.version)
+    );
+    if plugin_enabled {
+        m.kong.render(&mut s);
+    }
     s
+}
+
+impl KongMetrics {
+    /// The per-request families as Kong prints them: labels in Kong's order, series sorted,
+    /// `le` without trailing zeros (exporter.lua, prometheus.lua `fix_histogram_bucket_labels`).
+    fn render(&self, out: &mut String) {
+        use prometheus::proto::MetricType;
+        use std::fmt::Write;
+        for mf in self.registry.gather() {
+            let name = mf.name();
+            if mf.get_metric().is_empty() {
+                continue;
+            }
+            let order = KONG_LABELS
+                .iter()
+                .find(|(n, _)| *n == name)
+                .map_or(&[][..], |(_, l)| *l);
+            let histogram = mf.get_field_type() == MetricType::HISTOGRAM;
+            let kind = if histogram { "histogram" } else { "counter" };
+            let _ = writeln!(out, "# HELP {name} {}\n# TYPE {name} {kind}", mf.help());
+            let mut series: Vec<String> = mf
+                .get_metric()
+                .iter()
+                .map(|m| {
+                    let pairs = m.get_label();
+                    let labels = order
+                        .iter()
+                        .filter_map(|n| pairs.iter().find(|p| p.name() == *n))
+                        .map(|p| format!("{}=\"{}\"", p.name(), kong_label(p.value())))
+                        .collect::<Vec<_>>()
+                        .join(",");
+                    let mut text = String::new();
+                    if histogram {
+                        let h = m.get_histogram();
+                        let le = if labels.is_empty() {
+                            String::new()
+                        } else {
+                            format!("{labels},")
+                        };
+                        for b in h.get_bucket() {
+                            if b.upper_bound().is_finite() {
+                                let _ = writeln!(
+                                    text,
+                                    "{name}_bucket{{{le}le=\"{}\"}} {}",
+                                    b.upper_bound(),
+                                    b.cumulative_count()
+                                );
+                            }
+                        }
+                        let _ = writeln!(
+                            text,
+                            "{name}_bucket{{{le}le=\"+Inf\"}} {count}\n{name}_count{{{labels}}} {count}\n{name}_sum{{{labels}}} {}",
+                            h.get_sample_sum(),
+                            count = h.get_sample_count(),
+                        );
+                    } else {
+                        let _ = writeln!(text, "{name}{{{labels}}} {}", m.get_counter().get_value());
+                    }
+                    text
+                })
+                .collect();
+            series.sort_unstable();
+            out.extend(series);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn node() -> NodeStats<'static> {
+        NodeStats {
+            node_id: "n1",
+            version: "3.9.3",
+            accepted: 2,
+            requests: 3,
+            tasks_alive: 4,
+            tasks_queued: 0,
+        }
+    }
+
+    #[test]
+    fn kong_families_use_kongs_label_order_and_only_while_a_plugin_is_enabled() {
+        let m = Metrics::new();
+        m.kong
+            .http_requests
+            .with_label_values(&["svc", "rt", "200", "service", "default", ""])
+            .inc();
+        m.kong
+            .kong_latency
+            .with_label_values(&["svc", "rt", "default"])
+            .observe(3.0);
+        let on = render_kong(&m, &node(), true);
+        // exporter.lua's label order, not sorted by name.
+        assert!(on.contains("kong_http_requests_total{service=\"svc\",route=\"rt\",code=\"200\",source=\"service\",workspace=\"default\",consumer=\"\"} 1\n"), "{on}");
+        assert!(on.contains("kong_kong_latency_ms_bucket{service=\"svc\",route=\"rt\",workspace=\"default\",le=\"2\"} 0\n"), "{on}");
+        assert!(on.contains("kong_kong_latency_ms_bucket{service=\"svc\",route=\"rt\",workspace=\"default\",le=\"5\"} 1\n"), "{on}");
+        assert!(on.contains("kong_kong_latency_ms_bucket{service=\"svc\",route=\"rt\",workspace=\"default\",le=\"+Inf\"} 1\n"), "{on}");
+        assert!(on.contains("kong_kong_latency_ms_count{service=\"svc\",route=\"rt\",workspace=\"default\"} 1\n"), "{on}");
+        assert!(on.contains("kong_nginx_metric_errors_total 0\n"), "{on}");
+        assert!(
+            on.contains("kong_nginx_timers{state=\"running\"} 4\n"),
+            "{on}"
+        );
+        // exporter.lua metric_data(..., local_only): the node-level gauges alone.
+        let off = render_kong(&m, &node(), false);
+        assert!(!off.contains("kong_http_requests_total"), "{off}");
+        assert!(!off.contains("kong_kong_latency_ms"), "{off}");
+        assert!(!off.contains("kong_nginx_metric_errors_total"), "{off}");
+        assert!(
+            off.contains("kong_node_info{node_id=\"n1\",version=\"3.9.3\"} 1\n"),
+            "{off}"
+        );
+        assert!(off.contains("kong_nginx_connections_total{node_id=\"n1\",subsystem=\"http\",state=\"accepted\"} 2\n"), "{off}");
+        // Tollgate's own page does not carry them.
+        assert!(!m.render().contains("kong_"));
+    }
+
+    #[test]
+    fn label_values_are_escaped() {
+        assert_eq!(kong_label("a\"b\\c\nd"), "a\\\"b\\\\c\\nd");
+    }
 }

@@ -326,6 +326,12 @@ impl Snapshot {
     pub fn consumer(&self, id: Uuid) -> Option<&Arc<ConsumerInfo>> {
         self.consumers.get(&id)
     }
+
+    /// Whether an enabled plugin of this name is configured (Kong's `configure` handler
+    /// phase hears of the enabled instances only).
+    pub fn has_plugin(&self, name: &str) -> bool {
+        self.instances.values().any(|(p, _)| p.name == name)
+    }
 }
 
 type Credentials = HashMap<[u8; 32], (Box<[u8]>, CredentialInfo)>;

@@ -1,6 +1,8 @@
 //! `prometheus`: records Kong's per-request metrics for the families an instance enables
 //! (Kong 3.9.3's `kong/plugins/prometheus/{handler,exporter}.lua`), exported on the Admin
-//! API's `/metrics` beside Tollgate's own.
+//! API's `/metrics` beside Tollgate's own (the families only while a `prometheus` plugin is
+//! configured and enabled; `kong_upstream_target_health` only while the last request logged
+//! came from an instance with `upstream_health_metrics`).
 //!
 //! As Kong: nothing is recorded for a request that matched no route; `service` is the
 //! service's name, else its host; `route` its name, else its id; `workspace` is `default`;
@@ -64,9 +66,12 @@ impl Plugin for Prometheus {
 
     fn log(&self, s: &Served) {
         let k = &self.metrics.kong;
-        k.enabled.store(true, Ordering::Relaxed);
-        if self.cfg.upstream_health_metrics {
-            k.upstream_health.store(true, Ordering::Relaxed);
+        // Kong's handler sets the exporter's upstream-health switch to this instance's flag on
+        // every request (the last one logged wins); written only on a change, so requests on
+        // many cores do not contend for the line.
+        let health = self.cfg.upstream_health_metrics;
+        if k.upstream_health.load(Ordering::Relaxed) != health {
+            k.upstream_health.store(health, Ordering::Relaxed);
         }
         let Some(r) = &s.route else {
             return;

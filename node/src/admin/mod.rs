@@ -971,14 +971,33 @@ async fn remove_member(AxState(ctx): AxState<Ctx>, Path(id): Path<String>) -> Re
     }
 }
 
+/// `GET /metrics`: Tollgate's own metrics, then Kong's prometheus exposition
+/// (`kong/plugins/prometheus/api.lua`): node-level gauges always, the per-request families
+/// only while a `prometheus` plugin is enabled.
 async fn metrics(AxState(ctx): AxState<Ctx>) -> Response {
+    let plugin_enabled = ctx.snapshots.load().has_plugin("prometheus");
+    let kong_health = ctx
+        .metrics
+        .kong
+        .upstream_health
+        .load(std::sync::atomic::Ordering::Relaxed);
+    let runtime = tokio::runtime::Handle::current().metrics();
     let mut text = ctx.metrics.render();
-    text.push_str(&crate::balancer::metrics::render(&ctx.balancers));
-    text.push_str(&crate::metrics::render_kong_node(
+    text.push_str(&crate::balancer::metrics::render(
+        &ctx.balancers,
+        kong_health,
+    ));
+    text.push_str(&crate::metrics::render_kong(
         &ctx.metrics,
-        &ctx.node_uuid.to_string(),
-        ctx.metrics.connections_accepted.get(),
-        total_requests(&ctx.metrics),
+        &crate::metrics::NodeStats {
+            node_id: &ctx.node_uuid.to_string(),
+            version: KONG_VERSION,
+            accepted: ctx.metrics.connections_accepted.get(),
+            requests: total_requests(&ctx.metrics),
+            tasks_alive: runtime.num_alive_tasks(),
+            tasks_queued: runtime.global_queue_depth(),
+        },
+        plugin_enabled,
     ));
     let mut r = text.into_response();
     r.headers_mut().insert(

@@ -3,7 +3,11 @@
 //!
 //! - `kong_upstream_target_health{upstream,target,address,state,subsystem}`: Kong's shape,
 //!   one series per state (`healthchecks_off`, `healthy`, `unhealthy`, `dns_error`), 1 for
-//!   the current one;
+//!   the current one; only with `kong_health`, as Kong exports it only once a `prometheus`
+//!   instance with `upstream_health_metrics` has logged a request
+//!   (`kong/plugins/prometheus/exporter.lua` `should_export_upstream_health_metrics`). Read
+//!   from the live balancers, so deleted upstreams and targets leave it at once (Kong resets
+//!   the gauge on every scrape);
 //! - `tollgate_upstream_target_requests_total`, `…_failures_total` (connect failures,
 //!   timeouts and the statuses passive checks count as failures);
 //! - `tollgate_upstream_target_latency_seconds`: the EWMA of response-head latency;
@@ -23,7 +27,7 @@ fn label(v: &str) -> String {
 }
 
 /// The metrics above in Prometheus' text format.
-pub fn render(balancers: &Balancers) -> String {
+pub fn render(balancers: &Balancers, kong_health: bool) -> String {
     let mut health = String::new();
     let mut requests = String::new();
     let mut failures = String::new();
@@ -41,6 +45,9 @@ pub fn render(balancers: &Balancers) -> String {
                 .filter(|p| p.target_id == t.target.id)
                 .collect();
             if peers.is_empty() {
+                if !kong_health {
+                    continue;
+                }
                 let failed = !matches!(t.resolved, Resolved::Addresses(_));
                 for s in STATES {
                     let v = u8::from(failed && s == "dns_error");
@@ -58,11 +65,11 @@ pub fn render(balancers: &Balancers) -> String {
                     "unhealthy"
                 };
                 let l = format!("upstream=\"{up}\",target=\"{target}\",address=\"{addr}\"");
-                for s in STATES {
+                for s in STATES.iter().filter(|_| kong_health) {
                     let _ = writeln!(
                         health,
                         "kong_upstream_target_health{{{l},state=\"{s}\",subsystem=\"http\"}} {}",
-                        u8::from(s == now)
+                        u8::from(*s == now)
                     );
                 }
                 let st = &p.state;
@@ -94,7 +101,7 @@ pub fn render(balancers: &Balancers) -> String {
         (
             "kong_upstream_target_health",
             "gauge",
-            "Health of each upstream target address (1 for its current state)",
+            "Health status of targets of upstream. States = healthchecks_off|healthy|unhealthy|dns_error, value is 1 when state is populated.",
             health,
         ),
         (
