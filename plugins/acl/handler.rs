@@ -44,17 +44,7 @@ pub struct Acl {
 const FORBIDDEN: &str = "You cannot consume this service";
 
 impl Plugin for Acl {
-    fn name(&self) -> &'static str {
-        SCHEMA.name
-    }
-
-    fn priority(&self) -> u32 {
-        SCHEMA.priority
-    }
-
-    fn id(&self) -> Uuid {
-        self.id
-    }
+    super::identity!();
 
     fn access(&self, ctx: &mut Ctx<'_>, req: &mut http::request::Parts) -> Flow {
         let Some(consumer) = ctx.consumer.clone() else {

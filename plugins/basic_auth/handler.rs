@@ -268,17 +268,7 @@ impl BasicAuth {
 }
 
 impl Plugin for BasicAuth {
-    fn name(&self) -> &'static str {
-        SCHEMA.name
-    }
-
-    fn priority(&self) -> u32 {
-        SCHEMA.priority
-    }
-
-    fn id(&self) -> Uuid {
-        self.id
-    }
+    super::identity!();
 
     fn is_async(&self) -> bool {
         true

@@ -85,17 +85,7 @@ impl BotDetection {
 }
 
 impl Plugin for BotDetection {
-    fn name(&self) -> &'static str {
-        SCHEMA.name
-    }
-
-    fn priority(&self) -> u32 {
-        SCHEMA.priority
-    }
-
-    fn id(&self) -> Uuid {
-        self.id
-    }
+    super::identity!();
 
     fn access(&self, _ctx: &mut Ctx<'_>, req: &mut http::request::Parts) -> Flow {
         let mut all = req.headers.get_all(header::USER_AGENT).iter();

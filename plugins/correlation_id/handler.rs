@@ -66,17 +66,7 @@ impl CorrelationId {
 }
 
 impl Plugin for CorrelationId {
-    fn name(&self) -> &'static str {
-        SCHEMA.name
-    }
-
-    fn priority(&self) -> u32 {
-        SCHEMA.priority
-    }
-
-    fn id(&self) -> Uuid {
-        self.id
-    }
+    super::identity!();
 
     fn access(&self, ctx: &mut Ctx<'_>, req: &mut http::request::Parts) -> Flow {
         // Empty or blank is no id (Kong's spec: "does not preserve an already existing empty

@@ -258,17 +258,7 @@ impl Cors {
 }
 
 impl Plugin for Cors {
-    fn name(&self) -> &'static str {
-        SCHEMA.name
-    }
-
-    fn priority(&self) -> u32 {
-        SCHEMA.priority
-    }
-
-    fn id(&self) -> Uuid {
-        self.id
-    }
+    super::identity!();
 
     fn access(&self, ctx: &mut Ctx<'_>, req: &mut http::request::Parts) -> Flow {
         let Some(origin) = req.headers.get(header::ORIGIN) else {

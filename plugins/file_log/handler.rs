@@ -151,17 +151,7 @@ fn write_loop(path: PathBuf, rx: Receiver<(Bytes, bool)>, metrics: Arc<Metrics>)
 }
 
 impl Plugin for FileLog {
-    fn name(&self) -> &'static str {
-        SCHEMA.name
-    }
-
-    fn priority(&self) -> u32 {
-        SCHEMA.priority
-    }
-
-    fn id(&self) -> Uuid {
-        self.id
-    }
+    super::identity!();
 
     fn log(&self, served: &Served) {
         match self.writer.tx.try_send((served.record_with(&self.custom), self.reopen)) {

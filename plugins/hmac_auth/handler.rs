@@ -341,17 +341,7 @@ fn body_ok(req: &http::request::Parts, body: Option<&[u8]>) -> bool {
 }
 
 impl Plugin for HmacAuth {
-    fn name(&self) -> &'static str {
-        SCHEMA.name
-    }
-
-    fn priority(&self) -> u32 {
-        SCHEMA.priority
-    }
-
-    fn id(&self) -> Uuid {
-        self.id
-    }
+    super::identity!();
 
     fn needs_body(&self) -> bool {
         self.cfg.validate_request_body

@@ -399,17 +399,7 @@ async fn run(queue: Weak<Queue>, notify: Arc<Notify>) {
 }
 
 impl Plugin for HttpLog {
-    fn name(&self) -> &'static str {
-        SCHEMA.name
-    }
-
-    fn priority(&self) -> u32 {
-        SCHEMA.priority
-    }
-
-    fn id(&self) -> Uuid {
-        self.id
-    }
+    super::identity!();
 
     fn log(&self, served: &Served) {
         self.queue.enqueue(served.record_with(&self.custom));

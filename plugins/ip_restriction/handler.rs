@@ -59,17 +59,7 @@ fn matches(list: &[IpNet], ip: IpAddr) -> bool {
 }
 
 impl Plugin for IpRestriction {
-    fn name(&self) -> &'static str {
-        SCHEMA.name
-    }
-
-    fn priority(&self) -> u32 {
-        SCHEMA.priority
-    }
-
-    fn id(&self) -> Uuid {
-        self.id
-    }
+    super::identity!();
 
     fn access(&self, ctx: &mut Ctx<'_>, _req: &mut http::request::Parts) -> Flow {
         let ip = canonical(ctx.client_ip);

@@ -424,17 +424,7 @@ fn bearer(v: &str) -> Option<&str> {
 }
 
 impl Plugin for Jwt {
-    fn name(&self) -> &'static str {
-        SCHEMA.name
-    }
-
-    fn priority(&self) -> u32 {
-        SCHEMA.priority
-    }
-
-    fn id(&self) -> Uuid {
-        self.id
-    }
+    super::identity!();
 
     fn access(&self, ctx: &mut Ctx<'_>, req: &mut http::request::Parts) -> Flow {
         if !self.cfg.run_on_preflight && req.method == Method::OPTIONS {

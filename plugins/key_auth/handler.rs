@@ -272,17 +272,7 @@ fn body_without(req: &http::request::Parts, body: &Bytes, name: &str) -> Option<
 }
 
 impl Plugin for KeyAuth {
-    fn name(&self) -> &'static str {
-        SCHEMA.name
-    }
-
-    fn priority(&self) -> u32 {
-        SCHEMA.priority
-    }
-
-    fn id(&self) -> Uuid {
-        self.id
-    }
+    super::identity!();
 
     fn needs_body(&self) -> bool {
         self.cfg.key_in_body

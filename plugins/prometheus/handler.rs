@@ -52,17 +52,7 @@ fn ms(d: std::time::Duration) -> f64 {
 }
 
 impl Plugin for Prometheus {
-    fn name(&self) -> &'static str {
-        SCHEMA.name
-    }
-
-    fn priority(&self) -> u32 {
-        SCHEMA.priority
-    }
-
-    fn id(&self) -> Uuid {
-        self.id
-    }
+    super::identity!();
 
     fn log(&self, s: &Served) {
         let k = &self.metrics.kong;

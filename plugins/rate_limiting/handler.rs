@@ -153,17 +153,7 @@ impl RateLimiting {
 }
 
 impl Plugin for RateLimiting {
-    fn name(&self) -> &'static str {
-        SCHEMA.name
-    }
-
-    fn priority(&self) -> u32 {
-        SCHEMA.priority
-    }
-
-    fn id(&self) -> Uuid {
-        self.id
-    }
+    super::identity!();
 
     fn access(&self, ctx: &mut Ctx<'_>, req: &mut http::request::Parts) -> Flow {
         let ident = self.identifier(ctx, req);

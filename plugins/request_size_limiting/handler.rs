@@ -48,17 +48,7 @@ fn declared_length(v: &http::HeaderValue) -> Option<f64> {
 }
 
 impl Plugin for RequestSizeLimiting {
-    fn name(&self) -> &'static str {
-        SCHEMA.name
-    }
-
-    fn priority(&self) -> u32 {
-        SCHEMA.priority
-    }
-
-    fn id(&self) -> Uuid {
-        self.id
-    }
+    super::identity!();
 
     fn access(&self, ctx: &mut Ctx<'_>, req: &mut http::request::Parts) -> Flow {
         let expect_continue = req

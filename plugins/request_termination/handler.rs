@@ -120,17 +120,7 @@ impl RequestTermination {
 }
 
 impl Plugin for RequestTermination {
-    fn name(&self) -> &'static str {
-        SCHEMA.name
-    }
-
-    fn priority(&self) -> u32 {
-        SCHEMA.priority
-    }
-
-    fn id(&self) -> Uuid {
-        self.id
-    }
+    super::identity!();
 
     fn needs_body(&self) -> bool {
         self.echo

@@ -665,17 +665,7 @@ impl RequestTransformer {
 }
 
 impl Plugin for RequestTransformer {
-    fn name(&self) -> &'static str {
-        SCHEMA.name
-    }
-
-    fn priority(&self) -> u32 {
-        SCHEMA.priority
-    }
-
-    fn id(&self) -> Uuid {
-        self.id
-    }
+    super::identity!();
 
     fn needs_body(&self) -> bool {
         self.reads_body

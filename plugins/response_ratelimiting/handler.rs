@@ -207,17 +207,7 @@ pub fn parse_costs(value: &[u8], names: &[&str]) -> Vec<Option<u64>> {
 }
 
 impl Plugin for ResponseRateLimiting {
-    fn name(&self) -> &'static str {
-        SCHEMA.name
-    }
-
-    fn priority(&self) -> u32 {
-        SCHEMA.priority
-    }
-
-    fn id(&self) -> Uuid {
-        self.id
-    }
+    super::identity!();
 
     fn access(&self, ctx: &mut Ctx<'_>, req: &mut http::request::Parts) -> Flow {
         let ident = self.identifier(ctx);

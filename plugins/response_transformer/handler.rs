@@ -202,17 +202,7 @@ impl ResponseTransformer {
 }
 
 impl Plugin for ResponseTransformer {
-    fn name(&self) -> &'static str {
-        SCHEMA.name
-    }
-
-    fn priority(&self) -> u32 {
-        SCHEMA.priority
-    }
-
-    fn id(&self) -> Uuid {
-        self.id
-    }
+    super::identity!();
 
     fn header_filter(&self, _ctx: &mut Ctx<'_>, resp: &mut http::response::Parts) {
         let h = &mut resp.headers;

@@ -132,6 +132,25 @@ pub struct Deps {
     pub balancers: Arc<crate::balancer::Balancers>,
 }
 
+/// A bundled plugin's `name`, `priority` (from its folder's `SCHEMA`) and `id` (its `id`
+/// field): the same three methods in every handler.
+macro_rules! identity {
+    () => {
+        fn name(&self) -> &'static str {
+            SCHEMA.name
+        }
+
+        fn priority(&self) -> u32 {
+            SCHEMA.priority
+        }
+
+        fn id(&self) -> Uuid {
+            self.id
+        }
+    };
+}
+pub(crate) use identity;
+
 macro_rules! handlers {
     ($($module:ident at $path:literal),* $(,)?) => {
         $(
