@@ -229,26 +229,8 @@ impl GCounters {
     ) -> Decision {
         let (index, elapsed) = window(now, period);
         let (rc, rp, version) = self.remote_view(&key, index);
-        let mut entry = self.own.entry(key).or_insert(Own {
-            index,
-            current: 0,
-            previous: 0,
-            published: 0,
-            period,
-            base_own: 0,
-            base_headroom: 0.0,
-            base_share: 0.0,
-            base_version: u64::MAX,
-            base_at: f64::MIN,
-        });
+        let mut entry = self.own_window(key, index, period);
         let w = entry.value_mut();
-        if w.index != index {
-            w.previous = if w.index + 1 == index { w.current } else { 0 };
-            w.current = 0;
-            w.published = 0;
-            w.index = index;
-            w.base_version = u64::MAX;
-        }
         let weight = if sliding {
             1.0 - elapsed / period as f64
         } else {
@@ -337,13 +319,14 @@ impl GCounters {
         own.saturating_add(rc)
     }
 
-    /// Counts `n` more for `key` in the fixed window of `period` seconds holding `now`,
-    /// unconditionally (the caller checked the limit before, with [`GCounters::usage`]).
-    pub fn add(&self, key: CounterKey, period: u64, now: f64, n: u64) {
-        if n == 0 {
-            return;
-        }
-        let (index, _) = window(now, period);
+    /// This node's counts for `key`, moved on to window `index` (the window before it becomes
+    /// the previous one; an older one is forgotten).
+    fn own_window(
+        &self,
+        key: CounterKey,
+        index: u64,
+        period: u64,
+    ) -> dashmap::mapref::one::RefMut<'_, CounterKey, Own> {
         let mut entry = self.own.entry(key).or_insert(Own {
             index,
             current: 0,
@@ -364,6 +347,18 @@ impl GCounters {
             w.index = index;
             w.base_version = u64::MAX;
         }
+        entry
+    }
+
+    /// Counts `n` more for `key` in the fixed window of `period` seconds holding `now`,
+    /// unconditionally (the caller checked the limit before, with [`GCounters::usage`]).
+    pub fn add(&self, key: CounterKey, period: u64, now: f64, n: u64) {
+        if n == 0 {
+            return;
+        }
+        let (index, _) = window(now, period);
+        let mut entry = self.own_window(key, index, period);
+        let w = entry.value_mut();
         w.current = w.current.saturating_add(n);
         self.dirty[key.shard()].store(true, Ordering::Relaxed);
     }

@@ -88,6 +88,43 @@ pub enum WindowType {
     Fixed,
 }
 
+/// Folds Kong's pre-3.6 `redis_*` shorthand fields of a config (`$c`) into its `redis`
+/// record; shared by the plugins that keep them (rate-limiting, response-ratelimiting).
+macro_rules! fold_redis_shorthands {
+    ($c:expr) => {{
+        let c = &mut $c;
+        let r = &mut c.redis;
+        if let Some(v) = c.redis_host.take() {
+            r.host = Some(v);
+        }
+        if let Some(v) = c.redis_port.take() {
+            r.port = v;
+        }
+        if let Some(v) = c.redis_password.take() {
+            r.password = Some(v);
+        }
+        if let Some(v) = c.redis_username.take() {
+            r.username = Some(v);
+        }
+        if let Some(v) = c.redis_ssl.take() {
+            r.ssl = v;
+        }
+        if let Some(v) = c.redis_ssl_verify.take() {
+            r.ssl_verify = v;
+        }
+        if let Some(v) = c.redis_server_name.take() {
+            r.server_name = Some(v);
+        }
+        if let Some(v) = c.redis_timeout.take() {
+            r.timeout = v;
+        }
+        if let Some(v) = c.redis_database.take() {
+            r.database = v;
+        }
+    }};
+}
+pub(crate) use fold_redis_shorthands;
+
 /// Kong's `redis` record. Accepted so Kong files load unchanged; Tollgate needs no Redis.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -245,34 +282,7 @@ impl RateLimitingConfig {
     }
 
     fn fold_redis_shorthands(mut self) -> Self {
-        let r = &mut self.redis;
-        if let Some(v) = self.redis_host.take() {
-            r.host = Some(v);
-        }
-        if let Some(v) = self.redis_port.take() {
-            r.port = v;
-        }
-        if let Some(v) = self.redis_password.take() {
-            r.password = Some(v);
-        }
-        if let Some(v) = self.redis_username.take() {
-            r.username = Some(v);
-        }
-        if let Some(v) = self.redis_ssl.take() {
-            r.ssl = v;
-        }
-        if let Some(v) = self.redis_ssl_verify.take() {
-            r.ssl_verify = v;
-        }
-        if let Some(v) = self.redis_server_name.take() {
-            r.server_name = Some(v);
-        }
-        if let Some(v) = self.redis_timeout.take() {
-            r.timeout = v;
-        }
-        if let Some(v) = self.redis_database.take() {
-            r.database = v;
-        }
+        fold_redis_shorthands!(self);
         self
     }
 

@@ -281,34 +281,7 @@ impl ResponseRateLimitingConfig {
     }
 
     fn fold_redis_shorthands(&mut self) {
-        let r = &mut self.redis;
-        if let Some(v) = self.redis_host.take() {
-            r.host = Some(v);
-        }
-        if let Some(v) = self.redis_port.take() {
-            r.port = v;
-        }
-        if let Some(v) = self.redis_password.take() {
-            r.password = Some(v);
-        }
-        if let Some(v) = self.redis_username.take() {
-            r.username = Some(v);
-        }
-        if let Some(v) = self.redis_ssl.take() {
-            r.ssl = v;
-        }
-        if let Some(v) = self.redis_ssl_verify.take() {
-            r.ssl_verify = v;
-        }
-        if let Some(v) = self.redis_server_name.take() {
-            r.server_name = Some(v);
-        }
-        if let Some(v) = self.redis_timeout.take() {
-            r.timeout = v;
-        }
-        if let Some(v) = self.redis_database.take() {
-            r.database = v;
-        }
+        super::rate_limiting::fold_redis_shorthands!(*self);
     }
 
     fn check(&self) -> Result<(), FieldErrors> {
