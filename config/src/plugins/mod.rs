@@ -69,6 +69,7 @@ plugins! {
     file_log at "../../../plugins/file_log/schema.rs",
     http_log at "../../../plugins/http_log/schema.rs",
     prometheus at "../../../plugins/prometheus/schema.rs",
+    proxy_cache at "../../../plugins/proxy_cache/schema.rs",
 }
 
 /// Kong's check on a `realm`: it goes into a quoted `WWW-Authenticate` parameter, so no
