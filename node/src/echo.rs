@@ -1,7 +1,7 @@
 //! `tollgate echo`: a small backend that answers JSON naming itself, the method, the path and
 //! query it received and the request headers; `/health` answers `{"status":"healthy"}`;
 //! `/response-headers?name=value` also sends each query argument back as a response header
-//! (Kong's mock upstream). It is the stand-in for real backends in demos, docker-compose and
+//! and `/status/<code>` answers with that status (both as Kong's mock upstream). It is the stand-in for real backends in demos, docker-compose and
 //! tests.
 //!
 //! SIGUSR1 turns slow mode on and off: every answer then waits `--slow-ms` first (the
@@ -109,7 +109,15 @@ async fn handle(
     if !body.is_empty() && body.len() <= ECHOED_BODY {
         answer["body"] = Value::String(String::from_utf8_lossy(&body).into_owned());
     }
-    let mut r = json_response(StatusCode::OK, answer);
+    // `/status/<code>` answers with that status (Kong's mock upstream).
+    let status = parts
+        .uri
+        .path()
+        .strip_prefix("/status/")
+        .and_then(|c| c.parse::<u16>().ok())
+        .and_then(|c| StatusCode::from_u16(c).ok())
+        .unwrap_or(StatusCode::OK);
+    let mut r = json_response(status, answer);
     if parts.uri.path() == "/response-headers" {
         add_response_headers(r.headers_mut(), parts.uri.query().unwrap_or(""));
     }

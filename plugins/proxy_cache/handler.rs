@@ -64,12 +64,9 @@ pub const PURGED: &[u8] = b"purged";
 /// Handles a notice from another node (see [`purge_notice`]): `purged` when a key purge found
 /// the entry, empty otherwise; `None` when it is not a purge.
 pub fn on_notice(body: &[u8]) -> Option<Vec<u8>> {
-    let Some(data) = std::str::from_utf8(body)
-        .ok()
-        .and_then(|s| s.strip_prefix(PURGE_TOPIC))
-    else {
-        return None;
-    };
+    let data = std::str::from_utf8(body)
+        .ok()?
+        .strip_prefix(PURGE_TOPIC)?;
     let (_plugin, key) = data.split_once(':')?;
     let found = match key {
         "nil" => {
@@ -742,7 +739,7 @@ impl Directives {
 /// now; never below 0.
 fn resource_ttl(cc: &Directives, headers: &http::HeaderMap, now: f64) -> f64 {
     let max_age = cc.num("s-maxage").or_else(|| cc.num("max-age")).or_else(|| {
-        let expires = headers.get_all(header::EXPIRES).iter().last()?;
+        let expires = headers.get_all(header::EXPIRES).iter().next_back()?;
         let t = httpdate::parse_http_date(expires.to_str().ok()?).ok()?;
         let secs = t.duration_since(std::time::UNIX_EPOCH).ok()?.as_secs() as f64;
         Some(secs - now.floor())

@@ -186,6 +186,11 @@ impl Store {
             .sum()
     }
 
+    /// Whether it holds nothing.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
     /// Entries held.
     pub fn len(&self) -> usize {
         self.shards
