@@ -259,8 +259,7 @@ impl Plugin for ProxyCache {
             _ => {
                 // Kong's `set_header(conf, "X-Cache-Status", "Bypass")`: what access sent is
                 // replaced.
-                let shown = self.shows(debug, Diag::Status)
-                    || resp.headers.contains_key(&X_CACHE_STATUS);
+                let shown = self.shows(debug, Diag::Status);
                 if shown {
                     resp.headers
                         .insert(X_CACHE_STATUS.clone(), HeaderValue::from_static("Bypass"));
