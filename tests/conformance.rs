@@ -474,6 +474,26 @@ impl Env<'_> {
                 .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned())
                 .collect::<Vec<_>>();
             let got = (!got.is_empty()).then(|| got.join(", "));
+            // `$name` not captured yet: capture the header's value (it must be present).
+            if let Some(n) = want.strip_prefix('$').filter(|n| {
+                !n.is_empty()
+                    && !matches!(*n, "absent" | "any")
+                    && n.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
+                    && !vars.0.contains_key(*n)
+            }) {
+                match got {
+                    Some(g) => {
+                        vars.0.insert(n.to_string(), Value::String(g));
+                        continue;
+                    }
+                    None => {
+                        return Err(format!(
+                            "header {name}: missing (capture {want}): {}",
+                            ctx()
+                        ))
+                    }
+                }
+            }
             let want = vars.subst(want);
             let ok = match (want.as_str(), &got) {
                 ("$absent", g) => g.is_none(),

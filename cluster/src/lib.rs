@@ -23,6 +23,7 @@ pub mod auth;
 pub mod discovery;
 pub mod gcounter;
 pub mod network;
+pub mod notice;
 pub mod raft;
 pub mod rpc;
 pub mod sealed_transport;

@@ -89,6 +89,8 @@ pub struct ClusterNode {
     pub(crate) client: Client,
     large_writes: tokio::sync::Semaphore,
     pub(crate) intake: crate::rpc::Intake,
+    /// What this node does with notices from other members ([`crate::notice`]).
+    pub(crate) notice: std::sync::OnceLock<crate::notice::NoticeHandler>,
 }
 
 /// What the leader answers to a forwarded write.
@@ -142,6 +144,7 @@ impl ClusterNode {
             client,
             large_writes: tokio::sync::Semaphore::new(1),
             intake: crate::rpc::Intake::default(),
+            notice: std::sync::OnceLock::new(),
         }))
     }
 

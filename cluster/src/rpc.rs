@@ -1,5 +1,6 @@
 //! The cluster listener's endpoints: openraft's RPCs and the internal calls nodes make to the
-//! leader: forwarded writes, read indexes and member removal. All bincode but the answers to
+//! leader: forwarded writes, read indexes and member removal; and notices between members
+//! ([`crate::notice`]). All bincode but the answers to
 //! internal calls (JSON).
 //!
 //! Behind TLS with client certificates when the cluster has credentials (only members reach
@@ -52,6 +53,7 @@ enum Endpoint {
     Forward,
     ReadIndex,
     Remove,
+    Notice,
 }
 
 impl Endpoint {
@@ -63,6 +65,7 @@ impl Endpoint {
             "/cluster/forward" => Endpoint::Forward,
             "/cluster/read-index" => Endpoint::ReadIndex,
             "/cluster/remove" => Endpoint::Remove,
+            "/cluster/notice" => Endpoint::Notice,
             _ => return None,
         })
     }
@@ -76,6 +79,7 @@ fn limit(e: Endpoint) -> usize {
         Endpoint::Snapshot => SNAPSHOT_BODY,
         Endpoint::Forward => FORWARD_BODY,
         Endpoint::ReadIndex | Endpoint::Remove => SMALL_BODY,
+        Endpoint::Notice => crate::notice::MAX_NOTICE,
     }
 }
 
@@ -231,6 +235,13 @@ pub async fn handle(node: Arc<ClusterNode>, req: Request<Incoming>) -> Response<
         Endpoint::Remove => match String::from_utf8_lossy(&body).parse::<u64>() {
             Ok(id) => json(&node.remove_member(id).await),
             Err(_) => json(&Err::<(), _>(ProposeError::Internal("bad node id".into()))),
+        },
+        Endpoint::Notice => match node.handle_notice(&body) {
+            Some(answer) => reply(StatusCode::OK, answer),
+            None => reply(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                b"notice not handled".to_vec(),
+            ),
         },
     }
 }

@@ -222,6 +222,8 @@ pub async fn run(args: NodeArgs) -> anyhow::Result<()> {
     let cluster = ClusterNode::start(addrs, &store_dir, hook, auth.rpc.as_deref())
         .await
         .with_context(|| format!("cannot start Raft on {}", store_dir.display()))?;
+    // Purges through any node's Admin API reach this node's proxy-cache store.
+    cluster.on_notice(Box::new(crate::plugins::proxy_cache::on_notice));
     let rpc_node = cluster.clone();
     // The cluster listener outlives the proxy and Admin API drains: an Admin API request in
     // flight at SIGTERM (a forwarded write waiting for its local apply, a consistent read)

@@ -70,6 +70,7 @@ plugins! {
     http_log at "../../../plugins/http_log/schema.rs",
     prometheus at "../../../plugins/prometheus/schema.rs",
     response_transformer at "../../../plugins/response_transformer/schema.rs",
+    proxy_cache at "../../../plugins/proxy_cache/schema.rs",
 }
 
 pub mod custom_fields;

@@ -14,6 +14,7 @@ mod body;
 mod certificates;
 pub mod cors;
 pub mod guard;
+mod proxy_cache;
 mod schemas;
 mod tags;
 mod upstreams;
@@ -1199,6 +1200,7 @@ pub fn router(ctx: Ctx) -> Router {
     r = schemas::routes(r, &mut paths);
     r = tags::routes(r, &mut paths);
     r = upstreams::routes(r, &mut paths);
+    r = proxy_cache::routes(r, &mut paths);
     let inner = r
         .fallback(|| async { message(StatusCode::NOT_FOUND, "Not found") })
         .method_not_allowed_fallback(|| async {

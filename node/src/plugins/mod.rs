@@ -182,6 +182,7 @@ handlers! {
     http_log at "../../../plugins/http_log/handler.rs",
     prometheus at "../../../plugins/prometheus/handler.rs",
     response_transformer at "../../../plugins/response_transformer/handler.rs",
+    proxy_cache at "../../../plugins/proxy_cache/handler.rs",
 }
 
 pub mod auth;
@@ -255,6 +256,20 @@ pub struct Ctx<'a> {
     /// `kong.response.exit` in header_filter): the body sent instead of the upstream's, which
     /// is dropped unread.
     pub replace_body: Option<Bytes>,
+    /// Set by a header_filter that wants a copy of the body sent to the client (proxy-cache
+    /// storing a response): the body is streamed as usual and handed to the sink once it was
+    /// sent whole, if it stayed within the sink's bound.
+    pub body_sink: Option<Box<dyn BodySink>>,
+}
+
+/// Receives a copy of a response body once it has been sent to the client whole (see
+/// [`Ctx::body_sink`]). Never called for a body cut short, failed, or larger than
+/// [`BodySink::max_bytes`] (copying stops there, the client still gets everything).
+pub trait BodySink: Send {
+    /// The most bytes worth copying.
+    fn max_bytes(&self) -> usize;
+    /// The whole body, once sent.
+    fn complete(self: Box<Self>, body: Bytes);
 }
 
 /// A cap on the request body and the answer past it.

@@ -190,6 +190,7 @@ impl Proxy {
             body_limit: None,
             state: http::Extensions::new(),
             replace_body: None,
+            body_sink: None,
         };
         let mut done = Done {
             start,
@@ -907,6 +908,9 @@ impl Proxy {
                 .headers
                 .insert(header::CONTENT_LENGTH, HeaderValue::from(bytes.len()));
             body = ProxyBody::full(Full::new(bytes));
+        }
+        if let Some(sink) = ctx.body_sink.take() {
+            body = ProxyBody::teed(body, sink);
         }
         let status = parts.status;
         record(&self.metrics, done.route, status, total, upstream);

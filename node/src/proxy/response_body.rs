@@ -20,6 +20,7 @@ use tokio::sync::{mpsc, OwnedSemaphorePermit, Semaphore};
 use super::body::{BoxError, ReadTimeout};
 use super::upstream::PooledBody;
 use crate::plugins::log_record::PendingLog;
+use crate::plugins::BodySink;
 
 /// Largest body of known size read whole before the response head is sent.
 pub const READ_WHOLE_MAX: u64 = 64 * 1024;
@@ -39,6 +40,45 @@ pin_project_lite::pin_project! {
         /// Any of the above, with the log phase to run once it has been sent (when it is
         /// dropped: read to the end, or given up by the client).
         Logged { body: Pin<Box<ProxyBody>>, log: Option<Box<PendingLog>> },
+        /// Any of the above, copied for a [`BodySink`] as it is sent.
+        Teed { body: Pin<Box<ProxyBody>>, tee: Option<Tee> },
+    }
+}
+
+/// The copy of a body being sent, for a [`BodySink`]. Given up (dropped, the sink never
+/// called) past the sink's bound or on a failure; handed over at the end of the body.
+pub struct Tee {
+    sink: Box<dyn BodySink>,
+    parts: Vec<Bytes>,
+    len: usize,
+}
+
+impl Tee {
+    /// Takes one data frame; false when the copy went past the bound.
+    fn take(&mut self, data: &Bytes) -> bool {
+        self.len = self.len.saturating_add(data.len());
+        if self.len > self.sink.max_bytes() {
+            return false;
+        }
+        if !data.is_empty() {
+            self.parts.push(data.clone());
+        }
+        true
+    }
+
+    fn finish(self) {
+        let body = match self.parts.len() {
+            0 => Bytes::new(),
+            1 => self.parts.into_iter().next().unwrap_or_default(),
+            _ => {
+                let mut all = Vec::with_capacity(self.len);
+                for p in &self.parts {
+                    all.extend_from_slice(p);
+                }
+                Bytes::from(all)
+            }
+        };
+        self.sink.complete(body);
     }
 }
 
@@ -49,6 +89,29 @@ impl ProxyBody {
 
     pub fn streamed(body: ReadTimeout<PooledBody>) -> ProxyBody {
         ProxyBody::Upstream { body }
+    }
+
+    /// `body`, copied for `sink` as it is sent.
+    pub fn teed(body: ProxyBody, sink: Box<dyn BodySink>) -> ProxyBody {
+        let body = Box::pin(body);
+        if body.size_hint().lower() > sink.max_bytes() as u64 {
+            // Known to be too large: no copy at all.
+            return ProxyBody::Teed { body, tee: None };
+        }
+        let tee = Tee {
+            sink,
+            parts: Vec::new(),
+            len: 0,
+        };
+        if body.is_end_stream() {
+            // Nothing to send (a HEAD answer, an empty body): the client will not poll it.
+            tee.finish();
+            return ProxyBody::Teed { body, tee: None };
+        }
+        ProxyBody::Teed {
+            body,
+            tee: Some(tee),
+        }
     }
 
     /// `body`, counting the bytes sent into `log`, which runs when the body is dropped.
@@ -211,6 +274,32 @@ impl Body for ProxyBody {
                 }
                 polled
             }
+            Projected::Teed { body, tee } => {
+                let polled = body.as_mut().poll_frame(cx);
+                match &polled {
+                    Poll::Ready(Some(Ok(frame))) => {
+                        if let (Some(t), Some(d)) = (tee.as_mut(), frame.data_ref()) {
+                            if !t.take(d) {
+                                *tee = None;
+                            }
+                        }
+                        // The client may stop polling once the body says it ended.
+                        if body.is_end_stream() {
+                            if let Some(t) = tee.take() {
+                                t.finish();
+                            }
+                        }
+                    }
+                    Poll::Ready(None) => {
+                        if let Some(t) = tee.take() {
+                            t.finish();
+                        }
+                    }
+                    Poll::Ready(Some(Err(_))) => *tee = None,
+                    Poll::Pending => {}
+                }
+                polled
+            }
             Projected::Pumped { body: p } => {
                 if p.done {
                     return Poll::Ready(None);
@@ -233,6 +322,7 @@ impl Body for ProxyBody {
             ProxyBody::Full { body } => body.is_end_stream(),
             ProxyBody::Pumped { body } => body.done,
             ProxyBody::Logged { body, .. } => body.is_end_stream(),
+            ProxyBody::Teed { body, .. } => body.is_end_stream(),
         }
     }
 
@@ -242,6 +332,7 @@ impl Body for ProxyBody {
             ProxyBody::Full { body } => body.size_hint(),
             ProxyBody::Pumped { body } => body.hint,
             ProxyBody::Logged { body, .. } => body.size_hint(),
+            ProxyBody::Teed { body, .. } => body.size_hint(),
         }
     }
 }
