@@ -360,3 +360,52 @@ async fn cors_with_origins_that_are_not_origins() {
     );
     still_serving(&node, "/c").await;
 }
+
+#[tokio::test]
+async fn bodies_are_read_only_after_authentication_and_size_limits() {
+    // Kong reads a body in request-transformer's access (priority 801): key-auth (1250) and
+    // request-size-limiting (951) answer before any of it is read.
+    let (node, _echo) = setup().await;
+    route(
+        &node,
+        "auth",
+        &[
+            json!({"name": "key-auth"}),
+            json!({"name": "request-transformer", "config": {"add": {"body": ["a:b"]}}}),
+        ],
+    )
+    .await;
+    route(
+        &node,
+        "limited",
+        &[
+            json!({"name": "request-size-limiting", "config": {"allowed_payload_size": 1}}),
+            json!({"name": "request-transformer", "config": {"add": {"body": ["a:b"]}}}),
+        ],
+    )
+    .await;
+    // The client announces a large body and waits for `100 Continue` before sending it.
+    for (path, expected) in [("/auth", "HTTP/1.1 401"), ("/limited", "HTTP/1.1 417")] {
+        let req = format!(
+            "POST {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\nContent-Type: application/json\r\nExpect: 100-continue\r\nContent-Length: 20000000\r\n\r\n"
+        );
+        let answer = raw(&node, req.into_bytes(), false).await;
+        assert!(answer.starts_with(expected), "{path}: {answer}");
+        assert!(
+            !answer.contains("100 Continue"),
+            "{path}: nothing was read: {answer}"
+        );
+    }
+    // A chunked body past request-size-limiting's limit is the plugin's 413, even when a
+    // later plugin reads the body.
+    let mut req = b"POST /limited HTTP/1.1\r\nHost: x\r\nConnection: close\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n".to_vec();
+    for _ in 0..2 {
+        req.extend_from_slice(b"100000\r\n");
+        req.extend_from_slice(&vec![b' '; 0x100000]);
+        req.extend_from_slice(b"\r\n");
+    }
+    req.extend_from_slice(b"0\r\n\r\n");
+    let answer = raw(&node, req, false).await;
+    assert!(answer.starts_with("HTTP/1.1 413"), "{answer}");
+    assert!(answer.contains("Request size limit exceeded"), "{answer}");
+}

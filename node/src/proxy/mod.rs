@@ -221,23 +221,30 @@ impl Proxy {
         done.route = Some(route);
         ctx.route = Some(&route.info);
         let mut body = Unread(Some(body));
-        if route.needs_body {
-            let incoming = body.0.take().expect("body present");
-            ctx.body = Some(or_finish!(read_for_plugins(incoming).await));
-        }
-        // Step 5, access. The loop only awaits when a plugin is async: the common path builds
-        // no nested future.
+        // Step 5, access. The loop only awaits when a plugin is async or the first plugin
+        // that reads the body comes up (so authentication and size limits run before any
+        // body is read, as in Kong): the common path builds no nested future.
         let mut next_slot = 0;
-        while let Some(waiting) = or_finish!(access(
+        while let Some(pause) = or_finish!(access(
             &snap,
             route,
             &mut ctx,
             &mut parts,
             &mut done.ran,
-            &mut next_slot
+            &mut next_slot,
+            route.needs_body && body.0.is_some(),
         )) {
-            if let Flow::Respond(r) = waiting.access_async(&mut ctx, &mut parts).await {
-                or_finish!(Err(r));
+            match pause {
+                Pause::Async(waiting) => {
+                    if let Flow::Respond(r) = waiting.access_async(&mut ctx, &mut parts).await {
+                        or_finish!(Err(r));
+                    }
+                }
+                Pause::Body => {
+                    let incoming = body.0.take().expect("body present");
+                    let limit = ctx.body_limit;
+                    ctx.body = Some(or_finish!(read_for_plugins(incoming, limit).await));
+                }
             }
         }
         // What the log phase shows of the request: as access left it (Kong logs
@@ -1164,15 +1171,27 @@ fn rewrite(
 
 /// Step 4, only when a plugin on the route needs the request body before access: reads it
 /// whole, up to [`MAX_BUFFERED_BODY`].
-async fn read_for_plugins(incoming: Incoming) -> Result<Bytes, Early> {
+async fn read_for_plugins(incoming: Incoming, limit: Option<BodyLimit>) -> Result<Bytes, Early> {
+    // A plugin's limit (request-size-limiting on a chunked body) answers for itself when it
+    // is the tighter one.
+    let cap = match limit {
+        Some(l) if l.max < MAX_BUFFERED_BODY as u64 => l.max as usize + 1,
+        _ => MAX_BUFFERED_BODY,
+    };
     // Boxed: a rare path whose future would otherwise enlarge every request's.
-    let read = Limited::new(incoming, MAX_BUFFERED_BODY).collect();
+    let read = Limited::new(incoming, cap).collect();
     match Box::pin(tokio::time::timeout(CLIENT_BODY_TIMEOUT, read)).await {
-        Ok(Ok(b)) => Ok(b.to_bytes()),
-        Ok(Err(e)) if e.is::<http_body_util::LengthLimitError>() => Err(error_response(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            "Request body too large",
-        )),
+        Ok(Ok(b)) => {
+            let b = b.to_bytes();
+            match limit {
+                Some(l) if b.len() as u64 > l.max => Err(l.response()),
+                _ => Ok(b),
+            }
+        }
+        Ok(Err(e)) if e.is::<http_body_util::LengthLimitError>() => Err(match limit {
+            Some(l) if l.max < MAX_BUFFERED_BODY as u64 => l.response(),
+            _ => error_response(StatusCode::PAYLOAD_TOO_LARGE, "Request body too large"),
+        }),
         Ok(Err(_)) => Err(error_response(StatusCode::BAD_REQUEST, "Bad request")),
         Err(_) => Err(error_response(
             StatusCode::REQUEST_TIMEOUT,
@@ -1192,22 +1211,36 @@ fn access<'s>(
     parts: &mut http::request::Parts,
     ran: &mut Vec<&'s Instance>,
     next: &mut usize,
-) -> Result<Option<&'s Instance>, Early> {
+    body_unread: bool,
+) -> Result<Option<Pause<'s>>, Early> {
     while let Some(slot) = route.slots.get(*next) {
-        *next += 1;
         let consumer = ctx.consumer.as_ref().map(|c| c.id);
         let Some(inst) = snap.resolve(route, slot, consumer) else {
+            *next += 1;
             continue;
         };
+        if body_unread && inst.needs_body() {
+            // Read first, then this slot again.
+            return Ok(Some(Pause::Body));
+        }
+        *next += 1;
         ran.push(inst);
         if inst.is_async() {
-            return Ok(Some(inst));
+            return Ok(Some(Pause::Async(inst)));
         }
         if let Flow::Respond(r) = inst.access(ctx, parts) {
             return Err(r);
         }
     }
     Ok(None)
+}
+
+/// Why the access loop stops before its end.
+enum Pause<'s> {
+    /// This plugin must be awaited.
+    Async(&'s Instance),
+    /// The next plugin reads the request body: read it, then go on.
+    Body,
 }
 
 /// The upstream URI in origin form (the connection already goes to the service's address):
