@@ -261,7 +261,14 @@ async fn response_transformer_with_hostile_upstream_bodies() {
                 let mut buf = vec![0u8; 4096];
                 let n = s.read(&mut buf).await.unwrap_or(0);
                 let head = String::from_utf8_lossy(&buf[..n]).into_owned();
-                let body = if head.starts_with("GET /huge") {
+                let content_type = if head.starts_with("GET /ct") {
+                    "text/plain"
+                } else {
+                    "application/json"
+                };
+                let body = if head.starts_with("GET /ct") {
+                    "{\"a\":1}".to_string()
+                } else if head.starts_with("GET /huge") {
                     format!("{{\"a\":\"{}\"}}", "x".repeat(9 * 1024 * 1024))
                 } else if head.starts_with("GET /broken") {
                     "{\"a\": [1, 2".to_string()
@@ -269,7 +276,7 @@ async fn response_transformer_with_hostile_upstream_bodies() {
                     format!("{}1{}", "[".repeat(100_000), "]".repeat(100_000))
                 };
                 let resp = format!(
-                    "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+                    "HTTP/1.1 200 OK\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
                     body.len()
                 );
                 let _ = s.write_all(resp.as_bytes()).await;
@@ -293,6 +300,20 @@ async fn response_transformer_with_hostile_upstream_bodies() {
         json!({"name": "response-transformer", "config": {"add": {"json": ["k:v"]}}}),
     )
     .await;
+    // A route whose own header edit makes a text answer JSON: its body is edited too (Kong's
+    // body_filter reads the Content-Type after header_filter).
+    node.create(
+        "/services/up/routes",
+        json!({"name": "ct", "paths": ["/ct"], "strip_path": false}),
+    )
+    .await;
+    node.create(
+        "/routes/ct/plugins",
+        json!({"name": "response-transformer", "config": {
+            "replace": {"headers": ["Content-Type:application/json"]},
+            "add": {"json": ["k:v"]}}}),
+    )
+    .await;
     let get = |p: &'static str| {
         let url = node.proxy_url(p);
         async move {
@@ -300,6 +321,12 @@ async fn response_transformer_with_hostile_upstream_bodies() {
             (r.status().as_u16(), r.text().await.unwrap_or_default())
         }
     };
+    let (status, body) = get("/ct").await;
+    assert_eq!(status, 200);
+    assert_eq!(
+        serde_json::from_str::<Value>(&body).unwrap(),
+        json!({"a": 1, "k": "v"})
+    );
     // Over the bound for a body plugin: a 502, logged; the gateway does not hold 9 MiB per
     // request for it.
     let (status, _) = get("/huge").await;

@@ -258,6 +258,33 @@ fn append_arg(old: Option<Arg>, value: String) -> Arg {
     }
 }
 
+/// `kong.tools.uri.escape`: everything but `!#$&'()*+,/:;=?@[]`, letters, digits, `-_.~` and
+/// `%` (its `ESCAPE_PATTERN`).
+const PATH: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANUMERIC
+    .remove(b'!')
+    .remove(b'#')
+    .remove(b'$')
+    .remove(b'&')
+    .remove(b'\'')
+    .remove(b'(')
+    .remove(b')')
+    .remove(b'*')
+    .remove(b'+')
+    .remove(b',')
+    .remove(b'/')
+    .remove(b':')
+    .remove(b';')
+    .remove(b'=')
+    .remove(b'?')
+    .remove(b'@')
+    .remove(b'[')
+    .remove(b']')
+    .remove(b'-')
+    .remove(b'_')
+    .remove(b'.')
+    .remove(b'~')
+    .remove(b'%');
+
 /// `ngx.escape_uri` for arguments: everything but letters, digits and `-_.~!*'()`.
 const ARG: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANUMERIC
     .remove(b'-')
@@ -320,7 +347,12 @@ impl RequestTransformer {
         // The URI.
         if let Some(uri) = &self.uri {
             let path = uri.render(env).map_err(|e| Failed(e.0))?;
-            ctx.state.insert(UpstreamPath(path));
+            // Kong's `kong.service.request.set_path`: a path, escaped as `kong.tools.uri`.
+            if !path.starts_with('/') {
+                return Err(Failed("path must start with /".into()));
+            }
+            let escaped = percent_encoding::utf8_percent_encode(&path, PATH).to_string();
+            ctx.state.insert(UpstreamPath(escaped));
         }
         let content_type = req
             .headers
@@ -708,6 +740,14 @@ impl Plugin for RequestTransformer {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn paths_escape_as_kongs_uri_escape() {
+        let e = |p: &str| percent_encoding::utf8_percent_encode(p, PATH).to_string();
+        assert_eq!(e("/s/hello world"), "/s/hello%20world");
+        assert_eq!(e("/a/%41/[x]/~u/é"), "/a/%41/[x]/~u/%C3%A9");
+        assert_eq!(e("/q?a=1&b=$"), "/q?a=1&b=$");
+    }
 
     #[test]
     fn args_encode_as_ngx_encode_args_sorted() {

@@ -201,6 +201,37 @@ impl ResponseTransformer {
     }
 }
 
+impl ResponseTransformer {
+    /// The `Content-Type` header_filter will leave in `h`.
+    fn content_type_after(&self, h: &http::HeaderMap) -> Option<HeaderValue> {
+        let ct = &header::CONTENT_TYPE;
+        let mut v = h.get(ct).cloned();
+        if self.remove_headers.iter().any(|(n, _)| n == ct) {
+            v = None;
+        }
+        for (old, new) in &self.rename_headers {
+            if old == ct && v.is_some() && new != ct {
+                v = None;
+            } else if new == ct && old != ct {
+                if let Some(moved) = h.get(old) {
+                    v = Some(moved.clone());
+                }
+            }
+        }
+        for (n, value) in &self.replace_headers {
+            if let (true, true, Some(x)) = (n == ct, v.is_some(), value) {
+                v = Some(x.clone());
+            }
+        }
+        for (n, value) in self.add_headers.iter().chain(&self.append_headers) {
+            if let (true, None, Some(x)) = (n == ct, &v, value) {
+                v = Some(x.clone());
+            }
+        }
+        v
+    }
+}
+
 impl Plugin for ResponseTransformer {
     super::identity!();
 
@@ -242,7 +273,9 @@ impl Plugin for ResponseTransformer {
     }
 
     fn wants_response_body(&self, head: &http::response::Parts) -> bool {
-        self.edits_json && is_json(head.headers.get(header::CONTENT_TYPE))
+        // Asked before header_filter runs: the content type this plugin's own header edits
+        // will leave is the one Kong's body_filter reads.
+        self.edits_json && is_json(self.content_type_after(&head.headers).as_ref())
     }
 
     fn response_body(
