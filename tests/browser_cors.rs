@@ -163,6 +163,22 @@ async fn a_browser_calls_the_api_across_origins_only_with_the_cors_plugin() {
         }
     }
 
+    // Outside the browser, both routes answer; only one allows the page's origin. (So a
+    // blocked call below is the browser's CORS check, not a route that fails.)
+    for (name, allowed) in [("with-cors", true), ("without-cors", false)] {
+        let r = common::client()
+            .post(node.proxy_url(&format!("/{name}/echo")))
+            .header("origin", &origin)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200, "{name}");
+        assert_eq!(
+            r.headers().get("access-control-allow-origin").is_some(),
+            allowed,
+            "{name}"
+        );
+    }
     serve_page(page, page_html(&node.proxy_url("/with-cors/echo")));
     let result = run_page(&browser, page_port).await;
     assert_eq!(

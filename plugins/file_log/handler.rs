@@ -14,6 +14,7 @@ use std::fs::File;
 use std::io::Write;
 use std::path::PathBuf;
 use std::sync::mpsc::{sync_channel, Receiver, SyncSender, TrySendError};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, Instant};
 
@@ -34,6 +35,9 @@ pub const HANDLER: Handler = Handler {
 
 /// Lines waiting for a path's writer; past it lines are dropped.
 pub const CHANNEL_CAPACITY: usize = 16 * 1024;
+/// Bytes waiting for a path's writer (a stalled disk holds no more); past it lines are
+/// dropped.
+pub const QUEUED_BYTES: usize = 64 * 1024 * 1024;
 
 fn build(p: &PluginEntity, deps: &Deps) -> Option<Instance> {
     let cfg = FileLogConfig::parse(&p.config.0)?;
@@ -60,6 +64,8 @@ pub struct FileLog {
 /// holding it is gone.
 struct Writer {
     tx: SyncSender<(Bytes, bool)>,
+    /// Bytes sent and not yet taken by the thread.
+    queued: Arc<AtomicUsize>,
 }
 
 /// Writers by path, so instances naming the same file share one.
@@ -78,11 +84,13 @@ fn writer(path: PathBuf, metrics: &Arc<Metrics>) -> Option<Arc<Writer>> {
     let (tx, rx) = sync_channel(CHANNEL_CAPACITY);
     let m = metrics.clone();
     let p = path.clone();
+    let queued = Arc::new(AtomicUsize::new(0));
+    let q = queued.clone();
     std::thread::Builder::new()
         .name("file-log".into())
-        .spawn(move || write_loop(p, rx, m))
+        .spawn(move || write_loop(p, rx, m, q))
         .ok()?;
-    let w = Arc::new(Writer { tx });
+    let w = Arc::new(Writer { tx, queued });
     all.insert(path, Arc::downgrade(&w));
     Some(w)
 }
@@ -98,18 +106,25 @@ fn open(path: &PathBuf) -> std::io::Result<File> {
 }
 
 /// The writer thread: waits for a line, takes every line waiting with it, writes them.
-fn write_loop(path: PathBuf, rx: Receiver<(Bytes, bool)>, metrics: Arc<Metrics>) {
+fn write_loop(
+    path: PathBuf,
+    rx: Receiver<(Bytes, bool)>,
+    metrics: Arc<Metrics>,
+    queued: Arc<AtomicUsize>,
+) {
     let mut file: Option<File> = None;
     let mut batch: Vec<u8> = Vec::new();
     let mut last_warning: Option<Instant> = None;
     while let Ok((first, mut reopen)) = rx.recv() {
         batch.clear();
         let mut lines = 1u64;
+        queued.fetch_sub(first.len(), Ordering::Relaxed);
         batch.extend_from_slice(&first);
         batch.push(b'\n');
         while let Ok((line, r)) = rx.try_recv() {
             reopen |= r;
             lines += 1;
+            queued.fetch_sub(line.len(), Ordering::Relaxed);
             batch.extend_from_slice(&line);
             batch.push(b'\n');
             if batch.len() > 1 << 20 {
@@ -154,14 +169,20 @@ impl Plugin for FileLog {
     super::identity!();
 
     fn log(&self, served: &Served) {
-        match self.writer.tx.try_send((served.record_with(&self.custom), self.reopen)) {
-            Ok(()) => {}
-            Err(TrySendError::Full(_)) | Err(TrySendError::Disconnected(_)) => {
-                self.metrics
-                    .log_entries_dropped
-                    .with_label_values(&["file-log"])
-                    .inc();
-            }
+        let line = served.record_with(&self.custom);
+        let len = line.len();
+        let w = &self.writer;
+        let sent = w.queued.fetch_add(len, Ordering::Relaxed) + len <= QUEUED_BYTES
+            && match w.tx.try_send((line, self.reopen)) {
+                Ok(()) => true,
+                Err(TrySendError::Full(_)) | Err(TrySendError::Disconnected(_)) => false,
+            };
+        if !sent {
+            w.queued.fetch_sub(len, Ordering::Relaxed);
+            self.metrics
+                .log_entries_dropped
+                .with_label_values(&["file-log"])
+                .inc();
         }
     }
 }

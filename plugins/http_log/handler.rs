@@ -116,6 +116,23 @@ fn queues() -> &'static Mutex<HashMap<String, Weak<Queue>>> {
     Q.get_or_init(Default::default)
 }
 
+/// `text` with the user and password of any `scheme://user:pass@host` in it removed.
+fn without_userinfo(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    while let Some(i) = rest.find("://") {
+        let (head, tail) = rest.split_at(i + 3);
+        out.push_str(head);
+        let authority_end = tail.find(['/', '?', '#', ' ', '|']).unwrap_or(tail.len());
+        match tail[..authority_end].rfind('@') {
+            Some(at) => rest = &tail[at + 1..],
+            None => rest = tail,
+        }
+    }
+    out.push_str(rest);
+    out
+}
+
 fn queue(cfg: &HttpLogConfig, metrics: &Arc<Metrics>) -> Option<Arc<Queue>> {
     let params = cfg.queue_params();
     let key = format!(
@@ -168,7 +185,8 @@ fn queue(cfg: &HttpLogConfig, metrics: &Arc<Metrics>) -> Option<Arc<Queue>> {
         })
     });
     let q = Arc::new(Queue {
-        name: cfg.queue_name(),
+        // Only for logs: without the endpoint's credentials.
+        name: without_userinfo(&cfg.queue_name()),
         unqueued: Arc::new(Semaphore::new(params.max_entries.max(1) as usize)),
         params,
         state: Mutex::new(Entries {
@@ -409,6 +427,15 @@ impl Plugin for HttpLog {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn logged_queue_names_hide_credentials() {
+        assert_eq!(
+            without_userinfo("http-log plugin 1 http://user:p%40ss@collector:8080/log"),
+            "http-log plugin 1 http://collector:8080/log"
+        );
+        assert_eq!(without_userinfo("https://c/x"), "https://c/x");
+    }
     use serde_json::json;
 
     fn cfg(port: u16, queue: serde_json::Value) -> HttpLogConfig {

@@ -69,7 +69,10 @@ impl Plugin for RequestSizeLimiting {
             }
             return Flow::Continue;
         }
-        if self.require_length && !ctx.body_unsized {
+        // Kong exempts `Transfer-Encoding: chunked`, which only HTTP/1.1 has: an HTTP/2 body
+        // without a length gets the 411 too.
+        let chunked = ctx.body_unsized && req.version <= http::Version::HTTP_11;
+        if self.require_length && !chunked {
             return Flow::Respond(error_response(
                 StatusCode::LENGTH_REQUIRED,
                 "A valid Content-Length header is required",

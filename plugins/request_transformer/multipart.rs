@@ -30,14 +30,13 @@ pub fn boundary(content_type: &str) -> Option<String> {
     })
 }
 
+/// Where `needle` next occurs in `hay` from `from`: linear in the body (the boundary is the
+/// client's choice, so no search that multiplies by its length).
 fn find(hay: &[u8], needle: &[u8], from: usize) -> Option<usize> {
     if needle.is_empty() || from > hay.len() {
         return None;
     }
-    hay[from..]
-        .windows(needle.len())
-        .position(|w| w == needle)
-        .map(|i| i + from)
+    memchr::memmem::find(&hay[from..], needle).map(|i| i + from)
 }
 
 /// The `name` of a `Content-Disposition` header among `headers`.
