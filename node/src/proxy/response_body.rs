@@ -9,6 +9,7 @@
 //! upstream only when the client took the previous one.
 
 use std::pin::Pin;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
@@ -46,39 +47,61 @@ pin_project_lite::pin_project! {
 }
 
 /// The copy of a body being sent, for a [`BodySink`]. Given up (dropped, the sink never
-/// called) past the sink's bound or on a failure; handed over at the end of the body.
+/// called) past the sink's bound, past [`TEE_BUDGET`] across all copies, or on a failure;
+/// handed over at the end of the body.
 pub struct Tee {
-    sink: Box<dyn BodySink>,
+    sink: Option<Box<dyn BodySink>>,
     parts: Vec<Bytes>,
     len: usize,
 }
 
+/// Most bytes all copies in progress hold at once: many slow clients of distinct cacheable
+/// answers cannot pin more (past it a copy is given up and that answer is not stored).
+pub const TEE_BUDGET: usize = 64 * 1024 * 1024;
+
+/// Bytes held by copies in progress.
+static TEE_HELD: AtomicUsize = AtomicUsize::new(0);
+
 impl Tee {
-    /// Takes one data frame; false when the copy went past the bound.
+    /// Takes one data frame; false when the copy went past a bound.
     fn take(&mut self, data: &Bytes) -> bool {
-        self.len = self.len.saturating_add(data.len());
-        if self.len > self.sink.max_bytes() {
+        let max = self.sink.as_ref().map_or(0, |s| s.max_bytes());
+        if self.len.saturating_add(data.len()) > max {
             return false;
         }
+        if TEE_HELD.fetch_add(data.len(), Ordering::Relaxed) + data.len() > TEE_BUDGET {
+            TEE_HELD.fetch_sub(data.len(), Ordering::Relaxed);
+            return false;
+        }
+        self.len += data.len();
         if !data.is_empty() {
             self.parts.push(data.clone());
         }
         true
     }
 
-    fn finish(self) {
-        let body = match self.parts.len() {
+    fn finish(mut self) {
+        let parts = std::mem::take(&mut self.parts);
+        let body = match parts.len() {
             0 => Bytes::new(),
-            1 => self.parts.into_iter().next().unwrap_or_default(),
+            1 => parts.into_iter().next().unwrap_or_default(),
             _ => {
                 let mut all = Vec::with_capacity(self.len);
-                for p in &self.parts {
+                for p in &parts {
                     all.extend_from_slice(p);
                 }
                 Bytes::from(all)
             }
         };
-        self.sink.complete(body);
+        if let Some(sink) = self.sink.take() {
+            sink.complete(body);
+        }
+    }
+}
+
+impl Drop for Tee {
+    fn drop(&mut self) {
+        TEE_HELD.fetch_sub(self.len, Ordering::Relaxed);
     }
 }
 
@@ -99,7 +122,7 @@ impl ProxyBody {
             return ProxyBody::Teed { body, tee: None };
         }
         let tee = Tee {
-            sink,
+            sink: Some(sink),
             parts: Vec::new(),
             len: 0,
         };
