@@ -46,6 +46,8 @@ EOF
 path_for() { echo "/r-${1//+/-}"; }
 
 start_node() { # prefix command (e.g. valgrind ...) in $@
+  # The previous node (killed) may still hold the ports for a moment.
+  for _ in $(seq 100); do curl -s -o /dev/null $A/status || break; sleep 0.1; done
   "$@" "$BIN" node --data-dir "$D/data-$RANDOM" --proxy-listen 127.0.0.1:$TP --admin-listen 127.0.0.1:$TA \
     --cluster-listen 127.0.0.1:18195 --gossip-listen 127.0.0.1:18196 --worker-threads 1 \
     --proxy-listen-tls off --admin-listen-tls off >"$D/tollgate.log" 2>&1 &

@@ -670,8 +670,14 @@ fn route_runtimes(
                         })
                         .clone()
                 });
+                let route_json = tollgate_config::entity::Entity::from(r.clone()).to_json();
+                let mut entities_text = format!("\"route\":{route_json}");
+                if let Some(s) = &json {
+                    entities_text.push_str(&format!(",\"service\":{s}"));
+                }
                 Arc::new(crate::plugins::log_record::RouteLog {
-                    route_json: tollgate_config::entity::Entity::from(r.clone()).to_json(),
+                    route_json,
+                    entities_text: bytes::Bytes::from(entities_text),
                     service_json: json,
                     service_label: svc
                         .map(|s| s.name.clone().unwrap_or_else(|| s.host.clone()))

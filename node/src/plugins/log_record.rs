@@ -46,6 +46,9 @@ pub struct RouteLog {
     pub route_json: Value,
     /// Its service as the Admin API prints it.
     pub service_json: Option<Value>,
+    /// `,"route":{…}` and `,"service":{…}` as JSON text, written once and spliced into every
+    /// record (serializing the entities again per request was most of a record's cost).
+    pub entities_text: Bytes,
     /// Kong's prometheus `service` label: the service's name, else its host.
     pub service_label: String,
     /// Kong's prometheus `route` label: the route's name, else its id.
@@ -222,6 +225,18 @@ impl Served {
 
     /// The record as Kong's `kong.log.serialize()` builds it.
     pub fn record(&self) -> Value {
+        let mut root = self.record_without_entities();
+        if let (Some(r), Value::Object(o)) = (&self.route, &mut root) {
+            o.insert("route".into(), r.route_json.clone());
+            if let Some(s) = &r.service_json {
+                o.insert("service".into(), s.clone());
+            }
+        }
+        root
+    }
+
+    /// [`Served::record`] without `route` and `service`.
+    fn record_without_entities(&self) -> Value {
         let mut root = Map::new();
         let mut request = Map::new();
         request.insert(
@@ -297,12 +312,6 @@ impl Served {
                 serde_json::json!({"id": c.id, "consumer_id": c.consumer}),
             );
         }
-        if let Some(r) = &self.route {
-            root.insert("route".into(), r.route_json.clone());
-            if let Some(s) = &r.service_json {
-                root.insert("service".into(), s.clone());
-            }
-        }
         if let Some(c) = &self.consumer {
             let text = |v: &Option<http::HeaderValue>| {
                 v.as_ref()
@@ -341,13 +350,29 @@ impl Served {
         }
         let mut record = self.record();
         tollgate_config::plugins::custom_fields::apply(&mut record, custom);
-        Bytes::from(record.to_string())
+        Bytes::from(serde_json::to_vec(&record).unwrap_or_default())
     }
 
     /// The record as one line of JSON (no newline), built once for every plugin that logs it.
     pub fn record_json(&self) -> Bytes {
         self.record
-            .get_or_init(|| Bytes::from(self.record().to_string()))
+            .get_or_init(|| {
+                // Written straight to bytes (not through `Display`), the route and service
+                // spliced in as text written once per configuration.
+                let mut out = serde_json::to_vec(&self.record_without_entities())
+                    .unwrap_or_else(|_| b"{}".to_vec());
+                if let Some(r) = &self.route {
+                    if out.last() == Some(&b'}') && !r.entities_text.is_empty() {
+                        out.pop();
+                        if out.len() > 1 {
+                            out.push(b',');
+                        }
+                        out.extend_from_slice(&r.entities_text);
+                        out.push(b'}');
+                    }
+                }
+                Bytes::from(out)
+            })
             .clone()
     }
 }
@@ -376,33 +401,9 @@ fn headers(h: &HeaderMap, redact: bool) -> Value {
     Value::Object(out)
 }
 
-/// The query as Kong's `get_query()` gives it: decoded; a key without `=` is `true`; a
-/// repeated key an array.
+/// The query as Kong's `get_query()` gives it (bounded as the PDK's).
 fn querystring(q: Option<&str>) -> Value {
-    let mut out = Map::new();
-    let decode = |s: &str| {
-        let plus = s.replace('+', " ");
-        percent_encoding::percent_decode_str(&plus)
-            .decode_utf8_lossy()
-            .into_owned()
-    };
-    for part in q.unwrap_or("").split('&').filter(|p| !p.is_empty()) {
-        let (k, v) = match part.split_once('=') {
-            Some((k, v)) => (decode(k), Value::String(decode(v))),
-            None => (decode(part), Value::Bool(true)),
-        };
-        match out.get_mut(&k) {
-            None => {
-                out.insert(k, v);
-            }
-            Some(Value::Array(a)) => a.push(v),
-            Some(prev) => {
-                let first = prev.take();
-                *prev = Value::Array(vec![first, v]);
-            }
-        }
-    }
-    Value::Object(out)
+    super::request_data::args_json(q.unwrap_or_default())
 }
 
 /// The log phase of a response, run when its body is dropped (sent, or abandoned by the
