@@ -156,3 +156,33 @@ mod tests {
         assert_eq!(c.tracked().0, 0);
     }
 }
+
+/// What a limit counts by, among the kinds both rate-limiting plugins have.
+#[derive(Debug, Clone, Copy)]
+pub enum KeyBy {
+    Ip,
+    /// The consumer, else its credential, else the client IP (Kong's fallback).
+    Consumer,
+    /// The credential, else the client IP.
+    Credential,
+}
+
+/// Kong's `get_identifier` for `by`, hashed without allocating; the seed keeps addresses and
+/// ids apart.
+pub fn identity_key(ctx: &crate::plugins::Ctx<'_>, by: KeyBy) -> u64 {
+    use xxhash_rust::xxh3::xxh3_64_with_seed;
+    let ip = || match ctx.client_ip {
+        std::net::IpAddr::V4(a) => xxh3_64_with_seed(&a.octets(), 1),
+        std::net::IpAddr::V6(a) => xxh3_64_with_seed(&a.octets(), 1),
+    };
+    let id = |u: uuid::Uuid| xxh3_64_with_seed(u.as_bytes(), 2);
+    match by {
+        KeyBy::Ip => ip(),
+        KeyBy::Consumer => match (&ctx.consumer, &ctx.credential) {
+            (Some(c), _) => id(c.id),
+            (None, Some(cr)) => id(cr.id),
+            _ => ip(),
+        },
+        KeyBy::Credential => ctx.credential.map(|c| id(c.id)).unwrap_or_else(ip),
+    }
+}

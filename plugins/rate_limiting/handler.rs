@@ -119,19 +119,13 @@ impl RateLimiting {
     /// Hashes the limit key (Kong's identifier) without allocating. The seed keeps keys of
     /// different kinds apart.
     fn identifier(&self, ctx: &Ctx<'_>, req: &http::request::Parts) -> u64 {
-        let ip = || match ctx.client_ip {
-            std::net::IpAddr::V4(a) => xxh3_64_with_seed(&a.octets(), 1),
-            std::net::IpAddr::V6(a) => xxh3_64_with_seed(&a.octets(), 1),
-        };
+        use crate::ratelimit::{identity_key, KeyBy};
+        let ip = || identity_key(ctx, KeyBy::Ip);
         let id = |u: Uuid| xxh3_64_with_seed(u.as_bytes(), 2);
         match self.cfg.limit_by {
             LimitBy::Ip => ip(),
-            LimitBy::Consumer => match (&ctx.consumer, &ctx.credential) {
-                (Some(c), _) => id(c.id),
-                (None, Some(cr)) => id(cr.id),
-                _ => ip(),
-            },
-            LimitBy::Credential => ctx.credential.map(|c| id(c.id)).unwrap_or_else(ip),
+            LimitBy::Consumer => identity_key(ctx, KeyBy::Consumer),
+            LimitBy::Credential => identity_key(ctx, KeyBy::Credential),
             LimitBy::Service => ctx
                 .route
                 .and_then(|r| r.service)

@@ -149,20 +149,13 @@ impl ResponseRateLimiting {
     /// Hashes the limit key (Kong's `get_identifier`): the consumer, else its credential,
     /// else the client IP; or the credential, else the IP; or the IP.
     fn identifier(&self, ctx: &Ctx<'_>) -> u64 {
-        let ip = || match ctx.client_ip {
-            std::net::IpAddr::V4(a) => xxh3_64_with_seed(&a.octets(), 1),
-            std::net::IpAddr::V6(a) => xxh3_64_with_seed(&a.octets(), 1),
+        use crate::ratelimit::{identity_key, KeyBy};
+        let by = match self.cfg.limit_by {
+            LimitBy::Ip => KeyBy::Ip,
+            LimitBy::Consumer => KeyBy::Consumer,
+            LimitBy::Credential => KeyBy::Credential,
         };
-        let id = |u: Uuid| xxh3_64_with_seed(u.as_bytes(), 2);
-        match self.cfg.limit_by {
-            LimitBy::Ip => ip(),
-            LimitBy::Consumer => match (&ctx.consumer, &ctx.credential) {
-                (Some(c), _) => id(c.id),
-                (None, Some(cr)) => id(cr.id),
-                _ => ip(),
-            },
-            LimitBy::Credential => ctx.credential.map(|c| id(c.id)).unwrap_or_else(ip),
-        }
+        identity_key(ctx, by)
     }
 
     /// One counter per (instance, limit key, name, period).
