@@ -44,6 +44,13 @@ pub enum Command {
     Replace(Box<StateData>),
     /// Puts and deletes applied together, all or none (a certificate and its SNIs).
     Batch(Vec<Command>),
+    /// Replaces what carries `tag` (an earlier apply of the same Kubernetes manifests, say)
+    /// by `data`, leaving everything else alone; see [`crate::state::State::merge_tagged`].
+    /// Checked as a whole, like [`Command::Replace`].
+    ReplaceTagged {
+        tag: String,
+        data: Box<StateData>,
+    },
 }
 
 /// What an applied command did.

@@ -109,6 +109,37 @@ fn unique_error(e: &Entity, constraint: usize, key: &str) -> ApplyError {
     }
 }
 
+/// What a tagged replace does (counts of entities).
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+pub struct TaggedChange {
+    pub created: usize,
+    pub updated: usize,
+    pub deleted: usize,
+    pub unchanged: usize,
+}
+
+impl TaggedChange {
+    pub fn is_nothing(&self) -> bool {
+        self.created == 0 && self.updated == 0 && self.deleted == 0
+    }
+}
+
+/// Equal as Kong would print them, `created_at` and `updated_at` aside.
+fn same_but_timestamps(a: &Entity, b: &Entity) -> bool {
+    if a.kind() != b.kind() {
+        return false;
+    }
+    let strip = |e: &Entity| {
+        let mut v = e.to_json();
+        if let Value::Object(o) = &mut v {
+            o.remove("created_at");
+            o.remove("updated_at");
+        }
+        v
+    };
+    strip(a) == strip(b)
+}
+
 impl State {
     /// Rebuilds a state (and its indexes) from stored data, checking it as a whole.
     pub fn from_data(data: StateData) -> Result<State, ApplyError> {
@@ -248,7 +279,82 @@ impl State {
             Command::ReplaceV1(data) => {
                 self.replace(StateData::from_entities(data.into_entities()))
             }
+            Command::ReplaceTagged { tag, data } => {
+                let (merged, _) = self.merge_tagged(&tag, *data)?;
+                self.replace(merged)
+            }
         }
+    }
+
+    /// The data a [`Command::ReplaceTagged`] leaves, and what it changes:
+    /// - every entity of `data` must carry `tag`, and may not take the id of an entity that
+    ///   does not (what is not owned is never overwritten);
+    /// - entities carrying `tag` that `data` does not hold are removed; everything without
+    ///   the tag stays as it is;
+    /// - an entity equal to the one it replaces but for its timestamps is kept as it was, so
+    ///   that replacing with the same data changes nothing, not even `updated_at`.
+    ///
+    /// Deterministic (it reads only `self` and its arguments), as the state machine needs.
+    pub fn merge_tagged(
+        &self,
+        tag: &str,
+        data: StateData,
+    ) -> Result<(StateData, TaggedChange), ApplyError> {
+        let owned = |e: &Entity| e.tags().is_some_and(|t| t.iter().any(|x| x == tag));
+        let mut merged = StateData::default();
+        let mut change = TaggedChange::default();
+        for e in self.data.tables.values().flat_map(|t| t.values()) {
+            if !owned(e) {
+                merged.insert(e.clone());
+            }
+        }
+        let mut kept = std::collections::BTreeSet::new();
+        for e in data.into_entities() {
+            if !owned(&e) {
+                return Err(ApplyError::Schema(FieldErrors::single(
+                    "tags",
+                    format!(
+                        "every entity of a tagged replace must carry the tag '{tag}' ({} {} does not)",
+                        e.kind().table(),
+                        e.id()
+                    ),
+                )));
+            }
+            match self.get(e.kind(), e.id()) {
+                Some(old) if !owned(old) => {
+                    return Err(ApplyError::Schema(FieldErrors::single(
+                        "id",
+                        format!(
+                            "{} {} exists and is not tagged '{tag}': a tagged replace does not overwrite it",
+                            e.kind().table(),
+                            e.id()
+                        ),
+                    )))
+                }
+                Some(old) if same_but_timestamps(old, &e) => {
+                    change.unchanged += 1;
+                    kept.insert((e.kind(), e.id()));
+                    merged.insert(old.clone());
+                }
+                Some(_) => {
+                    change.updated += 1;
+                    kept.insert((e.kind(), e.id()));
+                    merged.insert(e);
+                }
+                None => {
+                    change.created += 1;
+                    merged.insert(e);
+                }
+            }
+        }
+        change.deleted = self
+            .data
+            .tables
+            .values()
+            .flat_map(|t| t.values())
+            .filter(|e| owned(e) && !kept.contains(&(e.kind(), e.id())))
+            .count();
+        Ok((merged, change))
     }
 
     /// Applies puts and deletes in order, all or none: on the first error, what was done is
@@ -545,6 +651,102 @@ mod tests {
             tls_verify_depth: None,
             ca_certificates: None,
         })
+    }
+
+    fn tagged_svc(id: u128, name: &str, tag: &str, at: i64) -> Entity {
+        let Entity::Service(mut s) = svc(id, name) else {
+            unreachable!()
+        };
+        s.tags = Some(vec![tag.into()]);
+        s.created_at = at;
+        s.updated_at = at;
+        Entity::Service(s)
+    }
+
+    #[test]
+    fn a_tagged_replace_replaces_only_what_the_tag_owns() {
+        let mut st = State::default();
+        st.apply(Command::Put {
+            entity: svc(1, "mine-not"),
+            mode: PutMode::Create,
+        })
+        .unwrap();
+        let first = StateData::from_entities([
+            tagged_svc(2, "a", "k8s-apply:x", 10),
+            tagged_svc(3, "b", "k8s-apply:x", 10),
+        ]);
+        st.apply(Command::ReplaceTagged {
+            tag: "k8s-apply:x".into(),
+            data: Box::new(first),
+        })
+        .unwrap();
+        assert_eq!(st.data().count(EntityKind::Service), 3);
+
+        // The same again, stamped later: nothing changes, not even the timestamps.
+        let again = StateData::from_entities([
+            tagged_svc(2, "a", "k8s-apply:x", 99),
+            tagged_svc(3, "b", "k8s-apply:x", 99),
+        ]);
+        let (_, change) = st.merge_tagged("k8s-apply:x", again.clone()).unwrap();
+        assert_eq!(
+            change,
+            TaggedChange {
+                unchanged: 2,
+                ..Default::default()
+            }
+        );
+        let before = st.data().clone();
+        st.apply(Command::ReplaceTagged {
+            tag: "k8s-apply:x".into(),
+            data: Box::new(again),
+        })
+        .unwrap();
+        assert_eq!(st.data(), &before);
+
+        // Dropping b from the set removes it; the untagged service stays.
+        let fewer = StateData::from_entities([tagged_svc(2, "a", "k8s-apply:x", 99)]);
+        let (_, change) = st.merge_tagged("k8s-apply:x", fewer.clone()).unwrap();
+        assert_eq!(
+            change,
+            TaggedChange {
+                unchanged: 1,
+                deleted: 1,
+                ..Default::default()
+            }
+        );
+        st.apply(Command::ReplaceTagged {
+            tag: "k8s-apply:x".into(),
+            data: Box::new(fewer),
+        })
+        .unwrap();
+        assert!(st.get(EntityKind::Service, Uuid::from_u128(3)).is_none());
+        assert!(st.get(EntityKind::Service, Uuid::from_u128(1)).is_some());
+
+        // An entity without the tag, or taking an untagged entity's id, is refused whole.
+        let untagged = StateData::from_entities([svc(4, "c")]);
+        assert!(st
+            .apply(Command::ReplaceTagged {
+                tag: "k8s-apply:x".into(),
+                data: Box::new(untagged)
+            })
+            .is_err());
+        let stealing = StateData::from_entities([tagged_svc(1, "mine-not", "k8s-apply:x", 5)]);
+        assert!(st
+            .apply(Command::ReplaceTagged {
+                tag: "k8s-apply:x".into(),
+                data: Box::new(stealing)
+            })
+            .is_err());
+        assert_eq!(st.data().count(EntityKind::Service), 2);
+
+        // A name taken by an entity the tag does not own is a unique violation, as in any load.
+        let clash = StateData::from_entities([tagged_svc(5, "mine-not", "k8s-apply:x", 5)]);
+        assert!(st
+            .apply(Command::ReplaceTagged {
+                tag: "k8s-apply:x".into(),
+                data: Box::new(clash)
+            })
+            .is_err());
     }
 
     fn route(id: u128, svc: u128) -> Entity {

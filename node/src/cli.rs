@@ -53,6 +53,62 @@ pub enum Command {
     /// Make cluster credentials.
     #[command(subcommand)]
     Cluster(ClusterCommand),
+    /// Kong Ingress Controller manifests as configuration.
+    #[command(subcommand)]
+    K8s(K8sCommand),
+}
+
+/// What the Kubernetes translation reads.
+#[derive(Debug, Clone, Args)]
+pub struct K8sInput {
+    /// The manifests: multi-document YAML (`-` for standard input).
+    #[arg(short = 'f', long = "filename")]
+    pub file: PathBuf,
+    /// The ingress class served, as the controller's `--ingress-class`.
+    #[arg(long, default_value = "kong")]
+    pub ingress_class: String,
+    /// Addresses for a Service when running outside Kubernetes, repeatable:
+    /// `<service>.<namespace>=<host:port>[,<host:port>…]`.
+    #[arg(long = "backend")]
+    pub backends: Vec<String>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum K8sCommand {
+    /// Print the Kong declarative file the Kong Ingress Controller would make of the manifests.
+    Translate {
+        #[command(flatten)]
+        input: K8sInput,
+        /// Output format.
+        #[arg(long, value_enum, default_value = "yaml")]
+        output: K8sOutput,
+    },
+    /// Load the manifests into a running cluster, replacing what an earlier apply of the same
+    /// set made and leaving everything else alone.
+    Apply {
+        #[command(flatten)]
+        input: K8sInput,
+        /// The Admin API of any node (http://host:port).
+        #[arg(
+            long,
+            default_value = "http://127.0.0.1:8001",
+            env = "TOLLGATE_ADMIN_URL"
+        )]
+        admin: String,
+        /// The Admin API token (`Kong-Admin-Token`).
+        #[arg(long, env = "TOLLGATE_ADMIN_TOKEN", hide_env_values = true)]
+        admin_token: Option<String>,
+        /// The name of this set of manifests: what it made is tagged `k8s-apply:<set>`, and
+        /// the next apply of the same set replaces exactly that.
+        #[arg(long, default_value = "default")]
+        set: String,
+    },
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum, PartialEq, Eq)]
+pub enum K8sOutput {
+    Yaml,
+    Json,
 }
 
 #[derive(Debug, Subcommand)]

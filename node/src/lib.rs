@@ -9,6 +9,7 @@ pub mod balancer;
 pub mod cli;
 pub mod cluster_cmd;
 pub mod echo;
+pub mod k8s_cmd;
 pub mod metrics;
 pub mod node;
 pub mod plugins;

@@ -14,6 +14,9 @@ fn main() -> anyhow::Result<()> {
     if let Command::Cluster(c) = &cmd {
         return tollgate::cluster_cmd::run(c);
     }
+    if let Command::K8s(c) = cmd {
+        return tollgate::k8s_cmd::run(c);
+    }
     tollgate::cli::init_logging(&cli.log_format, &cli.log_level)?;
     let workers = cli.worker_threads.unwrap_or_else(|| {
         std::thread::available_parallelism()
@@ -36,7 +39,9 @@ fn main() -> anyhow::Result<()> {
         match cmd {
             Command::Node(args) => tollgate::node::run(*args).await,
             Command::Echo(args) => tollgate::echo::run(args).await,
-            Command::Cluster(_) => unreachable!("handled before the runtime starts"),
+            Command::Cluster(_) | Command::K8s(_) => {
+                unreachable!("handled before the runtime starts")
+            }
         }
     })
 }

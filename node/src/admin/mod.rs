@@ -16,6 +16,7 @@ pub mod cors;
 pub mod guard;
 mod proxy_cache;
 mod schemas;
+mod tagged;
 mod tags;
 mod upstreams;
 
@@ -1077,6 +1078,19 @@ async fn config_post(
             "expected a declarative configuration",
         );
     }
+    // `?owner_tag=`: replace only what carries the tag (see `tagged`).
+    let owner_tag = query_arg(&q, "owner_tag").filter(|t| !t.is_empty());
+    let mut passwords = None;
+    let text = match &owner_tag {
+        Some(_) => match tagged::prepare(&ctx, &text).await {
+            Ok((t, p)) => {
+                passwords = Some(p);
+                t
+            }
+            Err(r) => return r,
+        },
+        None => text,
+    };
     // Parsing builds every entity (a basic-auth password is hashed on purpose slowly): off
     // the runtime's threads.
     let parsed =
@@ -1102,6 +1116,9 @@ async fn config_post(
             return json_response(StatusCode::BAD_REQUEST, &body);
         }
     };
+    if let (Some(tag), Some(passwords)) = (owner_tag, passwords) {
+        return tagged::commit(&ctx, tag, data, passwords).await;
+    }
     // Kong answers with what was loaded, keyed by entity type, then id.
     let mut loaded = serde_json::Map::new();
     for e in EntityKind::ALL.iter().flat_map(|k| data.table(*k)) {
