@@ -5,8 +5,7 @@
 //! the Admin API would, with Tollgate's own schemas, so that a bad plugin config or an
 //! unknown plugin is reported here naming its Kubernetes object
 //! (`KongPlugin api-gateway-demo/rate-limit: plugins[2]: schema violation (config.minute: …)`),
-//! and nothing
-//! is sent. `apply` then posts the file to `POST /config?owner_tag=k8s-apply:<set>`, which
+//! and nothing is sent. `apply` then posts the file to `POST /config?owner_tag=k8s-apply:<set>`, which
 //! replaces only what the previous apply of that set made.
 
 use std::io::Read;
