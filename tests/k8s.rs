@@ -45,6 +45,14 @@ async fn apply(node: &Node, manifests: &str, backends: &[(&str, &Echo)]) -> Outp
     out
 }
 
+/// The seed document's two Services, mapped to local echo backends.
+fn seed_backends<'a>(echo1: &'a Echo, echo2: &'a Echo) -> [(&'static str, &'a Echo); 2] {
+    [
+        ("echo-1.api-gateway-demo", echo1),
+        ("echo-2.api-gateway-demo", echo2),
+    ]
+}
+
 fn text(b: &[u8]) -> String {
     String::from_utf8_lossy(b).into_owned()
 }
@@ -98,12 +106,8 @@ async fn rate_limit_policies(node: &Node) -> Vec<String> {
 #[allow(clippy::await_holding_lock)]
 async fn the_seed_documents_manifests_behave_as_the_document_says_on_three_nodes() {
     let _serial = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
-    let echo1 = Echo::start("echo-1").await;
-    let echo2 = Echo::start("echo-2").await;
-    let backends = [
-        ("echo-1.api-gateway-demo", &echo1),
-        ("echo-2.api-gateway-demo", &echo2),
-    ];
+    let (echo1, echo2) = (Echo::start("echo-1").await, Echo::start("echo-2").await);
+    let backends = seed_backends(&echo1, &echo2);
     let nodes = ClusterSpec::new(3).bootstrap(3, &[]).await;
     // Configuration the manifests do not own, which no apply may touch.
     nodes[0]
@@ -257,12 +261,8 @@ async fn the_seed_documents_manifests_behave_as_the_document_says_on_three_nodes
 #[allow(clippy::await_holding_lock)]
 async fn a_later_apply_replaces_what_the_earlier_one_made_and_bad_manifests_change_nothing() {
     let _serial = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
-    let echo1 = Echo::start("echo-1").await;
-    let echo2 = Echo::start("echo-2").await;
-    let backends = [
-        ("echo-1.api-gateway-demo", &echo1),
-        ("echo-2.api-gateway-demo", &echo2),
-    ];
+    let (echo1, echo2) = (Echo::start("echo-1").await, Echo::start("echo-2").await);
+    let backends = seed_backends(&echo1, &echo2);
     let node = Node::start().await;
     let out = apply(&node, SEED, &backends).await;
     assert!(out.status.success(), "{}", text(&out.stderr));

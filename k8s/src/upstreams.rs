@@ -36,6 +36,33 @@ fn join(host: &str, port: u64) -> String {
     }
 }
 
+/// The port named `port_name` in an endpoint object's `ports` list, else `target` (the
+/// Service's numeric targetPort).
+fn port_in(ports: Option<&Value>, port_name: &str, target: Option<u64>) -> Option<u64> {
+    ports
+        .and_then(Value::as_array)
+        .and_then(|ps| {
+            ps.iter()
+                .find(|p| p.get("name").and_then(Value::as_str).unwrap_or("") == port_name)
+        })
+        .and_then(|p| p.get("port")?.as_u64())
+        .or(target)
+}
+
+/// Adds `ip:port` for each address, once.
+fn add_targets<'a>(out: &mut Vec<String>, ips: impl Iterator<Item = &'a str>, port: u64) {
+    for ip in ips {
+        let t = join(ip, port);
+        if !out.contains(&t) {
+            out.push(t);
+        }
+    }
+}
+
+fn list(v: Option<&Value>) -> impl Iterator<Item = &Value> {
+    v.and_then(Value::as_array).into_iter().flatten()
+}
+
 /// Ready addresses of the Service's EndpointSlices on the port named `port_name` (or the
 /// only port when the Service port is unnamed), as `ip:port`.
 fn from_slices(
@@ -53,43 +80,21 @@ fn from_slices(
                 .map(String::as_str)
                 == Some(svc)
     }) {
-        let ports = slice
-            .at("/ports")
-            .and_then(Value::as_array)
-            .cloned()
-            .unwrap_or_default();
-        let port = ports
-            .iter()
-            .find(|p| p.get("name").and_then(Value::as_str).unwrap_or("") == port_name)
-            .and_then(|p| p.get("port")?.as_u64())
-            .or(target);
-        let Some(port) = port else { continue };
-        for ep in slice
-            .at("/endpoints")
-            .and_then(Value::as_array)
-            .into_iter()
-            .flatten()
-        {
+        let Some(port) = port_in(slice.at("/ports"), port_name, target) else {
+            continue;
+        };
+        for ep in list(slice.at("/endpoints")) {
             // Ready unless it says otherwise (the API's rule for a missing condition).
             let ready = ep
                 .pointer("/conditions/ready")
                 .and_then(Value::as_bool)
                 .unwrap_or(true);
-            if !ready {
-                continue;
-            }
-            for a in ep
-                .get("addresses")
-                .and_then(Value::as_array)
-                .into_iter()
-                .flatten()
-            {
-                if let Some(ip) = a.as_str() {
-                    let t = join(ip, port);
-                    if !out.contains(&t) {
-                        out.push(t);
-                    }
-                }
+            if ready {
+                add_targets(
+                    &mut out,
+                    list(ep.get("addresses")).filter_map(Value::as_str),
+                    port,
+                );
             }
         }
     }
@@ -108,35 +113,12 @@ fn from_endpoints(
     let Some(ep) = store.get("Endpoints", ns, svc) else {
         return out;
     };
-    for subset in ep
-        .at("/subsets")
-        .and_then(Value::as_array)
-        .into_iter()
-        .flatten()
-    {
-        let port = subset
-            .get("ports")
-            .and_then(Value::as_array)
-            .and_then(|ps| {
-                ps.iter()
-                    .find(|p| p.get("name").and_then(Value::as_str).unwrap_or("") == port_name)
-            })
-            .and_then(|p| p.get("port")?.as_u64())
-            .or(target);
-        let Some(port) = port else { continue };
-        for a in subset
-            .get("addresses")
-            .and_then(Value::as_array)
-            .into_iter()
-            .flatten()
-        {
-            if let Some(ip) = a.get("ip").and_then(Value::as_str) {
-                let t = join(ip, port);
-                if !out.contains(&t) {
-                    out.push(t);
-                }
-            }
-        }
+    for subset in list(ep.at("/subsets")) {
+        let Some(port) = port_in(subset.get("ports"), port_name, target) else {
+            continue;
+        };
+        let ips = list(subset.get("addresses")).filter_map(|a| a.get("ip")?.as_str());
+        add_targets(&mut out, ips, port);
     }
     out
 }
