@@ -323,6 +323,11 @@ async fn a_later_apply_replaces_what_the_earlier_one_made_and_bad_manifests_chan
         ("just: text\n".into(), "document 1: not a Kubernetes object: no `kind`"),
         ("- a\n- b\n".into(), "document 1: not a Kubernetes object"),
         ("kind: [\n".into(), "document 1: not YAML"),
+        // Everything skipped (a wrong file, a wrong class) would delete the whole set.
+        (
+            "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: c\n".into(),
+            "the manifests translate to nothing",
+        ),
     ];
     for (manifests, expected) in cases {
         let out = apply(&node, &manifests, &backends).await;

@@ -46,7 +46,8 @@ pub enum Command {
     Batch(Vec<Command>),
     /// Replaces what carries `tag` (an earlier apply of the same Kubernetes manifests, say)
     /// by `data`, leaving everything else alone; see [`crate::state::State::merge_tagged`].
-    /// Checked as a whole, like [`Command::Replace`].
+    /// Checked as a whole, like [`Command::Replace`]. A new variant: nodes of an older
+    /// version cannot apply it, so every node is upgraded before the first tagged load.
     ReplaceTagged {
         tag: String,
         data: Box<StateData>,

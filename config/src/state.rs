@@ -347,13 +347,38 @@ impl State {
                 }
             }
         }
-        change.deleted = self
+        let removed: BTreeSet<(EntityKind, Uuid)> = self
             .data
             .tables
             .values()
             .flat_map(|t| t.values())
             .filter(|e| owned(e) && !kept.contains(&(e.kind(), e.id())))
-            .count();
+            .map(|e| (e.kind(), e.id()))
+            .collect();
+        change.deleted = removed.len();
+        // What the tag does not own is never deleted, not even by a cascade: an entity of
+        // someone else's that refers to one being removed stops the replace, naming it.
+        for e in merged.tables.values().flat_map(|t| t.values()) {
+            if owned(e) {
+                continue;
+            }
+            for f in e.kind().decl().foreign {
+                if let FieldRef::Id(id) = e.field(f.field) {
+                    if removed.contains(&(f.target, id)) {
+                        return Err(ApplyError::Schema(FieldErrors::single(
+                            f.field,
+                            format!(
+                                "{} {} (not tagged '{tag}') refers to {} {}, which this replace removes: delete it, or point it elsewhere, first",
+                                e.kind().table(),
+                                e.id(),
+                                f.target.table(),
+                                id
+                            ),
+                        )));
+                    }
+                }
+            }
+        }
         Ok((merged, change))
     }
 
@@ -738,6 +763,19 @@ mod tests {
             })
             .is_err());
         assert_eq!(st.data().count(EntityKind::Service), 2);
+
+        // An untagged entity referring to one the replace would remove stops it, named.
+        st.apply(Command::Put {
+            entity: route(9, 2),
+            mode: PutMode::Create,
+        })
+        .unwrap();
+        let without_a = StateData::from_entities([tagged_svc(6, "d", "k8s-apply:x", 5)]);
+        let e = st
+            .merge_tagged("k8s-apply:x", without_a)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("routes 00000000-0000-0000-0000-000000000009 (not tagged 'k8s-apply:x') refers to services"), "{e}");
 
         // A name taken by an entity the tag does not own is a unique violation, as in any load.
         let clash = StateData::from_entities([tagged_svc(5, "mine-not", "k8s-apply:x", 5)]);

@@ -31,7 +31,6 @@ const PROTOCOLS: &[&str] = &[
     "grpcs",
     "tcp",
     "tls",
-    "udp",
     "tls_passthrough",
     "ws",
     "wss",
@@ -175,7 +174,9 @@ pub fn apply_route_annotations(ing: &Object, route: &mut Route, warnings: &mut V
             warn("host-aliases", v);
         }
     }
-    let separator = ann(ing, "headers-separator").unwrap_or(",");
+    let separator = ann(ing, "headers-separator")
+        .filter(|s| !s.is_empty())
+        .unwrap_or(",");
     let mut headers = Map::new();
     for (k, v) in &ing.annotations {
         if let Some(h) = k.strip_prefix("konghq.com/headers.") {
@@ -313,6 +314,16 @@ pub fn apply_service_annotations(
                 errors.push(Error::object(
                     &res,
                     format!("annotation {PREFIX}{key} is not translated by Tollgate yet; load the certificate through the Admin API and set the service's field there"),
+                ));
+            }
+        }
+        // Upstream settings from KongUpstreamPolicy or KongIngress: not read here, so refused
+        // rather than dropped (the upstream would silently be plain round-robin).
+        for key in ["konghq.com/upstream-policy", "konghq.com/override"] {
+            if svc.annotation(key).is_some() {
+                errors.push(Error::object(
+                    &res,
+                    format!("annotation {key}: KongUpstreamPolicy and KongIngress are not translated by Tollgate; set the upstream's algorithm and health checks through the Admin API (/upstreams)"),
                 ));
             }
         }

@@ -50,10 +50,14 @@ impl Selection {
     }
 
     pub fn takes_ingress(&self, ing: &Object) -> bool {
-        if let Some(c) = ing.annotation(CLASS_ANNOTATION) {
+        // An empty value counts as none, as in the controller.
+        if let Some(c) = ing.annotation(CLASS_ANNOTATION).filter(|c| !c.is_empty()) {
             return c == self.class;
         }
-        match ing.str_at("/spec/ingressClassName") {
+        match ing
+            .str_at("/spec/ingressClassName")
+            .filter(|c| !c.is_empty())
+        {
             Some(c) => c == self.class,
             None => self.is_default,
         }
@@ -61,9 +65,28 @@ impl Selection {
 
     /// For kinds selected by annotation only (KongConsumer, KongClusterPlugin).
     pub fn takes_annotated(&self, obj: &Object) -> bool {
-        match obj.annotation(CLASS_ANNOTATION) {
+        match obj.annotation(CLASS_ANNOTATION).filter(|c| !c.is_empty()) {
             Some(c) => c == self.class,
             None => self.is_default,
         }
+    }
+
+    /// The Ingresses taken, in the controller's order: by namespace and name, then (stable)
+    /// by `metadata.creationTimestamp`, so the oldest wins a default backend or an SNI.
+    pub fn ingresses<'a>(&self, store: &'a Store) -> Vec<&'a Object> {
+        let mut list: Vec<&Object> = store
+            .all("Ingress")
+            .filter(|i| self.takes_ingress(i))
+            .collect();
+        // RFC 3339 timestamps in UTC sort as text; none sorts first, as the zero time.
+        list.sort_by(|a, b| {
+            let t = |o: &Object| {
+                o.str_at("/metadata/creationTimestamp")
+                    .unwrap_or("")
+                    .to_string()
+            };
+            t(a).cmp(&t(b))
+        });
+        list
     }
 }

@@ -105,15 +105,9 @@ fn backend_of(b: &Value) -> Result<(String, PortRef), String> {
 fn service_port(store: &Store, ns: &str, svc: &str, port: &PortRef) -> u16 {
     match port {
         PortRef::Number(n) => *n,
-        PortRef::Name(name) => store
+        PortRef::Name(_) => store
             .get("Service", ns, svc)
-            .and_then(|s| s.at("/spec/ports"))
-            .and_then(Value::as_array)
-            .and_then(|ports| {
-                ports
-                    .iter()
-                    .find(|p| p.get("name").and_then(Value::as_str) == Some(name))
-            })
+            .and_then(|s| crate::upstreams::port_entry(s, port))
             .and_then(|p| p.get("port")?.as_u64())
             .and_then(|n| u16::try_from(n).ok())
             .unwrap_or(80),
@@ -180,7 +174,7 @@ pub fn translate(
 ) -> Vec<KongService> {
     let mut services: BTreeMap<String, KongService> = BTreeMap::new();
     let mut default_backend_taken: Option<String> = None;
-    for ing in store.all("Ingress").filter(|i| sel.takes_ingress(i)) {
+    for ing in sel.ingresses(store) {
         let res = ing.resource();
         let ns = ing.namespace.as_str();
         let regex_prefix = ing.annotation("konghq.com/regex-prefix").unwrap_or("/~");

@@ -123,7 +123,7 @@ pub fn translate(text: &str, opts: &Options) -> Result<Translation, Errors> {
     let upstreams = upstreams::translate(&store, &built, opts, &mut errors, &mut warnings);
     let consumers = consumers::translate(&store, &selected, &mut errors, &mut warnings);
     let plugins = plugins::translate(&store, &selected, &built, &consumers, &mut errors);
-    let certificates = tls::translate(&store, &selected, &mut errors);
+    let certificates = tls::translate(&store, &selected, &mut errors, &mut warnings);
 
     if !errors.is_empty() {
         return Err(Errors(errors));

@@ -290,7 +290,10 @@ fn decode_secret(obj: &mut Object) -> Result<(), Error> {
             let compact: String = s.chars().filter(|c| !c.is_whitespace()).collect();
             let bytes = base64::engine::general_purpose::STANDARD
                 .decode(compact)
-                .map_err(|e| Error::object(&resource, format!("data.{k}: not base64: {e}")))?;
+                .map_err(|_| {
+                    // Not the decoder's message: it quotes a byte of the value.
+                    Error::object(&resource, format!("data.{k}: not base64"))
+                })?;
             let text = String::from_utf8(bytes)
                 .map_err(|_| Error::object(&resource, format!("data.{k}: not UTF-8 text")))?;
             data.insert(k.clone(), Value::String(text));

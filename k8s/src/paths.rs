@@ -30,9 +30,10 @@ pub fn route_paths(path: &str, path_type: Option<&str>, regex_prefix: &str) -> O
     };
     Some(
         out.into_iter()
+            // An empty prefix marks every path (Go's `strings.Replace` of "" prepends).
             .map(|p| match p.strip_prefix(regex_prefix) {
-                Some(rest) if !regex_prefix.is_empty() => format!("~{rest}"),
-                _ => p,
+                Some(rest) => format!("~{rest}"),
+                None => p,
             })
             .collect(),
     )
@@ -88,6 +89,7 @@ mod tests {
     fn the_regex_prefix_makes_a_kong_regex() {
         assert_eq!(p("/~/foo/\\d{3}", None), ["~/foo/\\d{3}"]);
         assert_eq!(route_paths("#/foo", None, "#").unwrap(), ["~/foo"]);
+        assert_eq!(route_paths("/foo", None, "").unwrap(), ["~/foo"]);
     }
 
     #[test]

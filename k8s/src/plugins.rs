@@ -67,17 +67,23 @@ fn resolve<'a>(
 }
 
 fn config_of(store: &Store, p: &Object) -> Result<Value, String> {
-    let config = p.at("/config");
+    // An empty `config: {}` beside `configFrom` is no config (the controller's check).
+    let config = p
+        .at("/config")
+        .filter(|c| c.as_object().is_none_or(|o| !o.is_empty()));
     let from = p.at("/configFrom");
-    let mut cfg = match (config, from) {
-        (Some(_), Some(_)) => return Err("has both config and configFrom set".into()),
-        (Some(c), None) => {
-            if !c.is_object() {
-                return Err("config: expected a map".into());
-            }
-            c.clone()
-        }
+    let patches: Vec<&Value> = p
+        .at("/configPatches")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .collect();
+    match (config, from) {
+        (Some(_), Some(_)) => Err("has both config and configFrom set".into()),
         (None, Some(f)) => {
+            if !patches.is_empty() {
+                return Err("configPatches patch `config`, and configFrom replaces it: use one or the other".into());
+            }
             let text = secret_ref(store, p, f.get("secretKeyRef"), "configFrom")?;
             let v: Value = serde_json::from_str(&text)
                 .or_else(|_| serde_yaml::from_str(&text))
@@ -87,40 +93,73 @@ fn config_of(store: &Store, p: &Object) -> Result<Value, String> {
             if !v.is_object() {
                 return Err("configFrom: the Secret's value is not a map".into());
             }
-            v
+            Ok(v)
         }
-        (None, None) => json!({}),
-    };
-    for (i, patch) in p
-        .at("/configPatches")
-        .and_then(Value::as_array)
-        .into_iter()
-        .flatten()
-        .enumerate()
-    {
-        let at = format!("configPatches[{i}]");
-        let path = patch
-            .get("path")
-            .and_then(Value::as_str)
-            .filter(|s| s.starts_with('/'))
-            .ok_or_else(|| format!("{at}.path: expected a JSON pointer (/field)"))?;
-        let text = secret_ref(store, p, patch.pointer("/valueFrom/secretKeyRef"), &at)?;
-        let value: Value = serde_json::from_str(&text)
-            .map_err(|_| format!("{at}: the Secret's value is not JSON"))?;
-        let (parent, key) = path.rsplit_once('/').unwrap_or(("", path));
-        let target = if parent.is_empty() {
-            Some(&mut cfg)
-        } else {
-            cfg.pointer_mut(parent)
-        };
-        match target.and_then(Value::as_object_mut) {
-            Some(o) => {
-                o.insert(key.replace("~1", "/").replace("~0", "~"), value);
+        (c, None) => {
+            let mut cfg = c.cloned().unwrap_or_else(|| json!({}));
+            if !cfg.is_object() {
+                return Err("config: expected a map".into());
             }
-            None => return Err(format!("{at}.path: {parent:?} is not a map in the config")),
+            for (i, patch) in patches.into_iter().enumerate() {
+                let at = format!("configPatches[{i}]");
+                let path = patch
+                    .get("path")
+                    .and_then(Value::as_str)
+                    .filter(|s| s.is_empty() || s.starts_with('/'))
+                    .ok_or_else(|| format!("{at}.path: expected a JSON pointer (/field)"))?;
+                let text = secret_ref(store, p, patch.pointer("/valueFrom/secretKeyRef"), &at)?;
+                let value: Value = serde_json::from_str(&text)
+                    .map_err(|_| format!("{at}: the Secret's value is not JSON"))?;
+                add_at(&mut cfg, path, value).map_err(|e| format!("{at}.path: {e}"))?;
+            }
+            Ok(cfg)
         }
     }
-    Ok(cfg)
+}
+
+/// JSON Patch `add` at `path`, creating missing parent maps (the controller patches with
+/// `EnsurePathExistsOnAdd`); `""` replaces the whole document, `-` appends to a list.
+fn add_at(doc: &mut Value, path: &str, value: Value) -> Result<(), String> {
+    if path.is_empty() {
+        *doc = value;
+        return Ok(());
+    }
+    let tokens: Vec<String> = path[1..]
+        .split('/')
+        .map(|t| t.replace("~1", "/").replace("~0", "~"))
+        .collect();
+    let (last, parents) = tokens.split_last().ok_or("empty path")?;
+    let mut here = doc;
+    for t in parents {
+        here = match here {
+            Value::Object(o) => o.entry(t.clone()).or_insert_with(|| json!({})),
+            Value::Array(a) => {
+                let i: usize = t
+                    .parse()
+                    .map_err(|_| format!("{t:?} is not a list index"))?;
+                a.get_mut(i)
+                    .ok_or_else(|| format!("index {i} is past the list's end"))?
+            }
+            _ => return Err(format!("{t:?}: not inside a map or a list")),
+        };
+    }
+    match here {
+        Value::Object(o) => {
+            o.insert(last.clone(), value);
+        }
+        Value::Array(a) if last == "-" => a.push(value),
+        Value::Array(a) => {
+            let i: usize = last
+                .parse()
+                .map_err(|_| format!("{last:?} is not a list index"))?;
+            if i > a.len() {
+                return Err(format!("index {i} is past the list's end"));
+            }
+            a.insert(i, value);
+        }
+        _ => return Err(format!("{last:?}: not inside a map or a list")),
+    }
+    Ok(())
 }
 
 fn secret_ref(store: &Store, p: &Object, r: Option<&Value>, at: &str) -> Result<String, String> {
@@ -246,7 +285,10 @@ pub fn translate(
     errors: &mut Vec<Error>,
 ) -> Value {
     // (kind, namespace, name) of the plugin object → its relations.
-    let mut relations: BTreeMap<(String, String, String), Relations> = BTreeMap::new();
+    // Keyed by the plugin object and the referrer's namespace: a KongClusterPlugin used from
+    // two namespaces gives two sets of relations, as the controller keys them
+    // (`<referrer namespace>:<name>`).
+    let mut relations: BTreeMap<(String, String, String, String), Relations> = BTreeMap::new();
     let mut attach = |referrer: &Object, f: &mut dyn FnMut(&mut Relations)| {
         let Some(list) = referrer.annotation(PLUGINS) else {
             return;
@@ -254,14 +296,19 @@ pub fn translate(
         for name in annotations::csv(list) {
             match resolve(store, sel, referrer, &name) {
                 Ok(p) => f(relations
-                    .entry((p.kind.clone(), p.namespace.clone(), p.name.clone()))
+                    .entry((
+                        p.kind.clone(),
+                        p.namespace.clone(),
+                        p.name.clone(),
+                        referrer.namespace.clone(),
+                    ))
                     .or_default()),
                 Err(e) => errors.push(Error::object(&referrer.resource(), e)),
             }
         }
     };
     let mut out = Vec::new();
-    for ing in store.all("Ingress").filter(|i| sel.takes_ingress(i)) {
+    for ing in sel.ingresses(store) {
         let routes: Vec<&str> = services
             .iter()
             .flat_map(|s| &s.routes)
@@ -295,7 +342,7 @@ pub fn translate(
         };
         attach(kc, &mut |r| push_unique(&mut r.consumers, reference));
     }
-    for ((kind, ns, name), r) in &relations {
+    for ((kind, ns, name, _), r) in &relations {
         let Some(p) = store.get(kind, ns, name) else {
             continue;
         };
@@ -330,7 +377,7 @@ pub fn translate(
         }
     }
     // konghq.com/rewrite: a request-transformer on each route of the Ingress.
-    for ing in store.all("Ingress").filter(|i| sel.takes_ingress(i)) {
+    for ing in sel.ingresses(store) {
         let Some(uri) = ing.annotation("konghq.com/rewrite") else {
             continue;
         };

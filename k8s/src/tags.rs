@@ -21,6 +21,11 @@ pub fn of(obj: &Object) -> Vec<String> {
     }
     tags.push(format!("k8s-version:{}", obj.version()));
     for t in crate::annotations::csv(obj.annotation("konghq.com/tags").unwrap_or("")) {
+        // An apply's ownership tag is the apply's to give: one written by hand would hand
+        // the entity to another set, whose next apply would delete it.
+        if t.starts_with("k8s-apply:") {
+            continue;
+        }
         if !tags.contains(&t) {
             tags.push(t);
         }

@@ -13,11 +13,16 @@ use crate::error::Error;
 use crate::objects::{secret_value, Store};
 use crate::{ids, tags};
 
-pub fn translate(store: &Store, sel: &Selection, errors: &mut Vec<Error>) -> Value {
+pub fn translate(
+    store: &Store,
+    sel: &Selection,
+    errors: &mut Vec<Error>,
+    warnings: &mut Vec<String>,
+) -> Value {
     // (cert, key) → (certificate entity, its SNIs).
     let mut certs: BTreeMap<(String, String), (Value, Vec<String>)> = BTreeMap::new();
     let mut sni_owner: BTreeMap<String, String> = BTreeMap::new();
-    for ing in store.all("Ingress").filter(|i| sel.takes_ingress(i)) {
+    for ing in sel.ingresses(store) {
         let res = ing.resource();
         for (i, entry) in ing
             .at("/spec/tls")
@@ -26,9 +31,21 @@ pub fn translate(store: &Store, sel: &Selection, errors: &mut Vec<Error>) -> Val
             .flatten()
             .enumerate()
         {
+            let hosts: Vec<&str> = entry
+                .get("hosts")
+                .and_then(Value::as_array)
+                .into_iter()
+                .flatten()
+                .filter_map(Value::as_str)
+                .collect();
+            // An entry without a Secret or without hosts gives no certificate (the
+            // controller skips it too).
             let Some(secret_name) = entry.get("secretName").and_then(Value::as_str) else {
                 continue;
             };
+            if hosts.is_empty() {
+                continue;
+            }
             let Some(secret) = store.get("Secret", &ing.namespace, secret_name) else {
                 errors.push(Error::object(
                     &res,
@@ -67,17 +84,11 @@ pub fn translate(store: &Store, sel: &Selection, errors: &mut Vec<Error>) -> Val
                 )
             });
             let cert_id = slot.0["id"].as_str().unwrap_or_default().to_string();
-            for host in entry
-                .get("hosts")
-                .and_then(Value::as_array)
-                .into_iter()
-                .flatten()
-                .filter_map(Value::as_str)
-            {
+            for host in hosts {
                 match sni_owner.get(host) {
-                    Some(owner) if *owner != cert_id => errors.push(Error::object(
-                        &res,
-                        format!("spec.tls[{i}]: host {host} already has another certificate (Secret with id {owner})"),
+                    // The first (oldest Ingress) keeps it, as in the controller.
+                    Some(owner) if *owner != cert_id => warnings.push(format!(
+                        "{res}: spec.tls[{i}]: host {host} ignored: it already has the certificate of Secret id {owner}"
                     )),
                     Some(_) => {}
                     None => {
@@ -90,7 +101,8 @@ pub fn translate(store: &Store, sel: &Selection, errors: &mut Vec<Error>) -> Val
     }
     let mut out: Vec<Value> = certs
         .into_values()
-        .map(|(mut c, snis)| {
+        .map(|(mut c, mut snis)| {
+            snis.sort();
             if !snis.is_empty() {
                 c["snis"] = Value::Array(
                     snis.iter()

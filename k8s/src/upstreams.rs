@@ -20,11 +20,15 @@ use crate::objects::{Object, Store};
 use crate::{ids, tags, Options};
 
 /// The Service's port entry an Ingress backend names.
-fn port_entry<'a>(svc: &'a Object, port: &PortRef) -> Option<&'a Value> {
+pub(crate) fn port_entry<'a>(svc: &'a Object, port: &PortRef) -> Option<&'a Value> {
     let ports = svc.at("/spec/ports")?.as_array()?;
     ports.iter().find(|p| match port {
         PortRef::Number(n) => p.get("port").and_then(Value::as_u64) == Some(u64::from(*n)),
-        PortRef::Name(name) => p.get("name").and_then(Value::as_str) == Some(name),
+        // The controller's findPort: the port's name, or a named targetPort.
+        PortRef::Name(name) => {
+            p.get("name").and_then(Value::as_str) == Some(name)
+                || p.get("targetPort").and_then(Value::as_str) == Some(name)
+        }
     })
 }
 

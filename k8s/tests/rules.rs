@@ -714,3 +714,97 @@ mod fuzz {
         }
     }
 }
+
+#[test]
+fn a_kong_cluster_plugin_named_from_two_namespaces_has_relations_per_namespace() {
+    let consumer = "---
+apiVersion: configuration.konghq.com/v1
+kind: KongConsumer
+metadata:
+  name: alice
+  namespace: other
+  annotations:
+    kubernetes.io/ingress.class: kong
+    konghq.com/plugins: shared
+username: alice
+";
+    let y = simple("    konghq.com/plugins: shared")
+        + consumer
+        + &plugin("KongClusterPlugin", "shared", "plugin: correlation-id\n");
+    let doc = t(&y);
+    let plugins = doc["plugins"].as_array().unwrap();
+    // One on the route (from ns), one on the consumer (from other): not one on the pair.
+    assert_eq!(plugins.len(), 2, "{plugins:?}");
+    assert!(plugins.iter().any(|p| p.get("route").is_some() && p.get("consumer").is_none()));
+    assert!(plugins.iter().any(|p| p.get("consumer").is_some() && p.get("route").is_none()));
+}
+
+#[test]
+fn config_patches_add_values_creating_parents() {
+    let secret = "---
+apiVersion: v1
+kind: Secret
+metadata:
+  name: s
+  namespace: ns
+stringData:
+  v: '\"abc\"'
+";
+    let y = simple("    konghq.com/plugins: p")
+        + secret
+        + &plugin(
+            "KongPlugin",
+            "p",
+            "plugin: request-transformer\nconfig:\n  add:\n    headers: [a:1]\nconfigPatches:\n- path: /replace/body\n  valueFrom:\n    secretKeyRef: {name: s, key: v}\n- path: /add/headers/-\n  valueFrom:\n    secretKeyRef: {name: s, key: v}\n",
+        );
+    assert_eq!(
+        t(&y)["plugins"][0]["config"],
+        json!({"add": {"headers": ["a:1", "abc"]}, "replace": {"body": "abc"}})
+    );
+    // `config: {}` beside configFrom is no config.
+    let from = simple("    konghq.com/plugins: p")
+        + &secret.replace("v: '\"abc\"'", "v: '{\"header_name\": \"x-id\"}'")
+        + &plugin("KongPlugin", "p", "plugin: correlation-id\nconfig: {}\nconfigFrom:\n  secretKeyRef: {name: s, key: v}\n");
+    assert_eq!(t(&from)["plugins"][0]["config"], json!({"header_name": "x-id"}));
+}
+
+#[test]
+fn upstream_settings_the_translation_does_not_read_are_refused() {
+    let y = simple("    x: y") + &service("    konghq.com/upstream-policy: sticky", "  ports:\n  - port: 80");
+    assert!(err(&y).starts_with("Service ns/svc: annotation konghq.com/upstream-policy: KongUpstreamPolicy and KongIngress are not translated"));
+}
+
+#[test]
+fn a_hand_written_apply_tag_is_dropped() {
+    let doc = t(&simple("    konghq.com/tags: team-a,k8s-apply:other"));
+    let tags = route(&doc)["tags"].as_array().unwrap();
+    assert!(tags.contains(&json!("team-a")));
+    assert!(!tags.contains(&json!("k8s-apply:other")));
+}
+
+#[test]
+fn the_oldest_ingress_wins_the_default_backend_and_a_contested_sni() {
+    let backend = |name: &str, created: &str, svc: &str| {
+        format!(
+            "---
+apiVersion: networking.k8s.io/v1
+kind: Ingress
+metadata:
+  name: {name}
+  namespace: ns
+  creationTimestamp: \"{created}\"
+spec:
+  ingressClassName: kong
+  defaultBackend:
+    service:
+      name: {svc}
+      port:
+        number: 80
+"
+        )
+    };
+    let y = backend("a-newer", "2024-05-01T00:00:00Z", "new") + &backend("b-older", "2023-01-01T00:00:00Z", "old");
+    let (doc, w) = with(&Options::default(), &y);
+    assert_eq!(doc["services"][0]["name"], "ns.old.80");
+    assert!(w.iter().any(|w| w.contains("Ingress ns/a-newer: spec.defaultBackend ignored")), "{w:?}");
+}

@@ -102,6 +102,10 @@ pub enum K8sCommand {
         /// the next apply of the same set replaces exactly that.
         #[arg(long, default_value = "default")]
         set: String,
+        /// Apply even when the manifests translate to nothing, deleting everything the set
+        /// made (without it, an empty translation, a wrong file or --ingress-class, is refused).
+        #[arg(long)]
+        allow_empty: bool,
     },
 }
 

@@ -90,9 +90,18 @@ pub fn run(cmd: K8sCommand) -> anyhow::Result<()> {
             admin,
             admin_token,
             set,
+            allow_empty,
         } => {
             let tag = apply_tag(&set);
             let config = translated(&input, Some(tag.clone()))?;
+            let entities = config
+                .as_object()
+                .map_or(0, |o| o.keys().filter(|k| !k.starts_with('_')).count());
+            if entities == 0 && !allow_empty {
+                bail!(
+                    "the manifests translate to nothing (see the warnings): applying that would delete everything tagged {tag}; pass --allow-empty to mean it"
+                );
+            }
             let rt = tokio::runtime::Builder::new_current_thread()
                 .enable_all()
                 .build()?;
@@ -124,7 +133,15 @@ async fn post(admin: &str, token: Option<&str>, tag: &str, config: &Value) -> an
     let status = resp.status();
     let body: Value = resp.json().await.unwrap_or(Value::Null);
     if !status.is_success() {
-        bail!("{base} refused the configuration ({status}): {body}");
+        // The message only: a unique violation's `fields` repeat the clashing value.
+        let shown = match body.get("message") {
+            Some(m) => m.to_string(),
+            None => body.to_string(),
+        };
+        bail!(
+            "{base} refused the configuration ({status}): {}",
+            redact_keys(&shown)
+        );
     }
     let n = |k: &str| body.get(k).and_then(Value::as_u64).unwrap_or(0);
     if status.as_u16() == 200 {
@@ -139,4 +156,40 @@ async fn post(admin: &str, token: Option<&str>, tag: &str, config: &Value) -> an
         );
     }
     Ok(())
+}
+
+/// Hides credential values in an Admin API message: a unique violation names the clashing
+/// value (`{key="..."}`), which for a key-auth or jwt key is a secret that belongs in no log.
+fn redact_keys(message: &str) -> String {
+    let mut out = String::with_capacity(message.len());
+    let mut rest = message;
+    while let Some(i) = rest.find("key=\\\"") {
+        let (head, tail) = rest.split_at(i + "key=\\\"".len());
+        out.push_str(head);
+        match tail.find("\\\"") {
+            Some(end) => {
+                out.push_str("[redacted]");
+                rest = &tail[end..];
+            }
+            None => {
+                rest = tail;
+                break;
+            }
+        }
+    }
+    out.push_str(rest);
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn credential_values_are_redacted_from_messages() {
+        let body =
+            serde_json::json!({"message": "UNIQUE violation detected on '{key=\"s3cret\"}'"})
+                .to_string();
+        let shown = super::redact_keys(&body);
+        assert!(!shown.contains("s3cret"), "{shown}");
+        assert!(shown.contains("key=\\\"[redacted]\\\""), "{shown}");
+    }
 }

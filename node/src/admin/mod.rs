@@ -1082,7 +1082,7 @@ async fn config_post(
     let owner_tag = query_arg(&q, "owner_tag").filter(|t| !t.is_empty());
     let mut passwords = None;
     let text = match &owner_tag {
-        Some(_) => match tagged::prepare(&ctx, &text).await {
+        Some(_) => match tagged::prepare(&ctx, text).await {
             Ok((t, p)) => {
                 passwords = Some(p);
                 t

@@ -63,21 +63,69 @@ fn credential_lists(doc: &mut Value) -> Vec<(&'static str, &mut Vec<Value>)> {
     out
 }
 
+/// The path of the first entity (at the top level or nested) that has no `id`.
+fn first_without_id(doc: &Value) -> Option<String> {
+    fn walk(list: &Value, path: &str) -> Option<String> {
+        for (i, item) in list.as_array()?.iter().enumerate() {
+            let here = format!("{path}[{i}]");
+            if item.get("id").is_none_or(Value::is_null) {
+                return Some(here);
+            }
+            for (k, v) in item.as_object()?.iter() {
+                if EntityKind::from_table(k).is_some() && v.is_array() {
+                    if let Some(p) = walk(v, &format!("{here}.{k}")) {
+                        return Some(p);
+                    }
+                }
+            }
+        }
+        None
+    }
+    doc.as_object()?
+        .iter()
+        .filter(|(k, v)| EntityKind::from_table(k).is_some() && v.is_array())
+        .find_map(|(k, v)| walk(v, k))
+}
+
 fn id_of(item: &Value) -> Option<Uuid> {
     item.get("id")?.as_str()?.parse().ok()
 }
 
 /// Fills generated credential fields the file leaves out from the entities they replace,
 /// and collects the clear basic-auth passwords. Returns the file to parse.
-pub async fn prepare(ctx: &Ctx, text: &str) -> Result<(String, Passwords), Response> {
-    let mut doc: Value = serde_json::from_str(text)
-        .or_else(|_| serde_yaml::from_str(text))
-        .map_err(|e| {
-            message(
+pub async fn prepare(ctx: &Ctx, text: String) -> Result<(String, Passwords), Response> {
+    // What "unchanged" means is judged against the cluster's latest state, not this node's
+    // possibly lagging copy: otherwise a follower behind the leader could answer "nothing to
+    // do" to an apply the cluster has not seen.
+    ctx.replicator
+        .linearizable_barrier()
+        .await
+        .map_err(super::propose_error)?;
+    let parsed = tokio::task::spawn_blocking(move || {
+        serde_json::from_str::<Value>(&text).or_else(|_| serde_yaml::from_str(&text))
+    })
+    .await;
+    let mut doc: Value = match parsed {
+        Ok(Ok(doc)) => doc,
+        Ok(Err(e)) => {
+            return Err(message(
                 StatusCode::BAD_REQUEST,
                 &format!("invalid declarative configuration: {e}"),
-            )
-        })?;
+            ))
+        }
+        Err(_) => {
+            return Err(message(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "An unexpected error occurred",
+            ))
+        }
+    };
+    if let Some(path) = first_without_id(&doc) {
+        return Err(message(
+            StatusCode::BAD_REQUEST,
+            &format!("{path}: every entity of an owner_tag load needs an id (a generated one would differ on every load)"),
+        ));
+    }
     let mut passwords = Vec::new();
     let lists = credential_lists(&mut doc);
     let mut wanted: Vec<(EntityKind, Uuid)> = Vec::new();
