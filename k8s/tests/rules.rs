@@ -735,8 +735,12 @@ username: alice
     let plugins = doc["plugins"].as_array().unwrap();
     // One on the route (from ns), one on the consumer (from other): not one on the pair.
     assert_eq!(plugins.len(), 2, "{plugins:?}");
-    assert!(plugins.iter().any(|p| p.get("route").is_some() && p.get("consumer").is_none()));
-    assert!(plugins.iter().any(|p| p.get("consumer").is_some() && p.get("route").is_none()));
+    assert!(plugins
+        .iter()
+        .any(|p| p.get("route").is_some() && p.get("consumer").is_none()));
+    assert!(plugins
+        .iter()
+        .any(|p| p.get("consumer").is_some() && p.get("route").is_none()));
 }
 
 #[test]
@@ -764,13 +768,24 @@ stringData:
     // `config: {}` beside configFrom is no config.
     let from = simple("    konghq.com/plugins: p")
         + &secret.replace("v: '\"abc\"'", "v: '{\"header_name\": \"x-id\"}'")
-        + &plugin("KongPlugin", "p", "plugin: correlation-id\nconfig: {}\nconfigFrom:\n  secretKeyRef: {name: s, key: v}\n");
-    assert_eq!(t(&from)["plugins"][0]["config"], json!({"header_name": "x-id"}));
+        + &plugin(
+            "KongPlugin",
+            "p",
+            "plugin: correlation-id\nconfig: {}\nconfigFrom:\n  secretKeyRef: {name: s, key: v}\n",
+        );
+    assert_eq!(
+        t(&from)["plugins"][0]["config"],
+        json!({"header_name": "x-id"})
+    );
 }
 
 #[test]
 fn upstream_settings_the_translation_does_not_read_are_refused() {
-    let y = simple("    x: y") + &service("    konghq.com/upstream-policy: sticky", "  ports:\n  - port: 80");
+    let y = simple("    x: y")
+        + &service(
+            "    konghq.com/upstream-policy: sticky",
+            "  ports:\n  - port: 80",
+        );
     assert!(err(&y).starts_with("Service ns/svc: annotation konghq.com/upstream-policy: KongUpstreamPolicy and KongIngress are not translated"));
 }
 
@@ -803,8 +818,13 @@ spec:
 "
         )
     };
-    let y = backend("a-newer", "2024-05-01T00:00:00Z", "new") + &backend("b-older", "2023-01-01T00:00:00Z", "old");
+    let y = backend("a-newer", "2024-05-01T00:00:00Z", "new")
+        + &backend("b-older", "2023-01-01T00:00:00Z", "old");
     let (doc, w) = with(&Options::default(), &y);
     assert_eq!(doc["services"][0]["name"], "ns.old.80");
-    assert!(w.iter().any(|w| w.contains("Ingress ns/a-newer: spec.defaultBackend ignored")), "{w:?}");
+    assert!(
+        w.iter()
+            .any(|w| w.contains("Ingress ns/a-newer: spec.defaultBackend ignored")),
+        "{w:?}"
+    );
 }
