@@ -379,19 +379,26 @@ metadata:
     )
 }
 
-#[test]
-fn plugins_attach_to_routes_services_and_consumers() {
-    let consumer = "---
+/// KongConsumer alice in `ns`, naming `plugins`.
+fn alice(ns: &str, plugins: &str) -> String {
+    format!(
+        "---
 apiVersion: configuration.konghq.com/v1
 kind: KongConsumer
 metadata:
   name: alice
-  namespace: ns
+  namespace: {ns}
   annotations:
     kubernetes.io/ingress.class: kong
-    konghq.com/plugins: limit
+    konghq.com/plugins: {plugins}
 username: alice
-";
+"
+    )
+}
+
+#[test]
+fn plugins_attach_to_routes_services_and_consumers() {
+    let consumer = &alice("ns", "limit");
     let y = simple("    konghq.com/plugins: limit")
         + &service("    konghq.com/plugins: cors", "  ports:\n  - port: 80")
         + consumer
@@ -717,17 +724,7 @@ mod fuzz {
 
 #[test]
 fn a_kong_cluster_plugin_named_from_two_namespaces_has_relations_per_namespace() {
-    let consumer = "---
-apiVersion: configuration.konghq.com/v1
-kind: KongConsumer
-metadata:
-  name: alice
-  namespace: other
-  annotations:
-    kubernetes.io/ingress.class: kong
-    konghq.com/plugins: shared
-username: alice
-";
+    let consumer = &alice("other", "shared");
     let y = simple("    konghq.com/plugins: shared")
         + consumer
         + &plugin("KongClusterPlugin", "shared", "plugin: correlation-id\n");
