@@ -108,14 +108,17 @@ async fn purged(ctx: &Ctx, plugin: Option<Uuid>, key: &str) -> Response {
     }
 }
 
+/// The id in a `/proxy-cache/{plugin}/…` path, when it names a configured proxy-cache.
+async fn configured_plugin(ctx: &Ctx, plugin: &str) -> Option<Uuid> {
+    let id = Uuid::parse_str(plugin).ok()?;
+    configured(ctx, Some(id)).await.then_some(id)
+}
+
 async fn read_through(
     AxState(ctx): AxState<Ctx>,
     Path((plugin, key)): Path<(String, String)>,
 ) -> Response {
-    let Ok(id) = Uuid::parse_str(&plugin) else {
-        return not_found();
-    };
-    if !configured(&ctx, Some(id)).await {
+    if configured_plugin(&ctx, &plugin).await.is_none() {
         return not_found();
     }
     match cache().get(&key, now()) {
@@ -128,11 +131,8 @@ async fn purge_through(
     AxState(ctx): AxState<Ctx>,
     Path((plugin, key)): Path<(String, String)>,
 ) -> Response {
-    let Ok(id) = Uuid::parse_str(&plugin) else {
-        return not_found();
-    };
-    if !configured(&ctx, Some(id)).await {
-        return not_found();
+    match configured_plugin(&ctx, &plugin).await {
+        Some(id) => purged(&ctx, Some(id), &key).await,
+        None => not_found(),
     }
-    purged(&ctx, Some(id), &key).await
 }
