@@ -348,3 +348,56 @@ async fn a_later_apply_replaces_what_the_earlier_one_made_and_bad_manifests_chan
         text(&out.stderr)
     );
 }
+
+// The Admin API's own checks on `POST /config?owner_tag=` (the CLI checks first, but any
+// client can call it): 400 naming the entity, and nothing changes.
+#[tokio::test]
+async fn owner_tag_loads_refuse_entities_without_an_id_or_the_tag() {
+    let node = Node::start().await;
+    node.create(
+        "/services",
+        json!({"name": "mine", "url": "http://127.0.0.1:9"}),
+    )
+    .await;
+    let post = |body: Value| {
+        let url = node.admin_url("/config?owner_tag=k8s-apply:t");
+        async move {
+            let r = client().post(url).json(&body).send().await.unwrap();
+            (r.status().as_u16(), r.json::<Value>().await.unwrap())
+        }
+    };
+    let (status, body) = post(json!({"_format_version": "3.0",
+        "services": [{"name": "s", "url": "http://127.0.0.1:9", "tags": ["k8s-apply:t"]}]}))
+    .await;
+    assert_eq!(status, 400);
+    assert!(
+        body["message"]
+            .as_str()
+            .unwrap()
+            .starts_with("services[0]: every entity of an owner_tag load needs an id"),
+        "{body}"
+    );
+    let (status, body) = post(json!({"_format_version": "3.0",
+        "services": [{"id": "6b7ac2a5-4a4b-4c5e-9c1f-2f7a3b6c9d10", "name": "s", "url": "http://127.0.0.1:9"}]}))
+    .await;
+    assert_eq!(status, 400);
+    assert!(
+        body["message"]
+            .as_str()
+            .unwrap()
+            .contains("must carry the tag 'k8s-apply:t'"),
+        "{body}"
+    );
+    // A well-formed load is 201, then 200 unchanged; the untagged service stays.
+    let good = json!({"_format_version": "3.0",
+        "services": [{"id": "6b7ac2a5-4a4b-4c5e-9c1f-2f7a3b6c9d10", "name": "s", "url": "http://127.0.0.1:9", "tags": ["k8s-apply:t"]}]});
+    let (status, body) = post(good.clone()).await;
+    assert_eq!((status, body["created"].as_u64()), (201, Some(1)), "{body}");
+    let (status, body) = post(good).await;
+    assert_eq!(
+        (status, body["unchanged"].as_u64()),
+        (200, Some(1)),
+        "{body}"
+    );
+    assert_eq!(node.get("/services/mine").await.0, 200);
+}
